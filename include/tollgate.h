@@ -1,0 +1,108 @@
+/*
+ * tollgate.h: the only public header of libtollgate, the client side of
+ * the tollgate quota broker.  Results are >= 0, or a negative errno value.
+ *
+ * A program opens the broker's segment once (tg_open), looks its keys up
+ * once (tg_key), and then takes a ticket before each request to the
+ * rate-limited API and releases it after.  The ticket calls make no system
+ * call: they are a few atomic instructions on shared memory.
+ */
+#ifndef TOLLGATE_H
+#define TOLLGATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tg_client tg_client;	/* opaque; one per process */
+
+/* What one request costs; a limit counts the member named by its unit. */
+typedef struct tg_cost {
+	uint64_t	requests;
+	uint64_t	tokens;
+	uint64_t	images;
+} tg_cost;
+
+/*
+ * One request's permission, in storage the caller owns (stack is fine).
+ * Filled by tg_try_acquire or tg_acquire, emptied by tg_release.  A zeroed
+ * ticket is an empty one: releasing it does nothing.
+ */
+typedef struct tg_ticket {
+	uint64_t	priv[16];
+} tg_ticket;
+
+#define TG_OK		0	/* tg_observe: the request succeeded */
+#define TG_RETRY	1	/* tg_observe: worth retrying after the pause */
+#define TG_GIVE_UP	2	/* tg_observe: retrying will not help */
+
+/*
+ * Map the segment a tollgated broker publishes as `segment' (NULL:
+ * "tollgate") and register this process in it.  Returns 0 and sets *out,
+ * or -ENOENT (no broker has created it), -EPROTO (another layout version),
+ * -EACCES, -ENOSPC (every client slot taken), -EINVAL, -ENOMEM.  Makes
+ * system calls.  A client belongs to the process that opened it: after
+ * fork(), the child opens its own.
+ */
+int	tg_open(const char *segment, tg_client **out);
+
+/*
+ * Release every ticket this client still holds, unregister and unmap.
+ * c may be NULL.  Tickets of c must not be used afterwards.
+ */
+void	tg_close(tg_client *c);
+
+/*
+ * Look up a key by name ("openai", "openai/gpt-image-1") and set *key to
+ * its handle.  Returns 0, -ENOENT (no such key), -EINVAL.  No system call.
+ * A handle stays valid across reloads while the key exists; once a reload
+ * removes the key, calls with it return -ESTALE.
+ */
+int	tg_key(tg_client *c, const char *name, uint32_t *key);
+
+/*
+ * Take `cost' (NULL: one request) from every limit of `key' and of each of
+ * its ancestors, or nothing, and fill *t.  Makes no system call.
+ * Returns 0, or:
+ *   -EAGAIN     not now; *retry_in_ns (if not NULL) is how long until it
+ *               may succeed, rounded up, or 0 when it waits on a release
+ *               of a concurrency lease;
+ *   -E2BIG      the cost exceeds a limit's capacity: it never fits;
+ *   -ESTALE     the key was removed by a reload;
+ *   -EINVAL     a bad argument (NULL client or ticket, unknown handle).
+ */
+int	tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
+	    tg_ticket *t, uint64_t *retry_in_ns);
+
+/*
+ * Like tg_try_acquire, but wait up to timeout_ns (< 0: forever) for the
+ * ticket.  On a rate limit it reserves the next free slot and sleeps until
+ * it, so waiters go in arrival order; on a concurrency limit it sleeps
+ * until a release.  Returns 0, -ETIMEDOUT (nothing is taken; returned at
+ * once when the wait is known to exceed the timeout), or the errors of
+ * tg_try_acquire other than -EAGAIN.  A signal does not end the wait.
+ * Makes system calls only to sleep.
+ */
+int	tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
+	    int64_t timeout_ns, tg_ticket *t);
+
+/*
+ * Give back the concurrency leases of *t and empty it.  Rate and window
+ * limits are not refunded: the request was made.  Idempotent; a ticket
+ * that was never filled, or was released already, is left alone.  Makes no
+ * system call unless a waiter sleeps on a freed lease (then one futex
+ * wake).
+ */
+void	tg_release(tg_client *c, tg_ticket *t);
+
+/* A static English message for a result of this library (0 or -errno). */
+const char *tg_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TOLLGATE_H */

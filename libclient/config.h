@@ -1,0 +1,114 @@
+/* config.h: private; the parsed tollgated config, shared by the broker, tools and tests. */
+#ifndef TG_CONFIG_H
+#define TG_CONFIG_H
+
+#include <sys/types.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CFG_NAME_MAX	47	/* bytes in a key name, without the NUL */
+#define CFG_SEGMENT_MAX	200	/* bytes in a segment name, without the NUL */
+#define CFG_CHAIN_MAX	16	/* limits on a key and all its ancestors */
+#define CFG_DEPTH_MAX	8	/* levels of a key name ("a/b/c" is 3) */
+
+enum lim_kind {
+	LIM_RATE = 1,		/* GCRA token bucket */
+	LIM_WINDOW = 2,		/* at most count per rolling period */
+	LIM_CONC = 3,		/* at most count tickets in flight */
+};
+
+enum lim_unit {
+	UNIT_REQUESTS = 0,
+	UNIT_TOKENS = 1,
+	UNIT_IMAGES = 2,
+	UNIT_COUNT = 3,
+};
+
+/* One `limit =' or `concurrency =' line. */
+struct limit_spec {
+	uint8_t		kind;		/* enum lim_kind */
+	uint8_t		unit;		/* enum lim_unit; UNIT_REQUESTS for LIM_CONC */
+	uint8_t		adaptive;	/* LIM_CONC: `concurrency = N adaptive' */
+	uint8_t		pad0;
+	int		line;		/* where it was defined, for messages */
+	uint64_t	count;		/* N per period, N per window, N in flight */
+	uint64_t	period_ns;	/* LIM_RATE, LIM_WINDOW; 0 for LIM_CONC */
+	uint64_t	burst;		/* LIM_RATE: bucket capacity in units */
+	uint64_t	cooldown_ns;	/* 0: none */
+};
+
+/* One [section] other than [broker]. */
+struct key_spec {
+	char		name[CFG_NAME_MAX + 1];
+	int		parent;		/* index into config.keys, -1 at the top */
+	int		line;		/* line of the [section] header */
+	unsigned	first_limit;	/* its own limits: limits[first_limit..] */
+	unsigned	nlimits;
+};
+
+struct config {
+	char		path[PATH_MAX];	/* the file it came from */
+	/* [broker] */
+	char		segment[CFG_SEGMENT_MAX + 1];	/* default "tollgate" */
+	mode_t		mode;		/* state object; default 0660 */
+	int		has_group;
+	gid_t		group;		/* `group =', by name or number */
+	char		pidfile[PATH_MAX]; /* default /run/tollgate/<segment>.pid */
+	uint32_t	max_clients;	/* default 1024 */
+	/* keys in file order; a parent always comes before its children */
+	struct key_spec	*keys;
+	unsigned	nkeys;
+	/* every key's own limits, grouped by key in file order */
+	struct limit_spec *limits;
+	unsigned	nlimits;
+};
+
+/*
+ * Called once per error with a whole message, "FILE:LINE: what is wrong"
+ * (no newline).  arg is what was passed to config_load.
+ */
+typedef void	config_report_fn(void *arg, const char *msg);
+
+/*
+ * Parse the file at path into *cfg (which it initialises).  Every error is
+ * reported, not just the first.  Returns 0, or the number of errors (> 0),
+ * in which case *cfg holds nothing to free.  A file that cannot be read is
+ * one error ("FILE: strerror").
+ */
+int	config_load(const char *path, struct config *cfg,
+	    config_report_fn *report, void *arg);
+
+/* The same from memory; name is used in messages in place of a path. */
+int	config_load_mem(const char *name, const char *buf, size_t len,
+	    struct config *cfg, config_report_fn *report, void *arg);
+
+/* Free what config_load allocated; cfg may be zeroed or already freed. */
+void	config_free(struct config *cfg);
+
+/*
+ * Parse the value of a `limit =' line ("30000 tokens/min burst 500",
+ * "1 requests/165s burst 4 cooldown 120s", "10000 requests/day window")
+ * into *out.  Returns 0, or -EINVAL with *why set to a static message.
+ * Shared with tollsim's -l.
+ */
+int	config_parse_limit(const char *s, struct limit_spec *out,
+	    const char **why);
+
+/* Parse a duration ("120s", "1.5s", "500ms", "10min", "2h", "1day"). */
+int	config_parse_duration(const char *s, uint64_t *out_ns);
+
+/* Index of the key named name in cfg, or -1. */
+int	config_find_key(const struct config *cfg, const char *name);
+
+/* "requests", "tokens", "images"; "?" for anything else. */
+const char *unit_name(unsigned unit);
+
+/*
+ * Write a limit back in the config's own syntax ("5 images/min",
+ * "1 requests/165s burst 4 cooldown 120s", "concurrency 4") into buf.
+ * Returns what snprintf returns.
+ */
+int	limit_format(const struct limit_spec *l, char *buf, size_t len);
+
+#endif /* TG_CONFIG_H */

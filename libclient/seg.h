@@ -1,0 +1,320 @@
+/* seg.h: private; the layout of the two shared-memory objects, shared by all. */
+#ifndef TG_SEG_H
+#define TG_SEG_H
+
+#include <assert.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TG_SEG_MAGIC	0x31474754u	/* "TGG1"; byte-swapped, it shows */
+#define TG_SEG_VERSION	1u		/* bump on any change in this file */
+#define SEG_LINE	64		/* cache line */
+
+#define SEG_NONE	0xffffu		/* no key, no limit */
+#define SEG_CHAIN_MAX	16		/* == CFG_CHAIN_MAX */
+#define SEG_DEPTH_MAX	8		/* == CFG_DEPTH_MAX */
+#define SEG_NAME_MAX	48		/* key name with its NUL */
+#define SEG_IDS_MAX	0xfff0u		/* key and limit ids are 16 bits */
+#define SEG_WIN_SLOTS	64		/* sub-windows in a window ring */
+
+/*
+ * The config object, /dev/shm/<segment>.conf: written by the broker only,
+ * mapped read-only by everyone else, so what it says can be trusted once a
+ * reader has checked it was not torn (the sequence counters).
+ *
+ *	0	struct seg_header (192 bytes)
+ *	192	config copy 0: struct seg_cfg, seg_key[max_keys],
+ *		seg_limit[max_limits]
+ *	...	config copy 1, the same
+ */
+
+/* 0 identity (never changes once magic is set), 64 config, 128 broker. */
+struct seg_header {
+	_Atomic uint32_t	magic;		/* stored last, release */
+	uint32_t		version;
+	uint64_t		size;		/* bytes in this object */
+	uint64_t		state_size;	/* bytes in the state object */
+	uint64_t		off_config[2];	/* offsets, never pointers */
+	uint64_t		config_size;	/* bytes in one config copy */
+	uint32_t		max_clients;
+	uint32_t		max_keys;
+	uint32_t		max_limits;
+	uint32_t		max_cells;	/* 64-bit words in the cell pool */
+	/* offsets in the state object */
+	alignas(SEG_LINE) uint64_t off_clients;
+	uint64_t		off_keys;
+	uint64_t		off_limits;
+	uint64_t		off_cells;
+	_Atomic uint32_t	config_idx;	/* live copy, 0 or 1; release */
+	uint32_t		pad1;
+	uint64_t		created_ns;	/* CLOCK_MONOTONIC at creation */
+	uint64_t		pad2[2];
+	/* the broker that owns it now; rewritten when a new one attaches */
+	alignas(SEG_LINE) _Atomic uint64_t heartbeat_ns; /* each tick */
+	_Atomic int32_t		broker_pid;
+	uint32_t		pad3;
+	_Atomic uint64_t	broker_start;	/* /proc/PID/stat starttime */
+	_Atomic uint64_t	broker_since_ns; /* when it attached */
+	_Atomic uint64_t	repairs;	/* state garbage it fixed */
+	uint64_t		pad4[3];
+};
+
+/*
+ * A config copy.  The broker writes the inactive copy between two
+ * increments of seq (odd while it writes), then flips config_idx with
+ * release ordering.  A reader loads config_idx and seq with acquire,
+ * reads, and retries if seq moved: two reloads during one slow read then
+ * cannot hand it a torn copy.
+ */
+struct seg_cfg {
+	_Atomic uint32_t	seq;
+	uint32_t		nkeys;		/* keys in use */
+	uint64_t		gen;		/* publish count */
+	uint32_t		nlimits;	/* limits in use */
+	uint32_t		pad0;
+	uint64_t		pad1[5];
+};
+
+#define SEG_KEY_ADAPTIVE	0x01
+
+/* A key, indexed by its stable id.  name[0] == 0: unused. */
+struct seg_key {
+	char			name[SEG_NAME_MAX];
+	uint16_t		gen;		/* handle = id | gen << 16; != 0 */
+	uint16_t		parent;		/* key id or SEG_NONE */
+	uint8_t			nchain;		/* entries in chain[] */
+	uint8_t			nown;		/* its own limits, chain[0..] */
+	uint8_t			depth;		/* entries in kchain[] */
+	uint8_t			flags;
+	uint32_t		pad0;
+	uint16_t		chain[SEG_CHAIN_MAX];	/* limit ids, own first */
+	uint16_t		kchain[SEG_DEPTH_MAX];	/* key ids, itself first */
+	uint64_t		max_pause_ns;	/* clamp on any pause */
+	uint64_t		pad1;
+};
+
+#define LIMIT_F_ADAPTIVE	0x01
+
+/* A limit, indexed by its stable id.  kind == 0: unused. */
+struct seg_limit {
+	uint8_t			kind;		/* enum lim_kind */
+	uint8_t			unit;		/* enum lim_unit */
+	uint8_t			flags;
+	uint8_t			pad0;
+	uint16_t		key;		/* owning key id */
+	uint16_t		pad1;
+	uint64_t		count;		/* N per period, window, in flight */
+	uint64_t		period_ns;
+	uint64_t		burst;		/* rate: capacity in units */
+	uint64_t		cooldown_ns;
+	uint64_t		tau_ns;		/* rate: GCRA limit; window: sub-window */
+	uint32_t		cells;		/* first pool word: ring or leases */
+	uint32_t		ncells;		/* window: SEG_WIN_SLOTS; conc: count */
+	uint64_t		pad2;
+};
+
+/*
+ * The state object, /dev/shm/<segment>: mode from the config, written by
+ * every client.  Nothing in it is trusted by the broker.
+ *
+ *	0		struct seg_state (64 bytes)
+ *	off_clients	struct seg_client[max_clients]
+ *	off_keys	struct seg_kstate[max_keys]
+ *	off_limits	struct seg_lstate[max_limits]
+ *	off_cells	_Atomic uint64_t[max_cells]: window rings, lease cells
+ */
+struct seg_state {
+	_Atomic uint32_t	magic;		/* TG_SEG_MAGIC, stored last */
+	uint32_t		version;
+	uint64_t		size;
+	/* counters of client slots the broker reclaimed, kept after reuse */
+	_Atomic uint64_t	retired_acquired;
+	_Atomic uint64_t	retired_denied;
+	_Atomic uint64_t	retired_released;
+	_Atomic uint64_t	retired_waits;
+	uint64_t		pad[2];
+};
+
+/* seg_client.owner: 0 free, else state << 32 | pid. */
+#define CLIENT_CLAIMING	1u	/* pid written, start time not yet */
+#define CLIENT_LIVE	2u
+#define CLIENT_OWNER(st, pid)	((uint64_t)(st) << 32 | (uint32_t)(pid))
+#define CLIENT_STATE(o)		((uint32_t)((o) >> 32))
+#define CLIENT_PID(o)		((int32_t)(uint32_t)(o))
+
+/* A client slot; line 0 registration, line 1 counters only it writes. */
+struct seg_client {
+	_Atomic uint64_t	owner;
+	_Atomic uint64_t	start_time;	/* /proc/PID/stat starttime */
+	_Atomic uint32_t	lease_gen;	/* next lease generation */
+	_Atomic uint32_t	waiting_on;	/* limit id + 1 while asleep */
+	uint64_t		pad0[5];
+	alignas(SEG_LINE) _Atomic uint64_t acquired; /* tickets */
+	_Atomic uint64_t	denied;		/* -EAGAIN and -ETIMEDOUT */
+	_Atomic uint64_t	released;
+	_Atomic uint64_t	waits;		/* tg_acquire calls that slept */
+	_Atomic uint64_t	wait_ns;	/* time they slept */
+	uint64_t		pad1[3];
+};
+
+/* Per key: line 0 read by every acquire, line 1 its counters. */
+struct seg_kstate {
+	_Atomic uint64_t	paused_until_ns; /* 0: not paused */
+	_Atomic uint64_t	backoff_ns;	/* current shared backoff */
+	uint64_t		pad0[6];
+	alignas(SEG_LINE) _Atomic uint64_t granted; /* tickets */
+	_Atomic uint64_t	denied;
+	_Atomic uint64_t	status[6];	/* feedback classes, later */
+};
+
+/*
+ * Per limit, one line: what every acquire of it writes.  Rate limits use
+ * tat_ns; concurrency limits use wake and waiting for the futex.
+ */
+struct seg_lstate {
+	_Atomic uint64_t	tat_ns;		/* GCRA theoretical arrival */
+	_Atomic uint64_t	granted;	/* units */
+	_Atomic uint64_t	denied;		/* refusals */
+	_Atomic uint32_t	wake;		/* futex word: bumped on release */
+	_Atomic uint32_t	waiting;	/* someone sleeps on wake */
+	_Atomic uint64_t	waits;		/* sleeps */
+	uint64_t		pad[3];
+};
+
+/* A lease cell: 0 free, else (client slot + 1) << 32 | generation. */
+#define LEASE_VAL(slot, gen)	((uint64_t)((slot) + 1) << 32 | (uint32_t)(gen))
+#define LEASE_SLOT(v)		((uint32_t)((v) >> 32) - 1)
+
+static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2,
+    "atomics shared between processes must be lock-free");
+static_assert(sizeof(struct seg_header) == 192, "seg_header changed");
+static_assert(offsetof(struct seg_header, off_clients) == 64, "line 1");
+static_assert(offsetof(struct seg_header, heartbeat_ns) == 128, "line 2");
+static_assert(sizeof(struct seg_cfg) == 64, "seg_cfg changed");
+static_assert(sizeof(struct seg_key) == 128, "seg_key changed");
+static_assert(sizeof(struct seg_limit) == 64, "seg_limit changed");
+static_assert(sizeof(struct seg_state) == 64, "seg_state changed");
+static_assert(sizeof(struct seg_client) == 128, "seg_client changed");
+static_assert(offsetof(struct seg_client, acquired) == 64, "own line");
+static_assert(sizeof(struct seg_kstate) == 128, "seg_kstate changed");
+static_assert(sizeof(struct seg_lstate) == 64, "seg_lstate changed");
+
+/* A mapping of both objects, as the library, tools and broker hold it. */
+struct seg_map {
+	struct seg_header	*hdr;		/* the config object */
+	size_t			hdr_size;
+	unsigned char		*state;		/* the state object */
+	size_t			state_size;
+	int			hdr_fd;		/* -1 once closed */
+	int			state_fd;
+};
+
+static inline struct seg_cfg *
+seg_cfg(const struct seg_map *m, unsigned idx)
+{
+	return (struct seg_cfg *)((unsigned char *)m->hdr +
+	    m->hdr->off_config[idx & 1]);
+}
+
+static inline struct seg_key *
+seg_keys(struct seg_cfg *c)
+{
+	return (struct seg_key *)(c + 1);
+}
+
+static inline struct seg_limit *
+seg_limits(const struct seg_map *m, struct seg_cfg *c)
+{
+	return (struct seg_limit *)(seg_keys(c) + m->hdr->max_keys);
+}
+
+static inline struct seg_client *
+seg_clients(const struct seg_map *m)
+{
+	return (struct seg_client *)(m->state + m->hdr->off_clients);
+}
+
+static inline struct seg_kstate *
+seg_kstates(const struct seg_map *m)
+{
+	return (struct seg_kstate *)(m->state + m->hdr->off_keys);
+}
+
+static inline struct seg_lstate *
+seg_lstates(const struct seg_map *m)
+{
+	return (struct seg_lstate *)(m->state + m->hdr->off_limits);
+}
+
+static inline _Atomic uint64_t *
+seg_cells(const struct seg_map *m)
+{
+	return (_Atomic uint64_t *)(m->state + m->hdr->off_cells);
+}
+
+/* Names of the two objects for a segment name; 0 or -ENAMETOOLONG. */
+int	seg_names(const char *segment, char *conf, char *state, size_t len);
+
+/*
+ * Map an existing segment.  writable: map the state object read-write (the
+ * library) or read-only (tollstat).  Checks magic, version and sizes.
+ * Returns 0, -ENOENT, -EACCES, -EPROTO (another layout), -EBADMSG (sizes
+ * that do not add up), or another -errno of open/mmap.
+ */
+int	seg_attach(const char *segment, int writable, struct seg_map *m);
+
+/* Unmap and close what seg_attach mapped; safe on a zeroed map. */
+void	seg_detach(struct seg_map *m);
+
+/*
+ * Check a header's geometry against the sizes actually mapped: every
+ * region inside its object, counts within bounds.  Returns 0 or -EBADMSG.
+ */
+int	seg_check(const struct seg_header *h, size_t hdr_size,
+	    size_t state_size);
+
+/* Bytes of one config copy and of the state object for these counts. */
+uint64_t seg_config_bytes(uint32_t max_keys, uint32_t max_limits);
+uint64_t seg_state_bytes(uint32_t max_clients, uint32_t max_keys,
+	    uint32_t max_limits, uint32_t max_cells, uint64_t offs[4]);
+
+/*
+ * Begin and end a read of the live config copy (a sequence lock):
+ *	do { c = seg_read_begin(m, &seq); ...copy what you need...
+ *	} while (!seg_read_ok(c, seq));
+ * What was read between the two may be torn until seg_read_ok says it
+ * was not: check every index read there before using it.
+ */
+static inline struct seg_cfg *
+seg_read_begin(const struct seg_map *m, uint32_t *seq)
+{
+	struct seg_cfg *c;
+	uint32_t s;
+
+	for (;;) {
+		/* Acquire: pairs with the broker's release store of the index. */
+		c = seg_cfg(m, atomic_load_explicit(&m->hdr->config_idx,
+		    memory_order_acquire));
+		/* Acquire: pairs with the release increment ending a write. */
+		s = atomic_load_explicit(&c->seq, memory_order_acquire);
+		if ((s & 1) == 0)
+			break;
+	}
+	*seq = s;
+	return c;
+}
+
+static inline int
+seg_read_ok(const struct seg_cfg *c, uint32_t seq)
+{
+	/* Orders the reads of the copy before the second load of seq. */
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&c->seq, memory_order_relaxed) == seq;
+}
+
+/* The start time of process pid (field 22 of /proc/PID/stat); 0 or -errno. */
+int	proc_starttime(int pid, uint64_t *out);
+
+#endif /* TG_SEG_H */
