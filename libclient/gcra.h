@@ -1,0 +1,44 @@
+/* gcra.h: private; rate limits as GCRA on one 64-bit word (the TAT). */
+#ifndef TG_GCRA_H
+#define TG_GCRA_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+/*
+ * Nanoseconds of bucket that n units of a `count per period_ns' limit
+ * use: ceil(n * period_ns / count), saturating at UINT64_MAX.
+ */
+uint64_t gcra_cost_ns(uint64_t n, uint64_t period_ns, uint64_t count);
+
+/*
+ * The GCRA limit (tau) of a bucket holding `burst' units: room for burst
+ * units taken at once and for burst units taken one by one, whose costs
+ * are each rounded up.
+ */
+uint64_t gcra_tau_ns(uint64_t burst, uint64_t period_ns, uint64_t count);
+
+/*
+ * Take cost_ns from the bucket whose TAT is *tatp at now_ns.  Returns 0,
+ * or -EAGAIN with *retry_in_ns set to when it would fit.
+ */
+int	gcra_take(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
+	    uint64_t tau_ns, uint64_t *retry_in_ns);
+
+/*
+ * Take cost_ns now or reserve it in the future, if its slot comes within
+ * max_wait_ns: *wait_ns is then how long until the slot (0: now).
+ * Returns 0, or -EAGAIN with *wait_ns set to the wait it would need.
+ * Reservations are served in the order they are made, with no queue.
+ */
+int	gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
+	    uint64_t tau_ns, uint64_t max_wait_ns, uint64_t *wait_ns);
+
+/* Give cost_ns back (undo a take); the bucket never holds more than tau. */
+void	gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns);
+
+/* Units of cost1_ns each that would fit now (for tollstat). */
+uint64_t gcra_available(uint64_t tat_ns, uint64_t now_ns, uint64_t cost1_ns,
+	    uint64_t tau_ns);
+
+#endif /* TG_GCRA_H */

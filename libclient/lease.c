@@ -1,0 +1,114 @@
+/* lease.c: concurrency limits as lease cells owned by client slots. */
+#include <errno.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "futex.h"
+#include "lease.h"
+#include "seg.h"
+
+int
+lease_take(_Atomic uint64_t *cells, uint32_t ncells, uint64_t val,
+    uint32_t hint, uint32_t *cell)
+{
+	uint64_t free_val;
+	uint32_t i;
+
+	for (uint32_t k = 0; k < ncells; k++) {
+		i = (hint + k) % ncells;
+		/* Relaxed peek: skip held cells without owning their line. */
+		if (atomic_load_explicit(&cells[i], memory_order_relaxed) != 0)
+			continue;
+		free_val = 0;
+		/*
+		 * seq_cst: pairs with lease_wait_prepare's store of `waiting'
+		 * (a Dekker pair with lease_put's free and its load of it).
+		 */
+		if (atomic_compare_exchange_strong_explicit(&cells[i],
+		    &free_val, val, memory_order_seq_cst,
+		    memory_order_relaxed)) {
+			*cell = i;
+			return 0;
+		}
+	}
+	return -EAGAIN;
+}
+
+int
+lease_put(_Atomic uint64_t *cells, uint32_t ncells, uint32_t cell,
+    uint64_t val)
+{
+	uint64_t expect = val;
+
+	if (val == 0)
+		return 0;
+	/* seq_cst: the free must be visible before lease_wake reads waiting. */
+	if (cell < ncells && atomic_compare_exchange_strong_explicit(
+	    &cells[cell], &expect, 0, memory_order_seq_cst,
+	    memory_order_relaxed))
+		return 1;
+	/* The broker may have moved it (a reload resized the limit). */
+	for (uint32_t i = 0; i < ncells; i++) {
+		expect = val;
+		if (atomic_load_explicit(&cells[i], memory_order_relaxed) ==
+		    val && atomic_compare_exchange_strong_explicit(&cells[i],
+		    &expect, 0, memory_order_seq_cst, memory_order_relaxed))
+			return 1;
+	}
+	return 0;
+}
+
+uint32_t
+lease_count(_Atomic uint64_t *cells, uint32_t ncells)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < ncells; i++)
+		if (atomic_load_explicit(&cells[i], memory_order_relaxed))
+			n++;
+	return n;
+}
+
+/*
+ * The sleep protocol.  A sleeper reads `wake', sets `waiting', then tries
+ * the cells once more and sleeps on `wake' only if that fails.  A releaser
+ * frees its cell, then swaps `waiting' to 0 and, if it was set, bumps
+ * `wake' and wakes everyone.  All seq_cst: either the sleeper's retry sees
+ * the freed cell, or the releaser sees `waiting' set after the sleeper
+ * read `wake', and the bump makes the futex wait return at once.  A
+ * sleeper that dies leaves `waiting' set: the next release pays one
+ * futex call and clears it.  Everyone is woken, since a woken sleeper
+ * that loses the race simply sleeps again: simpler than handing the wake
+ * on, and a concurrency limit has few sleepers.
+ */
+uint32_t
+lease_wait_prepare(struct seg_lstate *ls)
+{
+	uint32_t seen;
+
+	seen = atomic_load_explicit(&ls->wake, memory_order_seq_cst);
+	atomic_store_explicit(&ls->waiting, 1, memory_order_seq_cst);
+	return seen;
+}
+
+int
+lease_wait(struct seg_lstate *ls, uint32_t seen, const struct timespec *abs)
+{
+	atomic_fetch_add_explicit(&ls->waits, 1, memory_order_relaxed);
+	return futex_wait(&ls->wake, seen, abs);
+}
+
+void
+lease_wake(struct seg_lstate *ls)
+{
+	/* Load first: no write to the line when nobody sleeps. */
+	if (atomic_load_explicit(&ls->waiting, memory_order_seq_cst) == 0)
+		return;
+	if (atomic_exchange_explicit(&ls->waiting, 0,
+	    memory_order_seq_cst) == 0)
+		return;
+	atomic_fetch_add_explicit(&ls->wake, 1, memory_order_seq_cst);
+	(void)futex_wake(&ls->wake, INT_MAX);
+}

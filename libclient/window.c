@@ -1,0 +1,157 @@
+/* window.c: rolling-window limits on a ring of sub-window counters. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "seg.h"
+#include "window.h"
+
+#define SLOT_EPOCH(w)	((w) >> WIN_COUNT_BITS)
+#define SLOT_COUNT(w)	((w) & WIN_COUNT_MAX)
+#define SLOT(e, c)	(((e) & WIN_EPOCH_MASK) << WIN_COUNT_BITS | (c))
+
+uint64_t
+win_sub_ns(uint64_t period_ns)
+{
+	uint64_t sub = period_ns / (SEG_WIN_SLOTS - 1);
+
+	if (sub * (SEG_WIN_SLOTS - 1) < period_ns)
+		sub++;
+	return sub ? sub : 1;
+}
+
+/*
+ * The units of ring word w, read at ring index (e - k) % SLOTS while the
+ * current sub-window is e: counted if it belongs to sub-window e - k, or
+ * to one a little after e (written by a process that read the clock a
+ * moment after us: counting it is the safe side).  Anything else expired.
+ * Epochs wrap at 2^28 sub-windows; distances are taken modulo that.
+ */
+#define WIN_AHEAD_MAX	4
+
+static uint64_t
+slot_units(uint64_t w, uint64_t e, uint64_t k)
+{
+	uint64_t ep = SLOT_EPOCH(w), ahead;
+
+	if (ep == ((e - k) & WIN_EPOCH_MASK))
+		return SLOT_COUNT(w);
+	ahead = (ep - e) & WIN_EPOCH_MASK;
+	return ahead >= 1 && ahead <= WIN_AHEAD_MAX ? SLOT_COUNT(w) : 0;
+}
+
+static uint64_t
+ring_sum(_Atomic uint64_t *ring, uint64_t e)
+{
+	uint64_t sum = 0, w;
+
+	for (uint64_t k = 0; k < SEG_WIN_SLOTS; k++) {
+		/* Relaxed: each word is read once; see win_take on why it holds. */
+		w = atomic_load_explicit(&ring[(e - k) % SEG_WIN_SLOTS],
+		    memory_order_relaxed);
+		sum += slot_units(w, e, k);
+	}
+	return sum;
+}
+
+uint64_t
+win_sum(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns)
+{
+	return ring_sum(ring, now_ns / sub_ns);
+}
+
+/* How long from now_ns until `excess' units have left the ring. */
+static uint64_t
+expiry_wait(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
+    uint64_t excess)
+{
+	uint64_t e = now_ns / sub_ns, freed = 0, w;
+
+	for (uint64_t k = SEG_WIN_SLOTS - 1; ; k--) {
+		w = atomic_load_explicit(&ring[(e - k) % SEG_WIN_SLOTS],
+		    memory_order_relaxed);
+		freed += slot_units(w, e, k);
+		/* Sub-window e - k leaves the ring when e - k + SLOTS begins. */
+		if (freed >= excess || k == 0)
+			return (e - k + SEG_WIN_SLOTS) * sub_ns - now_ns;
+	}
+}
+
+uint64_t
+win_retry(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
+    uint64_t limit, uint64_t n)
+{
+	uint64_t sum = ring_sum(ring, now_ns / sub_ns);
+
+	if (sum + n <= limit)
+		return 0;
+	return expiry_wait(ring, now_ns, sub_ns, sum + n - limit);
+}
+
+int
+win_take(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
+    uint64_t limit, uint64_t n, uint64_t *retry_in_ns)
+{
+	uint64_t e = now_ns / sub_ns, w, next, sum;
+	_Atomic uint64_t *slot = &ring[e % SEG_WIN_SLOTS];
+
+	if (n > limit || n > WIN_COUNT_MAX) {
+		*retry_in_ns = UINT64_MAX;
+		return -EAGAIN;
+	}
+	/* Cheap refusal first: no write when the ring is already full. */
+	sum = ring_sum(ring, e);
+	if (sum + n > limit)
+		goto refuse;
+	/*
+	 * Add first, then check the sum and undo on excess.  seq_cst on the
+	 * add and on the loads of the sum: of any set of takes that were all
+	 * admitted, the last to add read a sum that included every other's
+	 * add, so it saw them all and the admitted total is never above
+	 * limit.  Racing takes at the edge may both undo: the window errs on
+	 * the side of refusing.
+	 */
+	w = atomic_load_explicit(slot, memory_order_relaxed);
+	do {
+		/*
+		 * The slot holds sub-window e, or (our clock read went stale
+		 * while we were descheduled) a later one: add to it, which
+		 * only makes the units expire later.  Else it expired: reuse.
+		 */
+		if (((SLOT_EPOCH(w) - e) & WIN_EPOCH_MASK) < WIN_EPOCH_MASK / 2) {
+			if (SLOT_COUNT(w) + n > WIN_COUNT_MAX)
+				goto refuse;
+			next = w + n;
+		} else
+			next = SLOT(e, n);
+	} while (!atomic_compare_exchange_weak_explicit(slot, &w, next,
+	    memory_order_seq_cst, memory_order_relaxed));
+	atomic_thread_fence(memory_order_seq_cst);
+	sum = ring_sum(ring, e);
+	if (sum <= limit)
+		return 0;
+	win_undo(ring, now_ns, sub_ns, n);
+	sum -= n;
+refuse:
+	*retry_in_ns = expiry_wait(ring, now_ns, sub_ns,
+	    sum + n > limit ? sum + n - limit : 1);
+	return -EAGAIN;
+}
+
+void
+win_undo(_Atomic uint64_t *ring, uint64_t then_ns, uint64_t sub_ns,
+    uint64_t n)
+{
+	uint64_t e = then_ns / sub_ns, w;
+	_Atomic uint64_t *slot = &ring[e % SEG_WIN_SLOTS];
+
+	w = atomic_load_explicit(slot, memory_order_relaxed);
+	do {
+		/* Gone to a later sub-window: those units expired anyway. */
+		if (SLOT_EPOCH(w) != (e & WIN_EPOCH_MASK))
+			return;
+		if (SLOT_COUNT(w) < n)	/* scribbled on: don't borrow */
+			return;
+	} while (!atomic_compare_exchange_weak_explicit(slot, &w, w - n,
+	    memory_order_seq_cst, memory_order_relaxed));
+}
