@@ -1,0 +1,686 @@
+/* client.c: libtollgate, the client API of include/tollgate.h. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tollgate.h"
+
+#include "clock.h"
+#include "config.h"
+#include "gcra.h"
+#include "lease.h"
+#include "seg.h"
+#include "window.h"
+
+struct tg_client {
+	struct seg_map		m;
+	struct seg_client	*me;
+	uint32_t		slot;
+	int			pid;
+};
+
+/* What a ticket holds, in tg_ticket.priv.  state != TK_LIVE: empty. */
+#define TK_LIVE		0x544b5431u	/* "1TKT" */
+#define TK_LEASES	9
+
+struct tk {
+	_Atomic uint32_t	state;
+	uint16_t		key;		/* key id */
+	uint16_t		nlease;
+	uint32_t		slot;		/* the client slot that took it */
+	uint32_t		gen;		/* lease generation */
+	uint64_t		now_ns;		/* when it was taken */
+	uint64_t		cfg_gen;	/* config it was taken under */
+	uint64_t		cost[UNIT_COUNT];
+	struct {
+		uint16_t	lim;
+		uint16_t	pad;
+		uint32_t	cell;
+	} lease[TK_LEASES];
+};
+
+static_assert(sizeof(struct tk) <= sizeof(tg_ticket), "ticket too small");
+static_assert(TK_LEASES >= SEG_DEPTH_MAX, "a lease per level");
+
+/* A limit of a ticket's chain, copied out of the config under its seqlock. */
+struct lview {
+	uint16_t	id;
+	uint8_t		kind;
+	uint8_t		unit;
+	uint32_t	cells;
+	uint32_t	ncells;
+	uint64_t	count;
+	uint64_t	period_ns;
+	uint64_t	burst;
+	uint64_t	tau_ns;
+};
+
+/* A key's chain: its limits and its keys, as one take needs them. */
+struct chain {
+	uint64_t	cfg_gen;
+	uint16_t	key;
+	uint8_t		nlim;
+	uint8_t		nkey;
+	uint16_t	keys[SEG_DEPTH_MAX];
+	struct lview	lim[SEG_CHAIN_MAX];
+};
+
+static const tg_cost one_request = { 1, 0, 0 };
+
+static uint64_t
+unit_cost(const tg_cost *cost, unsigned unit)
+{
+	switch (unit) {
+	case UNIT_REQUESTS:
+		return cost->requests;
+	case UNIT_TOKENS:
+		return cost->tokens;
+	case UNIT_IMAGES:
+		return cost->images;
+	}
+	return 0;
+}
+
+/*
+ * Copy the chain of key handle h out of the live config.  Returns 0,
+ * -ESTALE (removed by a reload) or -EINVAL (never a handle).  Everything
+ * read under the seqlock is range-checked before use, since a read that
+ * overlaps a reload may be torn until seg_read_ok says otherwise.
+ */
+static int
+chain_read(const tg_client *c, uint32_t h, struct chain *ch)
+{
+	const struct seg_header *hdr = c->m.hdr;
+	const struct seg_key *k;
+	const struct seg_limit *lims, *l;
+	struct seg_cfg *cfg;
+	uint32_t seq, id = h & 0xffff;
+	int r;
+
+	if (id >= hdr->max_keys || (h >> 16) == 0)
+		return -EINVAL;
+	do {
+		r = 0;
+		cfg = seg_read_begin(&c->m, &seq);
+		k = &seg_keys(cfg)[id];
+		lims = seg_limits(&c->m, cfg);
+		ch->cfg_gen = cfg->gen;
+		ch->key = (uint16_t)id;
+		ch->nlim = k->nchain;
+		ch->nkey = k->depth;
+		if (k->name[0] == '\0' || k->gen != (h >> 16)) {
+			r = -ESTALE;
+			continue;
+		}
+		if (ch->nlim > SEG_CHAIN_MAX || ch->nkey > SEG_DEPTH_MAX) {
+			r = -EBADMSG;
+			continue;
+		}
+		for (unsigned i = 0; i < ch->nkey; i++)
+			ch->keys[i] = k->kchain[i] < hdr->max_keys ?
+			    k->kchain[i] : (uint16_t)id;
+		for (unsigned i = 0; i < ch->nlim && r == 0; i++) {
+			struct lview *v = &ch->lim[i];
+
+			if ((v->id = k->chain[i]) >= hdr->max_limits) {
+				r = -EBADMSG;
+				break;
+			}
+			l = &lims[v->id];
+			v->kind = l->kind;
+			v->unit = l->unit;
+			v->cells = l->cells;
+			v->ncells = l->ncells;
+			v->count = l->count;
+			v->period_ns = l->period_ns;
+			v->burst = l->burst;
+			v->tau_ns = l->tau_ns;
+			if ((uint64_t)v->cells + v->ncells > hdr->max_cells ||
+			    (v->kind == LIM_WINDOW &&
+			    (v->ncells != SEG_WIN_SLOTS || v->tau_ns == 0)))
+				r = -EBADMSG;
+		}
+	} while (!seg_read_ok(cfg, seq));
+	/* -EBADMSG from a read that was not torn: the broker is broken. */
+	return r;
+}
+
+/* Undo what take() did on lim[0..n) of ch. */
+static void
+untake(const tg_client *c, const struct chain *ch, unsigned n,
+    const tg_cost *cost, uint64_t now, const struct tk *tk)
+{
+	struct seg_lstate *ls = seg_lstates(&c->m);
+	_Atomic uint64_t *cells = seg_cells(&c->m);
+	unsigned nl = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		const struct lview *v = &ch->lim[i];
+		uint64_t units = unit_cost(cost, v->unit);
+
+		switch (v->kind) {
+		case LIM_RATE:
+			if (units)
+				gcra_refund(&ls[v->id].tat_ns, gcra_cost_ns(
+				    units, v->period_ns, v->count));
+			break;
+		case LIM_WINDOW:
+			if (units)
+				win_undo(&cells[v->cells], now, v->tau_ns,
+				    units);
+			break;
+		case LIM_CONC:
+			lease_put(&cells[v->cells], v->ncells,
+			    tk->lease[nl].cell, LEASE_VAL(tk->slot, tk->gen));
+			lease_wake(&ls[v->id]);
+			nl++;
+			break;
+		}
+	}
+}
+
+/* How long until limit v of a refused take could fit cost (0: a release). */
+static uint64_t
+peek(const tg_client *c, const struct lview *v, const tg_cost *cost,
+    uint64_t now)
+{
+	struct seg_lstate *ls = &seg_lstates(&c->m)[v->id];
+	uint64_t units = unit_cost(cost, v->unit), tat, next;
+
+	switch (v->kind) {
+	case LIM_RATE:
+		if (units == 0)
+			return 0;
+		tat = atomic_load_explicit(&ls->tat_ns, memory_order_relaxed);
+		next = (tat > now ? tat : now) + gcra_cost_ns(units,
+		    v->period_ns, v->count);
+		return next - now > v->tau_ns ? next - now - v->tau_ns : 0;
+	case LIM_WINDOW:
+		if (units == 0)
+			return 0;
+		return win_retry(&seg_cells(&c->m)[v->cells], now, v->tau_ns,
+		    v->count, units);
+	}
+	return 0;
+}
+
+/*
+ * Take cost from every limit of ch at now, all or nothing, reserving rate
+ * slots up to max_wait_ns ahead.  Returns 0 with *wait_ns the wait for the
+ * latest reserved slot, or -EAGAIN with *wait_ns the time until it could
+ * fit (0: it waits on a release of concurrency limit *blocked), or -E2BIG.
+ */
+static int
+take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
+    uint64_t max_wait_ns, struct tk *tk, uint64_t *wait_ns, int *blocked)
+{
+	struct seg_kstate *ks = seg_kstates(&c->m);
+	struct seg_lstate *ls = seg_lstates(&c->m);
+	_Atomic uint64_t *cells = seg_cells(&c->m);
+	uint64_t units, w, wait = 0, until;
+	unsigned i;
+	int r = 0;
+
+	*blocked = -1;
+	for (i = 0; i < ch->nlim; i++) {
+		const struct lview *v = &ch->lim[i];
+
+		units = unit_cost(cost, v->unit);
+		if ((v->kind == LIM_RATE && units > v->burst) ||
+		    (v->kind == LIM_WINDOW && (units > v->count ||
+		    units > WIN_COUNT_MAX)) ||
+		    (v->kind == LIM_CONC && v->ncells == 0))
+			return -E2BIG;
+	}
+	/* A paused key (the server said so) refuses until the pause ends. */
+	for (i = 0; i < ch->nkey; i++) {
+		until = atomic_load_explicit(&ks[ch->keys[i]].paused_until_ns,
+		    memory_order_relaxed);
+		if (until > now && until - now > wait)
+			wait = until - now;
+	}
+	if (wait > 0) {
+		*wait_ns = wait;
+		return -EAGAIN;
+	}
+	tk->nlease = 0;
+	tk->slot = c->slot;
+	tk->gen = 0;
+	for (i = 0; i < ch->nlim; i++) {
+		const struct lview *v = &ch->lim[i];
+
+		units = unit_cost(cost, v->unit);
+		w = 0;
+		switch (v->kind) {
+		case LIM_RATE:
+			if (units == 0)
+				continue;
+			r = gcra_reserve(&ls[v->id].tat_ns, now, gcra_cost_ns(
+			    units, v->period_ns, v->count), v->tau_ns,
+			    max_wait_ns, &w);
+			break;
+		case LIM_WINDOW:
+			if (units == 0)
+				continue;
+			r = win_take(&cells[v->cells], now, v->tau_ns,
+			    v->count, units, &w);
+			break;
+		case LIM_CONC:
+			if (tk->gen == 0) {
+				/* Relaxed: the slot's own threads share it. */
+				do
+					tk->gen = atomic_fetch_add_explicit(
+					    &c->me->lease_gen, 1,
+					    memory_order_relaxed) + 1;
+				while (tk->gen == 0);
+			}
+			r = lease_take(&cells[v->cells], v->ncells,
+			    LEASE_VAL(c->slot, tk->gen), c->slot,
+			    &tk->lease[tk->nlease].cell);
+			if (r == 0)
+				tk->lease[tk->nlease++].lim = v->id;
+			else
+				*blocked = v->id;
+			break;
+		default:
+			continue;
+		}
+		if (r < 0)
+			break;
+		if (w > wait)
+			wait = w;
+	}
+	if (r == 0) {
+		*wait_ns = wait;
+		return 0;
+	}
+	/* Refused by lim[i]: undo the others, then say when to come back. */
+	atomic_fetch_add_explicit(&ls[ch->lim[i].id].denied, 1,
+	    memory_order_relaxed);
+	untake(c, ch, i, cost, now, tk);
+	for (unsigned j = i + 1; j < ch->nlim; j++) {
+		uint64_t pw = peek(c, &ch->lim[j], cost, now);
+
+		if (pw > w)
+			w = pw;
+	}
+	*wait_ns = w;
+	return -EAGAIN;
+}
+
+/* Fill the ticket and count the grant; take() filled the leases. */
+static void
+granted(tg_client *c, const struct chain *ch, const tg_cost *cost,
+    uint64_t now, struct tk *tk)
+{
+	struct seg_kstate *ks = seg_kstates(&c->m);
+	struct seg_lstate *ls = seg_lstates(&c->m);
+
+	for (unsigned i = 0; i < ch->nlim; i++) {
+		uint64_t units = ch->lim[i].kind == LIM_CONC ? 1 :
+		    unit_cost(cost, ch->lim[i].unit);
+
+		/* Relaxed: statistics; the line is ours after the CAS anyway. */
+		if (units)
+			atomic_fetch_add_explicit(&ls[ch->lim[i].id].granted,
+			    units, memory_order_relaxed);
+	}
+	atomic_fetch_add_explicit(&ks[ch->key].granted, 1,
+	    memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->me->acquired, 1, memory_order_relaxed);
+	tk->key = ch->key;
+	tk->now_ns = now;
+	tk->cfg_gen = ch->cfg_gen;
+	tk->cost[UNIT_REQUESTS] = cost->requests;
+	tk->cost[UNIT_TOKENS] = cost->tokens;
+	tk->cost[UNIT_IMAGES] = cost->images;
+	/* Release: a thread that sees TK_LIVE sees the fields above. */
+	atomic_store_explicit(&tk->state, TK_LIVE, memory_order_release);
+}
+
+static void
+denied(tg_client *c, const struct chain *ch)
+{
+	atomic_fetch_add_explicit(&seg_kstates(&c->m)[ch->key].denied, 1,
+	    memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->me->denied, 1, memory_order_relaxed);
+}
+
+int
+tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
+    uint64_t *retry_in_ns)
+{
+	struct tk *tk = (struct tk *)t;
+	struct chain ch;
+	uint64_t now, wait = 0;
+	int r, blocked;
+
+	if (c == NULL || t == NULL)
+		return -EINVAL;
+	if (cost == NULL)
+		cost = &one_request;
+	/*
+	 * The clock first: read between the TAT's load and its CAS, its
+	 * ~25 ns would widen the window in which another process's CAS
+	 * makes ours fail.
+	 */
+	now = now_ns();
+	if ((r = chain_read(c, key, &ch)) < 0)
+		return r;
+	r = take(c, &ch, cost, now, 0, tk, &wait, &blocked);
+	if (r == 0)
+		granted(c, &ch, cost, now, tk);
+	else if (r == -EAGAIN) {
+		denied(c, &ch);
+		if (retry_in_ns != NULL)
+			*retry_in_ns = wait;
+	}
+	return r;
+}
+
+/* Sleep until the CLOCK_MONOTONIC instant until_ns, through signals. */
+static void
+sleep_until(uint64_t until_ns)
+{
+	struct timespec ts = ns_to_timespec(until_ns);
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
+	    EINTR)
+		;
+}
+
+int
+tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
+    int64_t timeout_ns, tg_ticket *t)
+{
+	struct tk *tk = (struct tk *)t;
+	struct seg_lstate *ls;
+	struct timespec abs;
+	struct chain ch;
+	uint64_t start, now, deadline, left, wait;
+	uint32_t seen = 0;
+	int r, blocked, prepared = -1, slept = 0;
+
+	if (c == NULL || t == NULL)
+		return -EINVAL;
+	if (cost == NULL)
+		cost = &one_request;
+	ls = seg_lstates(&c->m);
+	start = now = now_ns();
+	deadline = timeout_ns < 0 || (uint64_t)timeout_ns > UINT64_MAX - now ?
+	    UINT64_MAX : now + (uint64_t)timeout_ns;
+	for (;;) {
+		/* Re-read each round: a reload may change the chain. */
+		if ((r = chain_read(c, key, &ch)) < 0)
+			return r;
+		left = deadline - now;
+		r = take(c, &ch, cost, now, left, tk, &wait, &blocked);
+		if (r == 0) {
+			granted(c, &ch, cost, now, tk);
+			if (wait > 0) {
+				/* A reserved slot: ours, in arrival order. */
+				sleep_until(now + wait);
+				slept = 1;
+			}
+			break;
+		}
+		if (r != -EAGAIN)
+			return r;
+		if (wait > 0) {
+			prepared = -1;
+			if (wait > left) {
+				/* It cannot come in time: say so now. */
+				denied(c, &ch);
+				return -ETIMEDOUT;
+			}
+			sleep_until(now + wait);
+			slept = 1;
+		} else if (blocked >= 0 && prepared != blocked) {
+			/* Announce the sleep, then try once more: lease.c. */
+			seen = lease_wait_prepare(&ls[blocked]);
+			prepared = blocked;
+		} else if (blocked >= 0) {
+			if (deadline != UINT64_MAX)
+				abs = ns_to_timespec(deadline);
+			(void)lease_wait(&ls[blocked], seen,
+			    deadline == UINT64_MAX ? NULL : &abs);
+			prepared = -1;
+			slept = 1;
+		}
+		now = now_ns();
+		if (now >= deadline) {
+			denied(c, &ch);
+			return -ETIMEDOUT;
+		}
+	}
+	if (slept) {
+		atomic_fetch_add_explicit(&c->me->waits, 1,
+		    memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->me->wait_ns, now_ns() - start,
+		    memory_order_relaxed);
+	}
+	return 0;
+}
+
+/* Free the leases of tk, reading where they live from the live config. */
+static void
+leases_put(tg_client *c, const struct tk *tk)
+{
+	const struct seg_limit *l;
+	struct seg_cfg *cfg;
+	uint32_t seq, cells[TK_LEASES], ncells[TK_LEASES];
+	unsigned n = tk->nlease < TK_LEASES ? tk->nlease : TK_LEASES;
+
+	do {
+		cfg = seg_read_begin(&c->m, &seq);
+		for (unsigned i = 0; i < n; i++) {
+			cells[i] = ncells[i] = 0;
+			if (tk->lease[i].lim >= c->m.hdr->max_limits)
+				continue;
+			l = &seg_limits(&c->m, cfg)[tk->lease[i].lim];
+			if (l->kind != LIM_CONC)
+				continue;
+			cells[i] = l->cells;
+			ncells[i] = l->ncells;
+		}
+	} while (!seg_read_ok(cfg, seq));
+	for (unsigned i = 0; i < n; i++) {
+		if (ncells[i] == 0 || (uint64_t)cells[i] + ncells[i] >
+		    c->m.hdr->max_cells)
+			continue;
+		if (lease_put(&seg_cells(&c->m)[cells[i]], ncells[i],
+		    tk->lease[i].cell, LEASE_VAL(tk->slot, tk->gen)))
+			lease_wake(&seg_lstates(&c->m)[tk->lease[i].lim]);
+	}
+}
+
+void
+tg_release(tg_client *c, tg_ticket *t)
+{
+	struct tk *tk = (struct tk *)t;
+
+	if (c == NULL || t == NULL)
+		return;
+	/* Exchange: of two racing releases of one ticket, one does it. */
+	if (atomic_exchange_explicit(&tk->state, 0, memory_order_acquire) !=
+	    TK_LIVE)
+		return;
+	if (tk->slot == c->slot && tk->nlease > 0)
+		leases_put(c, tk);
+	atomic_fetch_add_explicit(&c->me->released, 1, memory_order_relaxed);
+}
+
+int
+tg_key(tg_client *c, const char *name, uint32_t *key)
+{
+	const struct seg_key *k;
+	struct seg_cfg *cfg;
+	uint32_t seq, found;
+
+	if (c == NULL || name == NULL || key == NULL)
+		return -EINVAL;
+	if (strlen(name) >= SEG_NAME_MAX)
+		return -ENOENT;
+	do {
+		found = 0;
+		cfg = seg_read_begin(&c->m, &seq);
+		k = seg_keys(cfg);
+		for (uint32_t i = 0; i < c->m.hdr->max_keys; i++)
+			if (k[i].gen != 0 && strncmp(k[i].name, name,
+			    SEG_NAME_MAX) == 0) {
+				found = i | (uint32_t)k[i].gen << 16;
+				break;
+			}
+	} while (!seg_read_ok(cfg, seq));
+	if (found == 0)
+		return -ENOENT;
+	*key = found;
+	return 0;
+}
+
+/* Claim a free client slot for this process; 0 or -ENOSPC. */
+static int
+slot_claim(tg_client *c)
+{
+	struct seg_client *cl = seg_clients(&c->m);
+	uint32_t n = c->m.hdr->max_clients, i;
+	uint64_t st, expect;
+	int r;
+
+	if ((r = proc_starttime(c->pid, &st)) < 0)
+		return r;
+	for (uint32_t k = 0; k < n; k++) {
+		i = ((uint32_t)c->pid + k) % n;
+		expect = 0;
+		if (atomic_load_explicit(&cl[i].owner, memory_order_relaxed))
+			continue;
+		/*
+		 * Claim with our pid, then fill, then go live.  Dying in
+		 * between leaves CLAIMING with a dead pid: the broker frees it.
+		 */
+		if (!atomic_compare_exchange_strong_explicit(&cl[i].owner,
+		    &expect, CLIENT_OWNER(CLIENT_CLAIMING, c->pid),
+		    memory_order_acq_rel, memory_order_relaxed))
+			continue;
+		atomic_store_explicit(&cl[i].start_time, st,
+		    memory_order_relaxed);
+		atomic_store_explicit(&cl[i].waiting_on, 0,
+		    memory_order_relaxed);
+		/* Release: the broker that sees LIVE sees the start time. */
+		atomic_store_explicit(&cl[i].owner, CLIENT_OWNER(CLIENT_LIVE,
+		    c->pid), memory_order_release);
+		c->slot = i;
+		c->me = &cl[i];
+		return 0;
+	}
+	return -ENOSPC;
+}
+
+int
+tg_open(const char *segment, tg_client **out)
+{
+	tg_client *c;
+	int r;
+
+	if (out == NULL)
+		return -EINVAL;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return -ENOMEM;
+	if ((r = seg_attach(segment ? segment : "tollgate", 1, &c->m)) < 0)
+		goto out_free;
+	c->pid = getpid();
+	if ((r = slot_claim(c)) < 0)
+		goto out_detach;
+	*out = c;
+	return 0;
+
+out_detach:
+	seg_detach(&c->m);
+out_free:
+	free(c);
+	return r;
+}
+
+/* Free every lease this client's slot holds, in every concurrency limit. */
+static void
+leases_drop(tg_client *c)
+{
+	const struct seg_limit *lims;
+	struct seg_cfg *cfg;
+	_Atomic uint64_t *cells = seg_cells(&c->m);
+	uint32_t seq, max = c->m.hdr->max_cells;
+	uint64_t v;
+	int freed;
+
+	/*
+	 * Without retrying the seqlock: a torn read can only name wrong
+	 * cells, and a cell is freed only if it holds our own slot.
+	 */
+	cfg = seg_read_begin(&c->m, &seq);
+	lims = seg_limits(&c->m, cfg);
+	for (uint32_t id = 0; id < c->m.hdr->max_limits; id++) {
+		uint32_t first = lims[id].cells, n = lims[id].ncells;
+
+		if (lims[id].kind != LIM_CONC || (uint64_t)first + n > max)
+			continue;
+		freed = 0;
+		for (uint32_t i = first; i < first + n; i++) {
+			v = atomic_load_explicit(&cells[i],
+			    memory_order_relaxed);
+			if (v != 0 && LEASE_SLOT(v) == c->slot &&
+			    atomic_compare_exchange_strong_explicit(&cells[i],
+			    &v, 0, memory_order_seq_cst, memory_order_relaxed))
+				freed = 1;
+		}
+		if (freed)
+			lease_wake(&seg_lstates(&c->m)[id]);
+	}
+}
+
+void
+tg_close(tg_client *c)
+{
+	if (c == NULL)
+		return;
+	leases_drop(c);
+	/* Release: the slot's counters are final before it is free. */
+	atomic_store_explicit(&c->me->owner, 0, memory_order_release);
+	seg_detach(&c->m);
+	free(c);
+}
+
+const char *
+tg_strerror(int err)
+{
+	switch (err) {
+	case 0:
+		return "success";
+	case -ENOENT:
+		return "no such segment or key";
+	case -EAGAIN:
+		return "not now: the limit is spent, retry later";
+	case -E2BIG:
+		return "the cost exceeds a limit's capacity: it never fits";
+	case -ETIMEDOUT:
+		return "timed out waiting for a ticket";
+	case -ESTALE:
+		return "the key was removed by a reload";
+	case -EPROTO:
+		return "the segment has another layout version";
+	case -EACCES:
+		return "permission denied on the segment";
+	case -EINVAL:
+		return "invalid argument";
+	case -ENOSPC:
+		return "every client slot of the segment is taken";
+	case -ENOMEM:
+		return "out of memory";
+	case -EBADMSG:
+		return "the segment is malformed";
+	}
+	return err < 0 ? strerror(-err) : "unknown result";
+}
