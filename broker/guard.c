@@ -1,0 +1,182 @@
+/* guard.c: surviving what clients do to the state object (garbage, ftruncate). */
+#include <sys/stat.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "log.h"
+#include "window.h"
+
+/* What the SIGBUS handler needs, set once before the loop. */
+static unsigned char *g_state;
+static size_t	g_size;
+static int	g_fd = -1;
+static volatile sig_atomic_t g_sigbus;
+
+/*
+ * A client truncated the state object and we touched a page past its
+ * end.  Put the size back (ftruncate is async-signal-safe) and return:
+ * the faulting access runs again on a zero page.  A fault anywhere else
+ * is a real crash: die of it with the default action.
+ */
+static void
+on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	unsigned char *a = si->si_addr;
+
+	(void)uc;
+	if (g_fd >= 0 && a >= g_state && a < g_state + g_size &&
+	    ftruncate(g_fd, (off_t)g_size) == 0) {
+		g_sigbus++;
+		return;
+	}
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+void
+guard_install(struct broker *b)
+{
+	struct sigaction sa;
+
+	g_state = b->m.state;
+	g_size = b->m.state_size;
+	g_fd = b->m.state_fd;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGBUS, &sa, NULL) < 0)
+		fatal("sigaction SIGBUS");
+}
+
+void
+guard_count(struct broker *b, const char *what, unsigned long n)
+{
+	if (n == 0)
+		return;
+	atomic_fetch_add(&b->m.hdr->repairs, n);
+	log_warnx("repaired %lu x %s in the state object", n, what);
+}
+
+/* Rate limits: a TAT further ahead than any honest reservation. */
+#define TAT_AHEAD_MAX_NS	(30ull * 86400 * 1000000000ull)
+
+/*
+ * Check what clients wrote against what it can be, fix what it cannot
+ * be, and count it.  Runs every tick; reads only what the broker's own
+ * tables say is there.
+ */
+static void
+scrub(struct broker *b, uint64_t now)
+{
+	const struct seg_header *h = b->m.hdr;
+	struct seg_state *s = (struct seg_state *)b->m.state;
+	struct seg_client *cl = seg_clients(&b->m);
+	struct seg_kstate *ks = seg_kstates(&b->m);
+	struct seg_lstate *ls = seg_lstates(&b->m);
+	_Atomic uint64_t *cells = seg_cells(&b->m);
+	unsigned long bad_leases = 0, bad_tats = 0, bad_rings = 0;
+	unsigned long bad_pauses = 0;
+
+	if (atomic_load(&s->magic) != TG_SEG_MAGIC ||
+	    s->version != TG_SEG_VERSION || s->size != h->state_size) {
+		s->version = TG_SEG_VERSION;
+		s->size = h->state_size;
+		atomic_store(&s->magic, TG_SEG_MAGIC);
+		guard_count(b, "state header", 1);
+	}
+	for (uint32_t id = 0; id < h->max_limits; id++) {
+		const struct lim_slot *l = &b->lims[id];
+
+		if (!l->used)
+			continue;
+		switch (l->spec.kind) {
+		case LIM_RATE: {
+			uint64_t tat = atomic_load(&ls[id].tat_ns);
+
+			if (tat > now && tat - now > TAT_AHEAD_MAX_NS &&
+			    atomic_compare_exchange_strong(&ls[id].tat_ns,
+			    &tat, now))
+				bad_tats++;
+			break;
+		}
+		case LIM_WINDOW: {
+			uint64_t sub = win_sub_ns(l->spec.period_ns);
+			uint64_t e = now / sub, w, ahead;
+
+			for (uint32_t i = 0; i < l->ncells; i++) {
+				w = atomic_load(&cells[l->cells + i]);
+				ahead = ((w >> WIN_COUNT_BITS) - e) &
+				    WIN_EPOCH_MASK;
+				/* Further ahead than a racing clock can be. */
+				if (w != 0 && ahead > 4 &&
+				    ahead < WIN_EPOCH_MASK / 2 &&
+				    atomic_compare_exchange_strong(
+				    &cells[l->cells + i], &w, 0))
+					bad_rings++;
+			}
+			break;
+		}
+		case LIM_CONC:
+			for (uint32_t i = 0; i < l->ncells; i++) {
+				uint64_t v = atomic_load(&cells[l->cells + i]);
+				uint32_t slot = LEASE_SLOT(v);
+
+				if (v == 0)
+					continue;
+				/*
+				 * Cell first, then its owner: a slot that is
+				 * free after its cell said it held a lease has
+				 * let go of it (tg_close, reclaim), so the
+				 * lease is an orphan; v names only that slot,
+				 * so nobody else can have taken it since.
+				 */
+				if (slot >= h->max_clients ||
+				    atomic_load(&cl[slot].owner) == 0) {
+					if (atomic_compare_exchange_strong(
+					    &cells[l->cells + i], &v, 0))
+						bad_leases++;
+				}
+			}
+			break;
+		}
+	}
+	for (uint32_t id = 0; id < h->max_keys; id++) {
+		uint64_t p = atomic_load(&ks[id].paused_until_ns);
+
+		if (p > now && p - now > 2 * 600ull * 1000000000ull &&
+		    atomic_compare_exchange_strong(&ks[id].paused_until_ns,
+		    &p, 0))
+			bad_pauses++;
+	}
+	guard_count(b, "rate limit TAT", bad_tats);
+	guard_count(b, "window ring slot", bad_rings);
+	guard_count(b, "orphaned lease", bad_leases);
+	guard_count(b, "key pause", bad_pauses);
+}
+
+/* Every tick: the size of the state object, then its contents. */
+void
+guard_check(struct broker *b, uint64_t now)
+{
+	struct stat st;
+
+	if (fstat(b->m.state_fd, &st) == 0 &&
+	    (size_t)st.st_size != b->m.state_size) {
+		if (ftruncate(b->m.state_fd, (off_t)b->m.state_size) < 0)
+			log_warn("restoring the state object's size");
+		else
+			guard_count(b, "truncated state object (size "
+			    "restored; what was cut off is zero)", 1);
+	}
+	if (g_sigbus) {
+		guard_count(b, "access past a truncated end (SIGBUS)",
+		    (unsigned long)g_sigbus);
+		g_sigbus = 0;
+	}
+	scrub(b, now);
+}

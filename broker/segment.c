@@ -1,0 +1,733 @@
+/* segment.c: the broker's side of the segment: create, attach, publish. */
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "clock.h"
+#include "gcra.h"
+#include "lease.h"
+#include "log.h"
+#include "window.h"
+
+/* Capacities of a new segment: room to grow by reloads, ids stay 16 bits. */
+#define DEF_MAX_KEYS	1024u
+#define DEF_MAX_LIMITS	4096u
+#define DEF_MAX_CELLS	65536u
+#define QUARANTINE_TICKS 40	/* 2 s: no reader still uses a freed id */
+#define MAX_PAUSE_NS	(600ull * 1000000000ull)
+
+static uint32_t
+grow(uint32_t def, uint64_t need)
+{
+	uint64_t n = need * 2;
+
+	if (n < def)
+		n = def;
+	return n > SEG_IDS_MAX ? SEG_IDS_MAX : (uint32_t)n;
+}
+
+/* Pool words a limit needs: a window ring, or one cell per lease. */
+static uint32_t
+spec_cells(const struct limit_spec *l)
+{
+	switch (l->kind) {
+	case LIM_WINDOW:
+		return SEG_WIN_SLOTS;
+	case LIM_CONC:
+		return (uint32_t)l->count;
+	}
+	return 0;
+}
+
+static int
+map_object(const char *name, int create, mode_t mode, size_t size, int *fdp,
+    void **pp, size_t *sizep)
+{
+	struct stat st;
+	void *p;
+	int fd, r;
+
+	fd = shm_open(name, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL :
+	    0), mode);
+	if (fd < 0)
+		return -errno;
+	if (create) {
+		/* shm_open's mode went through the umask: fchmod to ours. */
+		if (fchmod(fd, mode) < 0 || ftruncate(fd, (off_t)size) < 0) {
+			r = -errno;
+			close(fd);
+			shm_unlink(name);
+			return r;
+		}
+	} else {
+		if (fstat(fd, &st) < 0) {
+			r = -errno;
+			close(fd);
+			return r;
+		}
+		size = (size_t)st.st_size;
+	}
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		r = -errno;
+		close(fd);
+		if (create)
+			shm_unlink(name);
+		return r;
+	}
+	*fdp = fd;
+	*pp = p;
+	*sizep = size;
+	return 0;
+}
+
+static int
+alloc_private(struct broker *b)
+{
+	const struct seg_header *h = b->m.hdr;
+
+	b->keys = calloc(h->max_keys, sizeof(*b->keys));
+	b->lims = calloc(h->max_limits, sizeof(*b->lims));
+	b->cell_used = calloc(h->max_cells, 1);
+	b->holds = calloc(h->max_limits, sizeof(*b->holds));
+	b->cl = calloc(h->max_clients, sizeof(*b->cl));
+	if (!b->keys || !b->lims || !b->cell_used || !b->holds || !b->cl)
+		return -ENOMEM;
+	return 0;
+}
+
+/* Create both objects for the config's needs; the header goes live last. */
+static int
+segment_create(struct broker *b, const char *conf, const char *state)
+{
+	struct seg_header *h;
+	struct seg_state *s;
+	uint64_t offs[4], cfgsz, need_cells = 0, hsz, ssz;
+	uint32_t mk, ml, mc;
+	void *p;
+	int r;
+
+	for (unsigned i = 0; i < b->cfg.nlimits; i++)
+		need_cells += spec_cells(&b->cfg.limits[i]);
+	mk = grow(DEF_MAX_KEYS, b->cfg.nkeys);
+	ml = grow(DEF_MAX_LIMITS, b->cfg.nlimits);
+	mc = need_cells * 2 > DEF_MAX_CELLS ? (uint32_t)(need_cells * 2) :
+	    DEF_MAX_CELLS;
+	cfgsz = seg_config_bytes(mk, ml);
+	hsz = sizeof(*h) + 2 * ((cfgsz + SEG_LINE - 1) / SEG_LINE * SEG_LINE);
+	ssz = seg_state_bytes(b->cfg.max_clients, mk, ml, mc, offs);
+
+	if ((r = map_object(state, 1, b->cfg.mode, ssz, &b->m.state_fd, &p,
+	    &b->m.state_size)) < 0) {
+		log_warnx("cannot create /dev/shm%s: %s", state, strerror(-r));
+		return r;
+	}
+	b->m.state = p;
+	if (b->cfg.has_group && fchown(b->m.state_fd, (uid_t)-1,
+	    b->cfg.group) < 0)
+		log_warn("chown /dev/shm%s to group %u", state,
+		    (unsigned)b->cfg.group);
+	/* The config object: 0644, so clients can map it only to read. */
+	if ((r = map_object(conf, 1, 0644, hsz, &b->m.hdr_fd, &p,
+	    &b->m.hdr_size)) < 0) {
+		log_warnx("cannot create /dev/shm%s: %s", conf, strerror(-r));
+		return r;
+	}
+	b->m.hdr = h = p;
+	h->version = TG_SEG_VERSION;
+	h->size = hsz;
+	h->state_size = ssz;
+	h->config_size = cfgsz;
+	h->off_config[0] = sizeof(*h);
+	h->off_config[1] = sizeof(*h) + (cfgsz + SEG_LINE - 1) / SEG_LINE *
+	    SEG_LINE;
+	h->max_clients = b->cfg.max_clients;
+	h->max_keys = mk;
+	h->max_limits = ml;
+	h->max_cells = mc;
+	h->off_clients = offs[0];
+	h->off_keys = offs[1];
+	h->off_limits = offs[2];
+	h->off_cells = offs[3];
+	h->created_ns = now_ns();
+	s = (struct seg_state *)b->m.state;
+	s->version = TG_SEG_VERSION;
+	s->size = ssz;
+	atomic_store_explicit(&s->magic, TG_SEG_MAGIC, memory_order_release);
+	/* magic stays 0 until the first config is published: see publish. */
+	log_info("created segment %s: %u clients, %u keys, %u limits, "
+	    "%u cells, %llu + %llu bytes", b->cfg.segment, h->max_clients, mk,
+	    ml, mc, (unsigned long long)hsz, (unsigned long long)ssz);
+	return alloc_private(b);
+}
+
+/* Rebuild what the broker knows from the live config of a segment. */
+static int
+segment_adopt(struct broker *b)
+{
+	struct seg_header *h = b->m.hdr;
+	struct seg_cfg *c = seg_cfg(&b->m, atomic_load(&h->config_idx));
+	const struct seg_key *k = seg_keys(c);
+	const struct seg_limit *l = seg_limits(&b->m, c);
+	int r;
+
+	if ((r = alloc_private(b)) < 0)
+		return r;
+	for (uint32_t i = 0; i < h->max_keys; i++) {
+		b->keys[i].gen = k[i].gen;
+		b->keys[i].parent = k[i].parent < h->max_keys ? k[i].parent :
+		    SEG_NONE;
+		if (k[i].gen != 0)
+			memcpy(b->keys[i].name, k[i].name, SEG_NAME_MAX - 1);
+	}
+	for (uint32_t i = 0; i < h->max_limits; i++) {
+		struct lim_slot *ls = &b->lims[i];
+
+		if (l[i].kind == 0)
+			continue;
+		if (l[i].key >= h->max_keys || (uint64_t)l[i].cells +
+		    l[i].ncells > h->max_cells) {
+			log_warnx("segment limit %u is malformed: dropped", i);
+			continue;
+		}
+		ls->used = 1;
+		ls->key = l[i].key;
+		ls->spec.kind = l[i].kind;
+		ls->spec.unit = l[i].unit;
+		ls->spec.adaptive = (l[i].flags & LIMIT_F_ADAPTIVE) != 0;
+		ls->spec.count = l[i].count;
+		ls->spec.period_ns = l[i].period_ns;
+		ls->spec.burst = l[i].burst;
+		ls->spec.cooldown_ns = l[i].cooldown_ns;
+		ls->cells = l[i].cells;
+		ls->ncells = l[i].ncells;
+		memset(b->cell_used + ls->cells, 1, ls->ncells);
+	}
+	return 0;
+}
+
+int
+segment_open(struct broker *b)
+{
+	char conf[256], state[256];
+	struct seg_header *h;
+	void *p;
+	int r;
+
+	b->m.hdr_fd = b->m.state_fd = -1;
+	if ((r = seg_names(b->cfg.segment, conf, state, sizeof(conf))) < 0)
+		return r;
+	if (b->reset) {
+		shm_unlink(conf);
+		shm_unlink(state);
+	}
+	r = map_object(conf, 0, 0, 0, &b->m.hdr_fd, &p, &b->m.hdr_size);
+	if (r == -ENOENT) {
+		shm_unlink(state);	/* a state object alone is a leftover */
+		return segment_create(b, conf, state);
+	}
+	if (r < 0) {
+		log_warnx("cannot open /dev/shm%s: %s", conf, strerror(-r));
+		return r;
+	}
+	b->m.hdr = h = p;
+	if (b->m.hdr_size < sizeof(*h) || atomic_load(&h->magic) !=
+	    TG_SEG_MAGIC || h->version != TG_SEG_VERSION) {
+		log_warnx("segment %s exists with another layout (version %u, "
+		    "this broker writes %u); stop its clients and start with "
+		    "--reset to recreate it", b->cfg.segment,
+		    b->m.hdr_size >= sizeof(*h) ? h->version : 0,
+		    TG_SEG_VERSION);
+		return -EPROTO;
+	}
+	if ((r = map_object(state, 0, 0, 0, &b->m.state_fd, &p,
+	    &b->m.state_size)) < 0) {
+		log_warnx("cannot open /dev/shm%s: %s", state, strerror(-r));
+		return r;
+	}
+	b->m.state = p;
+	if (b->m.state_size != h->state_size) {
+		/* A client cut it: put the size back; the cut part is lost. */
+		log_warnx("state object of %s has %zu bytes, not %llu: "
+		    "restored", b->cfg.segment, b->m.state_size,
+		    (unsigned long long)h->state_size);
+		munmap(b->m.state, b->m.state_size);
+		if (ftruncate(b->m.state_fd, (off_t)h->state_size) < 0)
+			return -errno;
+		b->m.state_size = h->state_size;
+		b->m.state = mmap(NULL, b->m.state_size, PROT_READ |
+		    PROT_WRITE, MAP_SHARED, b->m.state_fd, 0);
+		if (b->m.state == MAP_FAILED)
+			return -errno;
+	}
+	if ((r = seg_check(h, b->m.hdr_size, b->m.state_size)) < 0) {
+		log_warnx("segment %s is malformed; start with --reset to "
+		    "recreate it", b->cfg.segment);
+		return r;
+	}
+	if (h->max_clients != b->cfg.max_clients)
+		log_warnx("segment %s keeps its %u client slots; max_clients "
+		    "= %u applies when it is recreated", b->cfg.segment,
+		    h->max_clients, b->cfg.max_clients);
+	log_info("attached to segment %s (config generation %llu)",
+	    b->cfg.segment, (unsigned long long)seg_cfg(&b->m,
+	    atomic_load(&h->config_idx))->gen);
+	return segment_adopt(b);
+}
+
+/* The id of key `name', live or quarantined, or -1. */
+static int
+key_find(const struct key_slot *keys, uint32_t n, const char *name)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (keys[i].name[0] && strcmp(keys[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* A free id, next-fit from *next so that a freed id is reused late. */
+static int
+key_alloc(struct key_slot *keys, uint32_t n, uint16_t *next)
+{
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t i = (*next + k) % n;
+
+		if (keys[i].name[0] == '\0' && keys[i].quarantine == 0) {
+			*next = (uint16_t)((i + 1) % n);
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+static int
+lim_alloc(struct lim_slot *lims, uint32_t n, uint16_t *next)
+{
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t i = (*next + k) % n;
+
+		if (!lims[i].used && lims[i].quarantine == 0) {
+			*next = (uint16_t)((i + 1) % n);
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+/* First fit of n free pool words; returns the first, or -1. */
+static int64_t
+cells_alloc(uint8_t *used, uint32_t max, uint32_t n)
+{
+	uint32_t run = 0;
+
+	if (n == 0)
+		return 0;
+	for (uint32_t i = 0; i < max; i++) {
+		run = used[i] ? 0 : run + 1;
+		if (run == n) {
+			memset(used + i + 1 - n, 1, n);
+			return (int64_t)(i + 1 - n);
+		}
+	}
+	return -1;
+}
+
+/* Same limit, same state: everything but cooldown and adaptive match. */
+static int
+spec_same(const struct limit_spec *a, const struct limit_spec *b)
+{
+	return a->kind == b->kind && a->unit == b->unit &&
+	    a->count == b->count && a->period_ns == b->period_ns &&
+	    a->burst == b->burst;
+}
+
+/* Write config copy idx from what the broker knows, under its seqlock. */
+static void
+cfg_write(struct broker *b, unsigned idx, uint64_t gen)
+{
+	const struct seg_header *h = b->m.hdr;
+	struct seg_cfg *c = seg_cfg(&b->m, idx);
+	struct seg_key *k = seg_keys(c);
+	struct seg_limit *l = seg_limits(&b->m, c);
+	uint32_t seq = atomic_load_explicit(&c->seq, memory_order_relaxed);
+	uint32_t nkeys = 0, nlims = 0;
+
+	if (seq & 1)		/* a broker died writing it */
+		seq++;
+	atomic_store_explicit(&c->seq, seq + 1, memory_order_relaxed);
+	/* Release fence: the odd seq is visible before any write below. */
+	atomic_thread_fence(memory_order_release);
+	memset(k, 0, (size_t)h->max_keys * sizeof(*k));
+	memset(l, 0, (size_t)h->max_limits * sizeof(*l));
+	for (uint32_t i = 0; i < h->max_limits; i++) {
+		const struct lim_slot *s = &b->lims[i];
+
+		if (!s->used)
+			continue;
+		nlims++;
+		l[i].kind = s->spec.kind;
+		l[i].unit = s->spec.unit;
+		l[i].flags = s->spec.adaptive ? LIMIT_F_ADAPTIVE : 0;
+		l[i].key = s->key;
+		l[i].count = s->spec.count;
+		l[i].period_ns = s->spec.period_ns;
+		l[i].burst = s->spec.burst;
+		l[i].cooldown_ns = s->spec.cooldown_ns;
+		if (s->spec.kind == LIM_RATE)
+			l[i].tau_ns = gcra_tau_ns(s->spec.burst,
+			    s->spec.period_ns, s->spec.count);
+		else if (s->spec.kind == LIM_WINDOW)
+			l[i].tau_ns = win_sub_ns(s->spec.period_ns);
+		l[i].cells = s->cells;
+		l[i].ncells = s->ncells;
+	}
+	/* Keys: own limits in file order, then each ancestor's. */
+	for (uint32_t i = 0; i < h->max_keys; i++) {
+		struct seg_key *kk = &k[i];
+		uint32_t at = i;
+
+		if (b->keys[i].name[0] == '\0' || b->keys[i].quarantine)
+			continue;
+		nkeys++;
+		memcpy(kk->name, b->keys[i].name, SEG_NAME_MAX);
+		kk->gen = b->keys[i].gen;
+		kk->parent = SEG_NONE;
+		kk->max_pause_ns = MAX_PAUSE_NS;
+		while (at != SEG_NONE && kk->depth < SEG_DEPTH_MAX) {
+			kk->kchain[kk->depth++] = (uint16_t)at;
+			for (uint32_t j = 0; j < h->max_limits; j++)
+				if (b->lims[j].used && b->lims[j].key == at &&
+				    kk->nchain < SEG_CHAIN_MAX)
+					kk->chain[kk->nchain++] = (uint16_t)j;
+			if (at == i)
+				kk->nown = kk->nchain;
+			at = b->keys[at].parent;
+			if (kk->depth == 1)
+				kk->parent = (uint16_t)at;
+		}
+	}
+	c->nkeys = nkeys;
+	c->nlimits = nlims;
+	c->gen = gen;
+	/* Release: a reader that sees the even seq sees every write above. */
+	atomic_store_explicit(&c->seq, seq + 2, memory_order_release);
+}
+
+/*
+ * Move the leases of a concurrency limit whose size changed into its new
+ * cells, before the flip.  Each old cell is marked with its own value plus
+ * nothing: we copy, and after the flip (moved_fixup) drop copies whose
+ * original was released in between.  *copied records what was copied.
+ */
+static void
+leases_move(struct broker *b, const struct lim_slot *from, uint32_t to,
+    uint32_t nto, uint64_t *copied)
+{
+	_Atomic uint64_t *cells = seg_cells(&b->m);
+	uint32_t dst;
+
+	for (uint32_t i = 0; i < from->ncells; i++) {
+		uint64_t v = atomic_load(&cells[from->cells + i]);
+
+		copied[i] = 0;
+		if (v == 0)
+			continue;
+		if (lease_take(&cells[to], nto, v, i, &dst) < 0) {
+			log_warnx("concurrency shrank below the leases in "
+			    "flight: a lease is not carried over");
+			continue;
+		}
+		copied[i] = v;
+	}
+}
+
+static void
+moved_fixup(struct broker *b, const struct lim_slot *from, uint32_t to,
+    uint32_t nto, const uint64_t *copied)
+{
+	_Atomic uint64_t *cells = seg_cells(&b->m);
+
+	for (uint32_t i = 0; i < from->ncells; i++)
+		if (copied[i] != 0 && atomic_load(&cells[from->cells + i]) !=
+		    copied[i])
+			lease_put(&cells[to], nto, i, copied[i]);
+}
+
+/* Put freed pool words on hold until no client can still be using them. */
+static void
+cells_hold(struct broker *b, uint32_t first, uint32_t n)
+{
+	if (n == 0)
+		return;
+	for (unsigned i = 0; i < b->m.hdr->max_limits; i++)
+		if (b->holds[i].n == 0) {
+			b->holds[i] = (struct cell_hold){ first, n,
+			    QUARANTINE_TICKS };
+			if (i >= b->nholds)
+				b->nholds = i + 1;
+			return;
+		}
+	memset(b->cell_used + first, 0, n);	/* no room to wait: free now */
+}
+
+int
+segment_publish(struct broker *b, const struct config *cfg, char *err,
+    size_t errlen)
+{
+	const struct seg_header *h = b->m.hdr;
+	struct key_slot *keys = NULL;
+	struct lim_slot *lims = NULL;
+	uint8_t *used = NULL;
+	int *kid = NULL, *lid = NULL, *matched = NULL, r = -ENOSPC;
+	uint16_t next_key = b->next_key, next_lim = b->next_lim;
+	struct { uint32_t id, from_cells, from_n, to, nto; uint64_t *cp; }
+	    *moves = NULL;
+	unsigned nmoves = 0;
+	uint64_t gen;
+	unsigned idx;
+
+	keys = malloc(h->max_keys * sizeof(*keys));
+	lims = malloc(h->max_limits * sizeof(*lims));
+	used = malloc(h->max_cells);
+	kid = calloc(cfg->nkeys + 1, sizeof(*kid));
+	lid = calloc(cfg->nlimits + 1, sizeof(*lid));
+	matched = calloc(h->max_limits, sizeof(*matched));
+	moves = calloc(cfg->nlimits + 1, sizeof(*moves));
+	if (!keys || !lims || !used || !kid || !lid || !matched || !moves) {
+		snprintf(err, errlen, "out of memory");
+		r = -ENOMEM;
+		goto out;
+	}
+	/* Work on copies: a config that does not fit changes nothing. */
+	memcpy(keys, b->keys, h->max_keys * sizeof(*keys));
+	memcpy(lims, b->lims, h->max_limits * sizeof(*lims));
+	memcpy(used, b->cell_used, h->max_cells);
+
+	for (unsigned i = 0; i < cfg->nkeys; i++) {
+		const struct key_spec *ks = &cfg->keys[i];
+		int id = key_find(keys, h->max_keys, ks->name);
+
+		if (id >= 0 && keys[id].quarantine) {
+			keys[id].quarantine = 0;	/* back: a new handle */
+			if (++keys[id].gen == 0)
+				keys[id].gen = 1;
+		}
+		if (id < 0) {
+			if ((id = key_alloc(keys, h->max_keys,
+			    &next_key)) < 0) {
+				snprintf(err, errlen, "more than %u keys: "
+				    "restart with --reset to grow the segment",
+				    h->max_keys);
+				goto out;
+			}
+			memcpy(keys[id].name, ks->name, SEG_NAME_MAX);
+			if (++keys[id].gen == 0)
+				keys[id].gen = 1;
+			/* A fresh id: no pause or counts of its last owner. */
+			memset(&seg_kstates(&b->m)[id], 0,
+			    sizeof(struct seg_kstate));
+		}
+		kid[i] = id;
+		/* Parents come first in cfg->keys, so kid[parent] is set. */
+		keys[id].parent = ks->parent >= 0 ? (uint16_t)kid[ks->parent] :
+		    SEG_NONE;
+	}
+	/* Keys that are gone: hidden now, their id free after quarantine. */
+	for (uint32_t id = 0; id < h->max_keys; id++) {
+		int live = 0;
+
+		for (unsigned i = 0; i < cfg->nkeys && !live; i++)
+			live = kid[i] == (int)id;
+		if (!live && keys[id].name[0] && !keys[id].quarantine)
+			keys[id].quarantine = QUARANTINE_TICKS;
+	}
+	/* Limits: an unchanged one keeps its id and so its state. */
+	for (unsigned i = 0; i < cfg->nkeys; i++) {
+		const struct key_spec *ks = &cfg->keys[i];
+
+		for (unsigned j = ks->first_limit; j < ks->first_limit +
+		    ks->nlimits; j++) {
+			const struct limit_spec *sp = &cfg->limits[j];
+			int id = -1;
+
+			for (uint32_t x = 0; x < h->max_limits && id < 0; x++)
+				if (lims[x].used && !matched[x] &&
+				    lims[x].key == kid[i] &&
+				    spec_same(&lims[x].spec, sp))
+					id = (int)x;
+			/* A concurrency limit that changed size moves. */
+			for (uint32_t x = 0; x < h->max_limits && id < 0 &&
+			    sp->kind == LIM_CONC; x++)
+				if (lims[x].used && !matched[x] &&
+				    lims[x].key == kid[i] &&
+				    lims[x].spec.kind == LIM_CONC)
+					id = (int)x;
+			lid[j] = id;
+			if (id >= 0)
+				matched[id] = 1;
+		}
+	}
+	for (uint32_t x = 0; x < h->max_limits; x++)
+		if (lims[x].used && !matched[x]) {
+			lims[x].used = 0;
+			lims[x].quarantine = QUARANTINE_TICKS;
+		}
+	for (unsigned i = 0; i < cfg->nkeys; i++) {
+		const struct key_spec *ks = &cfg->keys[i];
+
+		for (unsigned j = ks->first_limit; j < ks->first_limit +
+		    ks->nlimits; j++) {
+			const struct limit_spec *sp = &cfg->limits[j];
+			uint32_t need = spec_cells(sp);
+			int64_t first;
+			int id = lid[j];
+
+			if (id >= 0 && lims[id].ncells == need) {
+				lims[id].spec = *sp;	/* cooldown, adaptive */
+				continue;
+			}
+			if (id < 0 && (id = lim_alloc(lims, h->max_limits,
+			    &next_lim)) < 0) {
+				snprintf(err, errlen, "more than %u limits: "
+				    "restart with --reset to grow the segment",
+				    h->max_limits);
+				goto out;
+			}
+			if ((first = cells_alloc(used, h->max_cells,
+			    need)) < 0) {
+				snprintf(err, errlen, "the cell pool (%u words)"
+				    " is full: restart with --reset to grow "
+				    "the segment", h->max_cells);
+				goto out;
+			}
+			if (lid[j] >= 0) {	/* a resized concurrency */
+				moves[nmoves].id = (uint32_t)id;
+				moves[nmoves].from_cells = lims[id].cells;
+				moves[nmoves].from_n = lims[id].ncells;
+				moves[nmoves].to = (uint32_t)first;
+				moves[nmoves].nto = need;
+				nmoves++;
+			} else
+				lid[j] = id;
+			lims[id].used = 1;
+			lims[id].quarantine = 0;
+			lims[id].key = (uint16_t)kid[i];
+			lims[id].spec = *sp;
+			lims[id].cells = (uint32_t)first;
+			lims[id].ncells = need;
+			if (lid[j] == id && !matched[id]) {
+				/* New state: a full bucket, an empty ring. */
+				struct seg_lstate *st =
+				    &seg_lstates(&b->m)[id];
+
+				memset(st, 0, sizeof(*st));
+				memset(&seg_cells(&b->m)[first], 0,
+				    need * sizeof(uint64_t));
+			}
+		}
+	}
+
+	/* It fits: commit, move leases, write the spare copy, flip. */
+	for (unsigned i = 0; i < nmoves; i++) {
+		struct lim_slot from = b->lims[moves[i].id];
+
+		memset(&seg_cells(&b->m)[moves[i].to], 0,
+		    moves[i].nto * sizeof(uint64_t));
+		moves[i].cp = calloc(from.ncells ? from.ncells : 1,
+		    sizeof(uint64_t));
+		if (moves[i].cp != NULL)
+			leases_move(b, &from, moves[i].to, moves[i].nto,
+			    moves[i].cp);
+	}
+	for (uint32_t x = 0; x < h->max_limits; x++) {
+		/* Cells of limits gone or moved wait out their quarantine. */
+		if (b->lims[x].used && (!lims[x].used ||
+		    lims[x].cells != b->lims[x].cells))
+			cells_hold(b, b->lims[x].cells, b->lims[x].ncells);
+	}
+	memcpy(b->keys, keys, h->max_keys * sizeof(*keys));
+	memcpy(b->lims, lims, h->max_limits * sizeof(*lims));
+	/* Held runs stay marked used in `used' until they are released. */
+	memcpy(b->cell_used, used, h->max_cells);
+	for (unsigned i = 0; i < b->nholds; i++)
+		if (b->holds[i].n)
+			memset(b->cell_used + b->holds[i].first, 1,
+			    b->holds[i].n);
+	b->next_key = next_key;
+	b->next_lim = next_lim;
+
+	idx = atomic_load_explicit(&b->m.hdr->config_idx,
+	    memory_order_relaxed) ^ 1;
+	gen = seg_cfg(&b->m, idx ^ 1)->gen + 1;
+	cfg_write(b, idx, gen);
+	/* Release: pairs with seg_read_begin's acquire load of the index. */
+	atomic_store_explicit(&b->m.hdr->config_idx, idx,
+	    memory_order_release);
+	for (unsigned i = 0; i < nmoves; i++) {
+		struct lim_slot from = { .cells = moves[i].from_cells,
+		    .ncells = moves[i].from_n };
+
+		if (moves[i].cp != NULL)
+			moved_fixup(b, &from, moves[i].to, moves[i].nto,
+			    moves[i].cp);
+		free(moves[i].cp);
+		/* Sleepers on the old size retry against the new one. */
+		lease_wake(&seg_lstates(&b->m)[moves[i].id]);
+	}
+	/* Release, last: a new segment is usable once it has a config. */
+	if (atomic_load_explicit(&b->m.hdr->magic, memory_order_relaxed) !=
+	    TG_SEG_MAGIC)
+		atomic_store_explicit(&b->m.hdr->magic, TG_SEG_MAGIC,
+		    memory_order_release);
+	r = 0;
+out:
+	free(keys);
+	free(lims);
+	free(used);
+	free(kid);
+	free(lid);
+	free(matched);
+	free(moves);
+	return r;
+}
+
+/* Per tick: count quarantines down and free what they held. */
+void
+segment_tick(struct broker *b, uint64_t now)
+{
+	const struct seg_header *h = b->m.hdr;
+
+	(void)now;
+	for (uint32_t i = 0; i < h->max_keys; i++)
+		if (b->keys[i].quarantine && --b->keys[i].quarantine == 0)
+			b->keys[i].name[0] = '\0';
+	for (uint32_t i = 0; i < h->max_limits; i++)
+		if (b->lims[i].quarantine)
+			b->lims[i].quarantine--;
+	for (unsigned i = 0; i < b->nholds; i++)
+		if (b->holds[i].n && --b->holds[i].quarantine == 0) {
+			memset(b->cell_used + b->holds[i].first, 0,
+			    b->holds[i].n);
+			b->holds[i].n = 0;
+		}
+	atomic_store_explicit(&b->m.hdr->heartbeat_ns, now_ns(),
+	    memory_order_relaxed);
+}
+
+void
+segment_close(struct broker *b)
+{
+	seg_detach(&b->m);
+	free(b->keys);
+	free(b->lims);
+	free(b->cell_used);
+	free(b->holds);
+	free(b->cl);
+}
