@@ -1,0 +1,149 @@
+# tollgate: one non-recursive Makefile.  Objects live under $(B), so the
+# sanitizer builds (build/asan, build/tsan) never mix with the plain one.
+
+B        ?= build
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	    -Wpointer-arith -Wcast-qual -Wwrite-strings -Wformat=2 -Wvla \
+	    -Wundef -Werror
+override CPPFLAGS += -D_GNU_SOURCE -Iinclude -Ilibclient
+override CFLAGS   += -std=c11 -fPIC $(WARN) $(SAN) -MMD -MP
+override LDFLAGS  += $(SAN)
+
+SOVER     = 0
+VERSION   = 0.1.0
+PKGS      = liburing-dev libbsd-dev libinih-dev libcmocka-dev pkg-config
+LIBS      = -linih -luring -lbsd -lpthread
+
+# The library: the hot path and what it needs, nothing of the broker.
+LIB_SRCS  = libclient/client.c libclient/seg.c libclient/gcra.c \
+	    libclient/window.c libclient/lease.c
+# Shared by broker, tools and tests, never exported by the library.
+INT_SRCS  = libclient/config.c
+BROKER_SRCS = $(wildcard broker/*.c)
+TEST_SRCS = $(wildcard tests/test_*.c tests/mp_*.c)
+TEST_HELP = tests/helpers.c
+
+LIB_OBJS  = $(LIB_SRCS:%.c=$(B)/%.o)
+INT_OBJS  = $(INT_SRCS:%.c=$(B)/%.o)
+BROKER_OBJS = $(BROKER_SRCS:%.c=$(B)/%.o)
+TESTS     = $(TEST_SRCS:tests/%.c=$(B)/tests/%)
+TOOLS     = $(B)/tollstat
+
+ALL_OBJS  = $(LIB_OBJS) $(INT_OBJS) $(BROKER_OBJS) \
+	    $(TEST_SRCS:%.c=$(B)/%.o) $(TEST_HELP:%.c=$(B)/%.o) \
+	    $(B)/tools/tollstat.o
+
+.PHONY: all deps run test asan tsan fuzz install uninstall clean check-deps
+
+all: $(B)/libtollgate.a $(B)/libtollgate.so $(B)/tollgated $(TOOLS) \
+	$(B)/tollgate.pc
+
+$(B)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(B)/libtollgate.a: $(LIB_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(B)/libtgint.a: $(INT_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(B)/libtollgate.so: $(LIB_OBJS) libclient/libtollgate.map
+	$(CC) -shared -o $(B)/libtollgate.so.$(VERSION) $(LIB_OBJS) \
+	    $(LDFLAGS) -Wl,-z,defs -Wl,-soname,libtollgate.so.$(SOVER) \
+	    -Wl,--version-script=libclient/libtollgate.map -lpthread
+	ln -sf libtollgate.so.$(VERSION) $(B)/libtollgate.so.$(SOVER)
+	ln -sf libtollgate.so.$(SOVER) $@
+
+$(B)/tollgated: $(BROKER_OBJS) $(B)/libtgint.a $(B)/libtollgate.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/tollstat: $(B)/tools/tollstat.o $(B)/libtgint.a $(B)/libtollgate.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/tests/%: $(B)/tests/%.o $(B)/tests/helpers.o $(B)/libtgint.a \
+	    $(B)/libtollgate.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
+
+$(B)/tollgate.pc: Makefile
+	@mkdir -p $(@D)
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' \
+	    'includedir=$${prefix}/include' '' 'Name: tollgate' \
+	    'Description: per-host quota broker client library' \
+	    'Version: $(VERSION)' 'Libs: -L$${libdir} -ltollgate' \
+	    'Cflags: -I$${includedir}' > $@
+
+# Debian packages the build needs; installed only when one is missing.
+check-deps:
+	@missing=; for p in $(PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+	    grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	    [ -z "$$missing" ] || { echo "missing:$$missing"; exit 1; }
+
+deps:
+	@missing=; for p in $(PKGS) $(EXTRA_PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+	    grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "make deps: missing:$$missing; as root, run:"; \
+	    echo "  apt-get update && apt-get install -y$$missing"; exit 1; \
+	fi; \
+	echo "make deps: installing$$missing"; \
+	apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing
+
+run: deps all
+	$(B)/tollgated -c broker/tollgate.conf
+
+# Every test binary, one after the other; the first failure stops it.
+test: deps all $(TESTS)
+	@pass=0; fail=0; for t in $(TESTS); do echo "== $$t"; \
+	    if TG_BUILD=$(B) $$t; then pass=$$((pass+1)); \
+	    else fail=$$((fail+1)); echo "FAILED: $$t"; fi; done; \
+	    echo "test binaries: $$pass passed, $$fail failed"; \
+	    [ $$fail -eq 0 ]
+
+asan:
+	$(MAKE) B=build/asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test
+
+tsan:
+	$(MAKE) B=build/tsan CFLAGS="-O1 -g" SAN="-fsanitize=thread" test
+
+# libFuzzer targets need clang; `make fuzz' builds them under build/fuzz.
+FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)
+fuzz:
+	@command -v clang >/dev/null || $(MAKE) deps EXTRA_PKGS=clang
+	@mkdir -p $(B)/fuzz
+	for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
+	    clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) \
+	    $$f $(INT_SRCS) $(LIB_SRCS) -o $(B)/fuzz/$$n $(LIBS) || exit 1; \
+	    done
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib \
+	    $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin \
+	    $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/tollgate
+	install -m 0644 include/tollgate.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 $(B)/libtollgate.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 0755 $(B)/libtollgate.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libtollgate.so.$(VERSION) \
+	    $(DESTDIR)$(PREFIX)/lib/libtollgate.so.$(SOVER)
+	ln -sf libtollgate.so.$(SOVER) $(DESTDIR)$(PREFIX)/lib/libtollgate.so
+	install -m 0644 $(B)/tollgate.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 0755 $(B)/tollgated $(DESTDIR)$(PREFIX)/sbin/
+	install -m 0755 $(B)/tollstat $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 broker/tollgate.conf \
+	    $(DESTDIR)$(PREFIX)/share/tollgate/tollgate.conf.example
+
+clean:
+	rm -rf build
+
+-include $(ALL_OBJS:.o=.d)

@@ -1,0 +1,276 @@
+/* helpers.c: a real tollgated for tests: start, reload, kill, clean up. */
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "seg.h"
+
+static int tb_seq;
+
+uint64_t
+tb_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void
+tb_sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { (time_t)(ns / 1000000000u),
+	    (long)(ns % 1000000000u) };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+const char *
+tb_bin(const char *name, char *buf, size_t len)
+{
+	const char *b = getenv("TG_BUILD");
+
+	snprintf(buf, len, "%s/%s", b && *b ? b : "build", name);
+	return buf;
+}
+
+static int
+write_conf(const struct tbroker *tb, const char *body)
+{
+	char tmp[PATH_MAX + 8];
+	FILE *f;
+
+	/* Write and rename: the broker never reads a half-written file. */
+	snprintf(tmp, sizeof(tmp), "%s.tmp", tb->conf);
+	if ((f = fopen(tmp, "w")) == NULL)
+		return -errno;
+	fprintf(f, "[broker]\nsegment = %s\npidfile = %s/tollgated.pid\n\n%s",
+	    tb->segment, tb->dir, body);
+	if (fclose(f) != 0)
+		return -errno;
+	return rename(tmp, tb->conf) < 0 ? -errno : 0;
+}
+
+uint64_t
+tb_config_gen(const struct tbroker *tb)
+{
+	struct seg_map m;
+	struct seg_cfg *c;
+	uint64_t gen;
+	uint32_t seq;
+
+	if (seg_attach(tb->segment, 0, &m) < 0)
+		return 0;
+	do {
+		c = seg_read_begin(&m, &seq);
+		gen = c->gen;
+	} while (!seg_read_ok(c, seq));
+	seg_detach(&m);
+	return gen;
+}
+
+int
+tb_alive(struct tbroker *tb)
+{
+	int st;
+
+	if (tb->pid <= 0)
+		return 0;
+	if (waitpid(tb->pid, &st, WNOHANG) == tb->pid) {
+		tb->pid = 0;
+		return 0;
+	}
+	return 1;
+}
+
+int
+tb_log_count(const struct tbroker *tb, const char *s)
+{
+	char line[2048];
+	FILE *f;
+	int n = 0;
+
+	if ((f = fopen(tb->log, "r")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, s))
+			n++;
+	fclose(f);
+	return n;
+}
+
+int
+tb_restart(struct tbroker *tb)
+{
+	char bin[PATH_MAX];
+	uint64_t deadline;
+	tg_client *c;
+	int fd, r;
+
+	tb_bin("tollgated", bin, sizeof(bin));
+	if ((tb->pid = fork()) < 0)
+		return -errno;
+	if (tb->pid == 0) {
+		fd = open(tb->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 2);
+			close(fd);
+		}
+		execl(bin, "tollgated", "-d", "-c", tb->conf, (char *)NULL);
+		_exit(127);
+	}
+	/* Ready when a client can open it and the broker is the new one. */
+	deadline = tb_now_ns() + 10000000000ull;
+	while (tb_now_ns() < deadline) {
+		struct seg_map m;
+		int32_t owner = 0;
+
+		if (!tb_alive(tb)) {
+			if (tb_log_count(tb, "io_uring") > 0)
+				return -ENOSYS;
+			return -ECHILD;
+		}
+		if (seg_attach(tb->segment, 0, &m) == 0) {
+			owner = atomic_load(&m.hdr->broker_pid);
+			seg_detach(&m);
+		}
+		if (owner == tb->pid && (r = tg_open(tb->segment, &c)) == 0) {
+			tg_close(c);
+			return 0;
+		}
+		tb_sleep_ns(5000000);
+	}
+	return -ETIMEDOUT;
+}
+
+int
+tb_start(struct tbroker *tb, const char *body)
+{
+	char tmpl[] = "/tmp/tgtest.XXXXXX";
+	int r;
+
+	memset(tb, 0, sizeof(*tb));
+	if (mkdtemp(tmpl) == NULL)
+		return -errno;
+	snprintf(tb->dir, sizeof(tb->dir), "%s", tmpl);
+	snprintf(tb->segment, sizeof(tb->segment), "tgtest-%d-%d",
+	    (int)getpid(), tb_seq++);
+	snprintf(tb->conf, sizeof(tb->conf), "%s/tollgate.conf", tb->dir);
+	snprintf(tb->log, sizeof(tb->log), "%s/tollgated.log", tb->dir);
+	if ((r = write_conf(tb, body)) < 0)
+		return r;
+	return tb_restart(tb);
+}
+
+int
+tb_reload(struct tbroker *tb, const char *body)
+{
+	uint64_t gen = tb_config_gen(tb), deadline;
+	int refused = tb_log_count(tb, "reload refused"), r;
+
+	if ((r = write_conf(tb, body)) < 0)
+		return r;
+	if (kill(tb->pid, SIGHUP) < 0)
+		return -errno;
+	/* Done when a new generation is out, or the broker said no. */
+	deadline = tb_now_ns() + 10000000000ull;
+	while (tb_now_ns() < deadline) {
+		if (tb_config_gen(tb) != gen)
+			return 0;
+		if (tb_log_count(tb, "reload refused") > refused)
+			return -EINVAL;
+		tb_sleep_ns(5000000);
+	}
+	return -ETIMEDOUT;
+}
+
+int
+tb_stop(struct tbroker *tb)
+{
+	int st;
+
+	if (tb->pid <= 0)
+		return -ECHILD;
+	kill(tb->pid, SIGTERM);
+	if (waitpid(tb->pid, &st, 0) < 0)
+		return -errno;
+	tb->pid = 0;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+void
+tb_kill(struct tbroker *tb)
+{
+	if (tb->pid <= 0)
+		return;
+	kill(tb->pid, SIGKILL);
+	waitpid(tb->pid, NULL, 0);
+	tb->pid = 0;
+}
+
+void
+tb_cleanup(struct tbroker *tb)
+{
+	char conf[256], state[256], cmd[PATH_MAX + 16];
+
+	if (tb->pid > 0)
+		tb_stop(tb);
+	if (seg_names(tb->segment, conf, state, sizeof(conf)) == 0) {
+		shm_unlink(conf);
+		shm_unlink(state);
+	}
+	/* Keep the log of a failed run where a human can read it. */
+	if (getenv("TG_KEEP") == NULL && tb->dir[0]) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tb->dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", tb->dir);
+	}
+}
+
+tg_client *
+tb_client(const struct tbroker *tb)
+{
+	tg_client *c = NULL;
+	int r = tg_open(tb->segment, &c);
+
+	if (r < 0) {
+		fprintf(stderr, "tg_open %s: %s\n", tb->segment,
+		    tg_strerror(r));
+		abort();
+	}
+	return c;
+}
+
+uint32_t
+tb_key(tg_client *c, const char *name)
+{
+	uint32_t k = 0;
+	int r = tg_key(c, name, &k);
+
+	if (r < 0) {
+		fprintf(stderr, "tg_key %s: %s\n", name, tg_strerror(r));
+		abort();
+	}
+	return k;
+}
+
+int
+tb_wait_child(pid_t pid)
+{
+	int st;
+
+	if (waitpid(pid, &st, 0) < 0)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}

@@ -1,0 +1,68 @@
+/* helpers.h: private; a real tollgated for tests: start, reload, kill, clean. */
+#ifndef TG_HELPERS_H
+#define TG_HELPERS_H
+
+#include <sys/types.h>
+#include <limits.h>
+#include <stdint.h>
+
+#include "tollgate.h"
+
+struct tbroker {
+	pid_t	pid;			/* 0 when not running */
+	char	segment[64];		/* tgtest-<pid>-<n>: unique per test */
+	char	dir[64];		/* temp dir: config, pidfile, log */
+	char	conf[PATH_MAX];
+	char	log[PATH_MAX];
+};
+
+/*
+ * Write `body' (key sections) under a [broker] section of our own and
+ * start tollgated on it, waiting until a client can open the segment.
+ * Returns 0, or -ENOSYS if the broker could not run io_uring here (the
+ * caller skips), or another -errno.
+ */
+int	tb_start(struct tbroker *tb, const char *body);
+
+/* Start again on the same config and segment (after tb_kill/tb_stop). */
+int	tb_restart(struct tbroker *tb);
+
+/* Rewrite the keys and send SIGHUP; wait until the broker has read it. */
+int	tb_reload(struct tbroker *tb, const char *body);
+
+/* SIGTERM and wait; returns the exit status (0 when it stopped cleanly). */
+int	tb_stop(struct tbroker *tb);
+
+/* SIGKILL and reap. */
+void	tb_kill(struct tbroker *tb);
+
+/* Whether the broker process is still running. */
+int	tb_alive(struct tbroker *tb);
+
+/* Stop if running, unlink the segment, remove the temp dir. */
+void	tb_cleanup(struct tbroker *tb);
+
+/* Count the lines of the broker's log containing s. */
+int	tb_log_count(const struct tbroker *tb, const char *s);
+
+/* Open a client and look one key up; abort the test on failure. */
+tg_client *tb_client(const struct tbroker *tb);
+uint32_t tb_key(tg_client *c, const char *name);
+
+/* The path of a built program ("tollgated"), from $TG_BUILD. */
+const char *tb_bin(const char *name, char *buf, size_t len);
+
+/* The config generation the live segment publishes; 0 if none. */
+uint64_t tb_config_gen(const struct tbroker *tb);
+
+/* A fork()ed child's verdict: waitpid and return its exit code or 128+sig. */
+int	tb_wait_child(pid_t pid);
+
+/* In a test: the broker of the group setup, or skip() without one. */
+#define TB_NEED(state)	(*(state) != NULL ? (struct tbroker *)*(state) : \
+	    (skip(), (struct tbroker *)NULL))
+
+uint64_t tb_now_ns(void);
+void	tb_sleep_ns(uint64_t ns);
+
+#endif /* TG_HELPERS_H */

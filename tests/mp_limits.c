@@ -1,0 +1,311 @@
+/*
+ * mp_limits.c: the limits hold across real processes on a real broker:
+ * forked workers hammer one segment and the totals are checked.
+ */
+#include <sys/mman.h>
+#include <errno.h>
+#include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "tollgate.h"
+
+#define NS	1000000000ull
+
+static const char conf[] =
+    "[rate]\n"
+    "limit = 1000 requests/s burst 50\n"
+    "[win]\n"
+    "limit = 300 requests/2s window\n"
+    "[conc]\n"
+    "concurrency = 3\n"
+    "[p]\n"
+    "limit = 5 requests/min\n"
+    "[p/c]\n"
+    "limit = 10 tokens/min\n"
+    "[two]\n"
+    "limit = 3 requests/min\n"
+    "limit = 100 tokens/min\n";
+
+/* What the workers share with the parent: a MAP_SHARED anonymous page. */
+#define MAX_STAMPS	4096
+struct shared {
+	_Atomic int		go;
+	_Atomic uint64_t	granted;
+	_Atomic int		inflight;
+	_Atomic int		max_inflight;
+	_Atomic uint32_t	nstamps;
+	uint64_t		stamps[MAX_STAMPS];
+};
+
+static int
+setup(void **state)
+{
+	static struct tbroker tb;
+	int r = tb_start(&tb, conf);
+
+	*state = NULL;
+	if (r == -ENOSYS) {
+		tb_cleanup(&tb);
+		return 0;
+	}
+	assert_int_equal(r, 0);
+	*state = &tb;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct tbroker *tb = *state;
+
+	if (tb != NULL) {
+		assert_int_equal(tb_stop(tb), 0);
+		tb_cleanup(tb);
+	}
+	return 0;
+}
+
+static struct shared *
+shared_new(void)
+{
+	struct shared *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	assert_true(s != MAP_FAILED);
+	memset(s, 0, sizeof(*s));
+	return s;
+}
+
+static void
+wait_go(struct shared *s)
+{
+	while (!atomic_load(&s->go))
+		tb_sleep_ns(100000);
+}
+
+/* 4 processes on one rate limit: never above burst + rate x time. */
+static void
+test_rate_four_processes(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = shared_new();
+	const uint64_t run = 2 * NS;
+	uint64_t t0, t1, cap, got;
+	pid_t pid[4];
+
+	for (int i = 0; i < 4; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *c = tb_client(tb);
+			uint32_t k = tb_key(c, "rate");
+			uint64_t n = 0, retry, end;
+			tg_ticket t;
+
+			wait_go(s);
+			end = tb_now_ns() + run;
+			while (tb_now_ns() < end)
+				if (tg_try_acquire(c, k, NULL, &t, &retry) == 0) {
+					n++;
+					tg_release(c, &t);
+				}
+			atomic_fetch_add(&s->granted, n);
+			tg_close(c);
+			_exit(0);
+		}
+	tb_sleep_ns(200000000);	/* let all four reach the start line */
+	t0 = tb_now_ns();
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+	t1 = tb_now_ns();
+	got = atomic_load(&s->granted);
+	/* Workers ran within [t0, t1]: at most burst + rate x (t1 - t0). */
+	cap = 50 + 1000 * (t1 - t0) / NS + 1;
+	print_message("rate: %llu granted in %.3f s, bound %llu, floor %llu\n",
+	    (unsigned long long)got, (double)(t1 - t0) / NS,
+	    (unsigned long long)cap,
+	    (unsigned long long)(50 + 1000 * run / NS));
+	assert_true(got <= cap);
+	/* And at least 99 % of what the run itself allowed. */
+	assert_true(got * 100 >= 99 * (50 + 1000 * run / NS));
+	munmap(s, sizeof(*s));
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* A window limit never admits more than N in any window. */
+static void
+test_window_never_exceeds(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = shared_new();
+	const uint64_t win = 2 * NS, run = 5 * NS;
+	/*
+	 * Stamps are read just before each call, so a stamp can be earlier
+	 * than the limit's own clock read by a preemption: allow 50 ms.
+	 */
+	const uint64_t slack = 50000000;
+	uint32_t n, worst = 0;
+	pid_t pid[4];
+
+	for (int i = 0; i < 4; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *c = tb_client(tb);
+			uint32_t k = tb_key(c, "win");
+			uint64_t retry, end, t;
+			tg_ticket tk;
+
+			wait_go(s);
+			end = tb_now_ns() + run;
+			while ((t = tb_now_ns()) < end)
+				if (tg_try_acquire(c, k, NULL, &tk, &retry) ==
+				    0) {
+					uint32_t at = atomic_fetch_add(
+					    &s->nstamps, 1);
+
+					if (at < MAX_STAMPS)
+						s->stamps[at] = t;
+					tg_release(c, &tk);
+				} else
+					tb_sleep_ns(100000);
+			tg_close(c);
+			_exit(0);
+		}
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+	n = atomic_load(&s->nstamps);
+	assert_true(n < MAX_STAMPS);
+	qsort(s->stamps, n, sizeof(s->stamps[0]), cmp_u64);
+	for (uint32_t i = 0, j = 0; i < n; i++) {
+		while (j < n && s->stamps[j] < s->stamps[i] + win - slack)
+			j++;
+		if (j - i > worst)
+			worst = j - i;
+	}
+	print_message("window: %u granted in %.1f s, busiest window %u of "
+	    "300\n", n, (double)run / NS, worst);
+	assert_true(worst <= 300);
+	/* Over 5 s of demand, at least two full windows' worth. */
+	assert_true(n >= 600);
+	munmap(s, sizeof(*s));
+}
+
+/* 8 processes on concurrency = 3 never hold more than 3. */
+static void
+test_concurrency_eight_on_three(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = shared_new();
+	pid_t pid[8];
+
+	for (int i = 0; i < 8; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *c = tb_client(tb);
+			uint32_t k = tb_key(c, "conc");
+			uint64_t end;
+			tg_ticket t;
+			int in, max;
+
+			wait_go(s);
+			end = tb_now_ns() + NS;
+			while (tb_now_ns() < end) {
+				if (tg_acquire(c, k, NULL, NS, &t) != 0)
+					_exit(2);
+				in = atomic_fetch_add(&s->inflight, 1) + 1;
+				max = atomic_load(&s->max_inflight);
+				while (in > max && !atomic_compare_exchange_weak(
+				    &s->max_inflight, &max, in))
+					;
+				atomic_fetch_add(&s->granted, 1);
+				tb_sleep_ns(200000);
+				atomic_fetch_sub(&s->inflight, 1);
+				tg_release(c, &t);
+			}
+			tg_close(c);
+			_exit(0);
+		}
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+	print_message("concurrency: %llu tickets, at most %d in flight\n",
+	    (unsigned long long)atomic_load(&s->granted),
+	    atomic_load(&s->max_inflight));
+	assert_int_equal(atomic_load(&s->max_inflight), 3);
+	assert_true(atomic_load(&s->granted) > 100);
+	munmap(s, sizeof(*s));
+}
+
+/* A child key is refused once its parent's limit is spent. */
+static void
+test_child_refused_when_parent_spent(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t p = tb_key(c, "p"), pc = tb_key(c, "p/c");
+	tg_cost req_tok = { 1, 1, 0 }, tok_only = { 0, 10, 0 };
+	uint64_t retry = 0;
+	tg_ticket t;
+
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(tg_try_acquire(c, p, NULL, &t, &retry), 0);
+		tg_release(c, &t);
+	}
+	assert_int_equal(tg_try_acquire(c, pc, &req_tok, &t, &retry), -EAGAIN);
+	assert_true(retry > 0);
+	/* The refusal took nothing from the child: all 10 tokens remain. */
+	assert_int_equal(tg_try_acquire(c, pc, &tok_only, &t, &retry), 0);
+	tg_release(c, &t);
+	tg_close(c);
+}
+
+/* A refusal on one limit leaves the ticket's other limits untouched. */
+static void
+test_refusal_leaves_others_untouched(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "two");
+	tg_cost big = { 1, 60, 0 }, rest = { 1, 40, 0 }, one = { 1, 0, 0 };
+	uint64_t retry;
+	tg_ticket t;
+
+	assert_int_equal(tg_try_acquire(c, k, &big, &t, &retry), 0);
+	tg_release(c, &t);
+	/* 40 tokens left: refused by tokens, must not spend a request. */
+	assert_int_equal(tg_try_acquire(c, k, &big, &t, &retry), -EAGAIN);
+	assert_int_equal(tg_try_acquire(c, k, &rest, &t, &retry), 0);
+	tg_release(c, &t);
+	/* Third request of three: there only if the refusal gave it back. */
+	assert_int_equal(tg_try_acquire(c, k, &one, &t, &retry), 0);
+	tg_release(c, &t);
+	assert_int_equal(tg_try_acquire(c, k, &one, &t, &retry), -EAGAIN);
+	tg_close(c);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rate_four_processes),
+		cmocka_unit_test(test_window_never_exceeds),
+		cmocka_unit_test(test_concurrency_eight_on_three),
+		cmocka_unit_test(test_child_refused_when_parent_spent),
+		cmocka_unit_test(test_refusal_leaves_others_untouched),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

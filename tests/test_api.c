@@ -1,0 +1,229 @@
+/* test_api.c: the public API against a real broker: results and errors. */
+#include <errno.h>
+#include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "tollgate.h"
+
+static const char conf[] =
+    "[api]\n"
+    "limit = 1 requests/165s burst 4 cooldown 120s\n"
+    "concurrency = 2\n"
+    "[api/child]\n"
+    "limit = 10 tokens/min\n"
+    "[gone]\n"
+    "limit = 5 requests/s\n";
+
+static int
+setup(void **state)
+{
+	static struct tbroker tb;
+	int r = tb_start(&tb, conf);
+
+	if (r == -ENOSYS) {
+		tb_cleanup(&tb);
+		*state = NULL;	/* no io_uring here: every test skips */
+		return 0;
+	}
+	assert_int_equal(r, 0);
+	*state = &tb;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct tbroker *tb = *state;
+
+	if (tb == NULL)
+		return 0;
+	assert_int_equal(tb_stop(tb), 0);
+	tb_cleanup(tb);
+	return 0;
+}
+
+static void
+test_open_missing_segment(void **state)
+{
+	tg_client *c = NULL;
+
+	(void)state;
+	assert_int_equal(tg_open("tgtest-no-such-segment", &c), -ENOENT);
+	assert_null(c);
+	assert_int_equal(tg_open("bad/name", &c), -EINVAL);
+	assert_int_equal(tg_open(NULL, NULL), -EINVAL);
+}
+
+static void
+test_key_lookup(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k1 = 0, k2 = 0;
+
+	assert_int_equal(tg_key(c, "api", &k1), 0);
+	assert_int_equal(tg_key(c, "api/child", &k2), 0);
+	assert_int_not_equal(k1, k2);
+	assert_int_equal(tg_key(c, "nope", &k1), -ENOENT);
+	assert_int_equal(tg_key(c, "", &k1), -ENOENT);
+	assert_int_equal(tg_key(c, NULL, &k1), -EINVAL);
+	assert_int_equal(tg_key(NULL, "api", &k1), -EINVAL);
+	tg_close(c);
+}
+
+/* The worked example: four tickets of a 4-bucket, then a 165 s wait. */
+static void
+test_burst_then_eagain(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "api");
+	tg_ticket t[5];
+	uint64_t retry = 0;
+
+	memset(t, 0, sizeof(t));
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t[i], &retry), 0);
+	/* Concurrency 2: the third waits on a release, retry 0. */
+	retry = 99;
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[2], &retry), -EAGAIN);
+	assert_int_equal(retry, 0);
+	tg_release(c, &t[0]);
+	tg_release(c, &t[1]);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[2], &retry), 0);
+	tg_release(c, &t[2]);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[3], &retry), 0);
+	tg_release(c, &t[3]);
+	/* Four taken: the bucket is empty for about 165 s. */
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[4], &retry), -EAGAIN);
+	assert_true(retry > 160ull * 1000000000u);
+	assert_true(retry <= 165ull * 1000000000u);
+	tg_close(c);
+}
+
+static void
+test_e2big(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "api/child");
+	tg_cost cost = { 0, 11, 0 };
+	tg_ticket t;
+	uint64_t retry;
+
+	assert_int_equal(tg_try_acquire(c, k, &cost, &t, &retry), -E2BIG);
+	assert_int_equal(tg_acquire(c, k, &cost, -1, &t), -E2BIG);
+	tg_close(c);
+}
+
+static void
+test_bad_arguments(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	tg_ticket t;
+	uint64_t retry;
+
+	assert_int_equal(tg_try_acquire(NULL, 1, NULL, &t, &retry), -EINVAL);
+	assert_int_equal(tg_try_acquire(c, 1, NULL, NULL, &retry), -EINVAL);
+	/* A handle that was never returned by tg_key. */
+	assert_int_equal(tg_try_acquire(c, 0, NULL, &t, &retry), -EINVAL);
+	assert_int_equal(tg_try_acquire(c, 0xffffffffu, NULL, &t, &retry),
+	    -EINVAL);
+	assert_int_equal(tg_acquire(c, 0, NULL, 0, &t), -EINVAL);
+	/* Releasing nonsense does nothing and does not crash. */
+	memset(&t, 0, sizeof(t));
+	tg_release(c, &t);
+	memset(&t, 0xa5, sizeof(t));
+	tg_release(c, &t);
+	tg_release(c, NULL);
+	tg_release(NULL, &t);
+	tg_close(NULL);
+	tg_close(c);
+}
+
+static void
+test_release_idempotent(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "gone");
+	tg_ticket t;
+	uint64_t retry;
+
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), 0);
+	tg_release(c, &t);
+	tg_release(c, &t);
+	tg_close(c);
+}
+
+static void
+test_acquire_timeout_fails_fast(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "api");
+	tg_ticket t;
+	uint64_t t0 = tb_now_ns();
+
+	/* The bucket is spent for minutes: a 1 s wait cannot succeed. */
+	assert_int_equal(tg_acquire(c, k, NULL, 1000000000, &t), -ETIMEDOUT);
+	assert_true(tb_now_ns() - t0 < 500000000ull);
+	tg_close(c);
+}
+
+static void
+test_strerror(void **state)
+{
+	(void)state;
+	assert_string_equal(tg_strerror(0), "success");
+	assert_non_null(strstr(tg_strerror(-E2BIG), "never"));
+	assert_non_null(strstr(tg_strerror(-ESTALE), "reload"));
+	assert_non_null(tg_strerror(-12345));
+	assert_non_null(tg_strerror(7));
+}
+
+/* Runs last: removes a key by a reload, so its handle goes stale. */
+static void
+test_removed_key_is_stale(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "gone"), k2;
+	tg_ticket t;
+	uint64_t retry;
+	static const char without[] =
+	    "[api]\n"
+	    "limit = 1 requests/165s burst 4 cooldown 120s\n"
+	    "concurrency = 2\n"
+	    "[api/child]\n"
+	    "limit = 10 tokens/min\n";
+
+	assert_int_equal(tb_reload(tb, without), 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), -ESTALE);
+	assert_int_equal(tg_key(c, "gone", &k2), -ENOENT);
+	tg_close(c);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_open_missing_segment),
+		cmocka_unit_test(test_key_lookup),
+		cmocka_unit_test(test_burst_then_eagain),
+		cmocka_unit_test(test_e2big),
+		cmocka_unit_test(test_bad_arguments),
+		cmocka_unit_test(test_release_idempotent),
+		cmocka_unit_test(test_acquire_timeout_fails_fast),
+		cmocka_unit_test(test_strerror),
+		cmocka_unit_test(test_removed_key_is_stale),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

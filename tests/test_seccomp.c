@@ -1,0 +1,151 @@
+/*
+ * test_seccomp.c: the hot path makes no system call.  A child takes and
+ * releases a million tickets under SECCOMP_MODE_STRICT, where any system
+ * call but read, write, _exit and sigreturn kills it with SIGKILL.
+ */
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/seccomp.h>
+#include <errno.h>
+#include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "tollgate.h"
+
+#define ROUNDS	1000000
+
+static const char conf[] =
+    "[org]\n"
+    "limit = 100000 requests/s\n"
+    "limit = 1000000000 tokens/day window\n"
+    "[org/model]\n"
+    "limit = 50000 requests/s burst 1000\n"
+    "concurrency = 4\n";
+
+static int
+setup(void **state)
+{
+	static struct tbroker tb;
+	int r = tb_start(&tb, conf);
+
+	*state = NULL;
+	if (r == -ENOSYS) {
+		tb_cleanup(&tb);
+		return 0;
+	}
+	assert_int_equal(r, 0);
+	*state = &tb;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct tbroker *tb = *state;
+
+	if (tb != NULL) {
+		assert_int_equal(tb_stop(tb), 0);
+		tb_cleanup(tb);
+	}
+	return 0;
+}
+
+struct counts {
+	uint64_t	ok, again, other;
+};
+
+/* In the child: enter strict mode, hammer, report through the pipe. */
+static void
+child(const struct tbroker *tb, int fd, int mode)
+{
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "org/model");
+	tg_cost cost = { 1, 7, 0 };
+	struct counts n = { 0, 0, 0 };
+	tg_ticket t;
+	uint64_t retry;
+	int r;
+
+	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT) != 0)
+		_exit(3);
+	if (mode == 1)
+		(void)getppid();	/* the control: this must kill us */
+	for (int i = 0; i < ROUNDS; i++) {
+		if (i % 2 == 0)
+			r = tg_try_acquire(c, k, &cost, &t, &retry);
+		else
+			r = tg_acquire(c, k, &cost, 0, &t);
+		if (r == 0) {
+			n.ok++;
+			tg_release(c, &t);
+		} else if (r == -EAGAIN || r == -ETIMEDOUT)
+			n.again++;
+		else
+			n.other++;
+	}
+	if (write(fd, &n, sizeof(n)) != (ssize_t)sizeof(n))
+		syscall(SYS_exit, 4);
+	/* exit_group is not allowed in strict mode: plain exit. */
+	syscall(SYS_exit, 0);
+}
+
+static void
+test_hot_path_makes_no_syscall(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct counts n;
+	int p[2];
+	pid_t pid;
+
+	assert_int_equal(pipe(p), 0);
+	if ((pid = fork()) == 0) {
+		close(p[0]);
+		child(tb, p[1], 0);
+	}
+	close(p[1]);
+	assert_int_equal(read(p[0], &n, sizeof(n)), (ssize_t)sizeof(n));
+	close(p[0]);
+	assert_int_equal(tb_wait_child(pid), 0);
+	/* Both paths ran: grants and refusals (the bucket runs dry). */
+	assert_true(n.ok > 1000);
+	assert_true(n.again > 0);
+	assert_int_equal(n.other, 0);
+	print_message("%llu granted, %llu refused, no system call\n",
+	    (unsigned long long)n.ok, (unsigned long long)n.again);
+}
+
+/* The check can fail: one system call in the child and it is killed. */
+static void
+test_control_syscall_is_fatal(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	int p[2];
+	pid_t pid;
+
+	assert_int_equal(pipe(p), 0);
+	if ((pid = fork()) == 0) {
+		close(p[0]);
+		child(tb, p[1], 1);
+	}
+	close(p[1]);
+	close(p[0]);
+	assert_int_equal(tb_wait_child(pid), 128 + SIGKILL);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hot_path_makes_no_syscall),
+		cmocka_unit_test(test_control_syscall_is_fatal),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
