@@ -39,8 +39,7 @@ ALL_OBJS  = $(LIB_OBJS) $(INT_OBJS) $(BROKER_OBJS) \
 
 .PHONY: all deps run test asan tsan fuzz install uninstall clean check-deps
 
-all: $(B)/libtollgate.a $(B)/libtollgate.so $(B)/tollgated $(TOOLS) \
-	$(B)/tollgate.pc
+all: $(B)/libtollgate.a $(B)/libtollgate.so $(B)/tollgated $(TOOLS)
 
 $(B)/%.o: %.c
 	@mkdir -p $(@D)
@@ -71,14 +70,6 @@ $(B)/tests/%: $(B)/tests/%.o $(B)/tests/helpers.o $(B)/libtgint.a \
 	    $(B)/libtollgate.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
-$(B)/tollgate.pc: Makefile
-	@mkdir -p $(@D)
-	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' \
-	    'includedir=$${prefix}/include' '' 'Name: tollgate' \
-	    'Description: per-host quota broker client library' \
-	    'Version: $(VERSION)' 'Libs: -L$${libdir} -ltollgate' \
-	    'Cflags: -I$${includedir}' > $@
-
 # Debian packages the build needs; installed only when one is missing.
 check-deps:
 	@missing=; for p in $(PKGS); do \
@@ -102,8 +93,20 @@ deps:
 run: deps all
 	$(B)/tollgated -c broker/tollgate.conf
 
-# Every test binary, one after the other; the first failure stops it.
-test: deps all $(TESTS)
+# `make install' into a stage, and the README's program built against it
+# with pkg-config, the way a user builds theirs; test_quickstart runs it.
+STAGE = $(B)/stage
+$(B)/quickstart: README.md $(B)/libtollgate.so
+	rm -rf $(STAGE)
+	$(MAKE) --no-print-directory B=$(B) PREFIX=/usr DESTDIR=$(CURDIR)/$(STAGE) \
+	    install >/dev/null
+	awk '/^```c$$/{p=1;next} /^```$$/{p=0} p' README.md > $(B)/quickstart.c
+	$(CC) $(CFLAGS) -o $@ $(B)/quickstart.c $$(PKG_CONFIG_SYSROOT_DIR=$(CURDIR)/$(STAGE) \
+	    PKG_CONFIG_PATH=$(CURDIR)/$(STAGE)/usr/lib/pkgconfig \
+	    pkg-config --cflags --libs tollgate) $(LDFLAGS)
+
+# Every test binary, one after the other, then a summary line.
+test: deps all $(TESTS) $(B)/quickstart
 	@pass=0; fail=0; for t in $(TESTS); do echo "== $$t"; \
 	    if TG_BUILD=$(B) $$t; then pass=$$((pass+1)); \
 	    else fail=$$((fail+1)); echo "FAILED: $$t"; fi; done; \
@@ -137,7 +140,12 @@ install: all
 	ln -sf libtollgate.so.$(VERSION) \
 	    $(DESTDIR)$(PREFIX)/lib/libtollgate.so.$(SOVER)
 	ln -sf libtollgate.so.$(SOVER) $(DESTDIR)$(PREFIX)/lib/libtollgate.so
-	install -m 0644 $(B)/tollgate.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' \
+	    'includedir=$${prefix}/include' '' 'Name: tollgate' \
+	    'Description: per-host quota broker, client library' \
+	    'Version: $(VERSION)' 'Libs: -L$${libdir} -ltollgate' \
+	    'Cflags: -I$${includedir}' \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tollgate.pc
 	install -m 0755 $(B)/tollgated $(DESTDIR)$(PREFIX)/sbin/
 	install -m 0755 $(B)/tollstat $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 broker/tollgate.conf \

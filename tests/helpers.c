@@ -127,7 +127,8 @@ tb_restart(struct tbroker *tb)
 			dup2(fd, 2);
 			close(fd);
 		}
-		execl(bin, "tollgated", "-d", "-c", tb->conf, (char *)NULL);
+		execl(bin, "tollgated", "-d", "-c", tb->conf, tb->extra,
+		    (char *)NULL);
 		_exit(127);
 	}
 	/* Ready when a client can open it and the broker is the new one. */

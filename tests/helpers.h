@@ -14,6 +14,7 @@ struct tbroker {
 	char	dir[64];		/* temp dir: config, pidfile, log */
 	char	conf[PATH_MAX];
 	char	log[PATH_MAX];
+	const char *extra;		/* one more broker argument, or NULL */
 };
 
 /*

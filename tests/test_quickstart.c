@@ -1,0 +1,64 @@
+/*
+ * test_quickstart.c: the README's program, built by the Makefile against a
+ * staged `make install' through pkg-config, takes a ticket from a real
+ * broker through the installed shared library.
+ */
+#include <errno.h>
+#include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "helpers.h"
+
+static void
+test_readme_program_takes_a_ticket(void **state)
+{
+	struct tbroker tb;
+	char bin[256], lib[256], cmd[PATH_MAX + 1024], out[256];
+	FILE *f;
+	size_t n;
+	int r;
+
+	(void)state;
+	r = tb_start(&tb, "[chatgpt-web]\n"
+	    "limit = 1 requests/165s burst 4 cooldown 120s\n"
+	    "concurrency = 1\n");
+	if (r == -ENOSYS) {
+		tb_cleanup(&tb);
+		skip();
+	}
+	assert_int_equal(r, 0);
+	tb_bin("stage/usr/lib", lib, sizeof(lib));
+	snprintf(cmd, sizeof(cmd), "LD_LIBRARY_PATH=%s %s %s 2>&1", lib,
+	    tb_bin("quickstart", bin, sizeof(bin)), tb.segment);
+	assert_non_null(f = popen(cmd, "r"));
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	assert_int_equal(pclose(f), 0);
+	assert_non_null(strstr(out, "ticket taken"));
+	/* And it resolved the installed libtollgate.so.0, not a static copy. */
+	snprintf(cmd, sizeof(cmd), "LD_LIBRARY_PATH=%s ldd %s", lib, bin);
+	assert_non_null(f = popen(cmd, "r"));
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	pclose(f);
+	assert_non_null(strstr(out, "libtollgate.so.0"));
+	assert_non_null(strstr(out, "stage/usr/lib"));
+	assert_int_equal(tb_stop(&tb), 0);
+	tb_cleanup(&tb);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_readme_program_takes_a_ticket),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
