@@ -169,6 +169,8 @@ main(int argc, char *argv[])
 	}
 	pidfile_write(pfh);
 	(void)proc_starttime(getpid(), &st);
+	/* pid 0 first: no reader pairs the old pid with our start time. */
+	atomic_store(&b.m.hdr->broker_pid, 0);
 	atomic_store(&b.m.hdr->broker_start, st);
 	atomic_store(&b.m.hdr->broker_since_ns, now_ns());
 	atomic_store(&b.m.hdr->heartbeat_ns, now_ns());
