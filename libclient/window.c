@@ -114,11 +114,22 @@ win_take(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
 	w = atomic_load_explicit(slot, memory_order_relaxed);
 	do {
 		/*
-		 * The slot holds sub-window e, or (our clock read went stale
-		 * while we were descheduled) a later one: add to it, which
-		 * only makes the units expire later.  Else it expired: reuse.
+		 * A word a lap or so ahead of e means our clock read went
+		 * stale while we were descheduled: reusing it would wipe
+		 * newer counts, so refuse and let the caller retry with a
+		 * fresh clock.  (0 is a fresh word; an old word lands here
+		 * only after an idle of 2^28 sub-windows less a few, and
+		 * costs one refusal.)  Otherwise add only to sub-window e,
+		 * the one ring_sum below counts in this slot, and reuse
+		 * anything else as expired: epochs wrap, so an old word
+		 * cannot be told from a later one by distance alone.
 		 */
-		if (((SLOT_EPOCH(w) - e) & WIN_EPOCH_MASK) < WIN_EPOCH_MASK / 2) {
+		if (w != 0 && ((SLOT_EPOCH(w) - e) & WIN_EPOCH_MASK) - 1 <
+		    2 * SEG_WIN_SLOTS) {
+			*retry_in_ns = 1;
+			return -EAGAIN;
+		}
+		if (SLOT_EPOCH(w) == (e & WIN_EPOCH_MASK)) {
 			if (SLOT_COUNT(w) + n > WIN_COUNT_MAX)
 				goto refuse;
 			next = w + n;

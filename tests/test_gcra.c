@@ -1,0 +1,420 @@
+/* test_gcra.c: GCRA rate limits on a virtual clock, one behaviour a test. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "gcra.h"
+
+#define SEC	UINT64_C(1000000000)
+#define MIN	(60 * SEC)
+#define DAY	(86400 * SEC)
+
+/* splitmix64: a fixed seed makes every run see the same arrivals. */
+static uint64_t
+rnd(uint64_t *s)
+{
+	uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
+
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+/* Costs round up: rounding down would let a limit run slightly fast. */
+static void
+test_gcra_cost_rounds_up(void **state)
+{
+	(void)state;
+	/* 60 s / 7 = 8571428571.43 ns */
+	assert_int_equal(gcra_cost_ns(1, MIN, 7), UINT64_C(8571428572));
+	assert_int_equal(gcra_cost_ns(3, 10, 4), 8);		/* 7.5 */
+	/* Exact quotients are not rounded. */
+	assert_int_equal(gcra_cost_ns(7, MIN, 7), MIN);
+	assert_int_equal(gcra_cost_ns(1, 165 * SEC, 1), 165 * SEC);
+	assert_int_equal(gcra_cost_ns(0, MIN, 7), 0);
+}
+
+/*
+ * Token limits: 10^12 tokens a day.  n * period_ns is 8.64e25 for a day's
+ * worth, far past 64 bits; the 128-bit product must give it exactly.
+ */
+static void
+test_gcra_cost_does_not_overflow_for_big_token_counts(void **state)
+{
+	const uint64_t n = UINT64_C(1000000000000);
+
+	(void)state;
+	assert_int_equal(gcra_cost_ns(n, DAY, n), DAY);
+	assert_int_equal(gcra_cost_ns(n / 2, DAY, n), DAY / 2);
+	assert_int_equal(gcra_cost_ns(1, DAY, n), 87);		/* 86.4 ns */
+	assert_int_equal(gcra_cost_ns(UINT64_C(123456789), DAY, n),
+	    UINT64_C(10666666570));		/* 10666666569.6 ns */
+	/* Too big for 64 bits: saturates rather than wrapping small. */
+	assert_int_equal(gcra_cost_ns(UINT64_MAX, DAY, n), UINT64_MAX);
+	/* count 0 can never be met. */
+	assert_int_equal(gcra_cost_ns(1, DAY, 0), UINT64_MAX);
+}
+
+/*
+ * tau holds burst units taken at once and burst units taken one by one
+ * (each rounded up), and no more: not one more unit one by one, and less
+ * than burst ns of slack over the exact cost of burst units.
+ */
+static void
+test_gcra_tau_slack_fits_burst_and_no_more(void **state)
+{
+	static const struct {
+		uint64_t burst, period_ns, count;
+	} r[] = {
+		{ 7, MIN, 7 },			/* 7/min: 0.43 ns short each */
+		{ 4, 165 * SEC, 1 },		/* exact: no slack needed */
+		{ 3, MIN, 7 },
+		{ 1, SEC, 3 },
+		{ 100000, MIN, 1000000 },	/* 60 us a token, burst 6 s */
+		{ 1000000, DAY, UINT64_C(1000000000000) },	/* 86.4 ns */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+		uint64_t tau = gcra_tau_ns(r[i].burst, r[i].period_ns,
+		    r[i].count);
+		uint64_t all = gcra_cost_ns(r[i].burst, r[i].period_ns,
+		    r[i].count);
+		uint64_t one = gcra_cost_ns(1, r[i].period_ns, r[i].count);
+
+		print_message("burst %llu, %llu per %llu ns: tau %llu\n",
+		    (unsigned long long)r[i].burst,
+		    (unsigned long long)r[i].count,
+		    (unsigned long long)r[i].period_ns,
+		    (unsigned long long)tau);
+		assert_true(tau >= all);
+		assert_true(tau >= r[i].burst * one);
+		assert_true(tau < (r[i].burst + 1) * one);
+		assert_true(tau - all < r[i].burst);
+	}
+	assert_int_equal(gcra_tau_ns(0, MIN, 7), 0);
+}
+
+/*
+ * DESIGN 2's worked example: a bucket of 4, one back every 165 s.  Four
+ * pass at t0; the fifth is held exactly 165 s, not a nanosecond less (the
+ * server would still see an empty bucket) and not more.
+ */
+static void
+test_gcra_provider_example_holds_fifth_for_165s(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, 165 * SEC, 1);
+	const uint64_t tau = gcra_tau_ns(4, 165 * SEC, 1);
+	const uint64_t t0 = 7 * 165 * SEC;
+	_Atomic uint64_t tat = 0;
+	uint64_t retry = 0, unused;
+
+	(void)state;
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(gcra_take(&tat, t0, c, tau, &retry), 0);
+	assert_int_equal(gcra_take(&tat, t0, c, tau, &retry), -EAGAIN);
+	assert_int_equal(retry, 165 * SEC);
+	assert_int_equal(gcra_take(&tat, t0 + retry - 1, c, tau, &unused),
+	    -EAGAIN);
+	assert_int_equal(gcra_take(&tat, t0 + retry, c, tau, &unused), 0);
+}
+
+/*
+ * 7/min: one unit costs 8571428572 ns, 7 of them 4 ns more than a minute.
+ * Without tau's slack the seventh would be refused.  With it, exactly 7.
+ */
+static void
+test_gcra_seven_per_minute_one_by_one_admits_seven(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, MIN, 7);
+	const uint64_t tau = gcra_tau_ns(7, MIN, 7);
+	const uint64_t t0 = 1000 * SEC;
+	_Atomic uint64_t tat = 0;
+	uint64_t retry;
+	int n = 0;
+
+	(void)state;
+	while (gcra_take(&tat, t0, c, tau, &retry) == 0)
+		n++;
+	assert_int_equal(n, 7);
+}
+
+/*
+ * The same from full for fine-grained units, whose one-unit cost (60 us)
+ * is below the burst in ns: the bucket must not admit more than its
+ * capacity just because the slack is larger than a unit.
+ */
+static void
+test_gcra_fine_units_one_by_one_admit_exactly_burst(void **state)
+{
+	const uint64_t burst = 100000, count = 1000000;
+	const uint64_t c = gcra_cost_ns(1, MIN, count);
+	const uint64_t tau = gcra_tau_ns(burst, MIN, count);
+	const uint64_t t0 = 1000 * SEC;
+	_Atomic uint64_t tat = 0;
+	uint64_t retry, n = 0;
+
+	(void)state;
+	while (gcra_take(&tat, t0, c, tau, &retry) == 0 && n <= 2 * burst)
+		n++;
+	assert_int_equal(n, burst);
+}
+
+/*
+ * Takes of 1..maxn units at random times, demand about ten times supply,
+ * for 100 periods.  After every admission, the units admitted so far are
+ * at most burst + count * elapsed / period; at the end they are at least
+ * 99% of it.  Returns nothing: it asserts.
+ */
+static void
+run_long(uint64_t period_ns, uint64_t count, uint64_t burst, uint64_t maxn,
+    uint64_t seed)
+{
+	const uint64_t tau = gcra_tau_ns(burst, period_ns, count);
+	const uint64_t t0 = 12345 * SEC, end = t0 + 100 * period_ns;
+	/* Mean gap a tenth of the time one unit (of mean size) takes. */
+	const uint64_t gap = period_ns / count * (maxn + 1) / 2 / 10 * 2;
+	_Atomic uint64_t tat = 0;
+	uint64_t now = t0, units = 0, retry, n;
+	unsigned __int128 lhs, rhs;
+
+	for (;;) {
+		now += rnd(&seed) % (gap + 1);
+		if (now > end)
+			break;
+		n = 1 + rnd(&seed) % maxn;
+		if (gcra_take(&tat, now, gcra_cost_ns(n, period_ns, count),
+		    tau, &retry) != 0)
+			continue;
+		units += n;
+		/* units <= burst + count * (now - t0) / period, no division */
+		lhs = (unsigned __int128)units * period_ns;
+		rhs = (unsigned __int128)burst * period_ns +
+		    (unsigned __int128)count * (now - t0);
+		assert_true(lhs <= rhs);
+	}
+	/* units >= 0.99 * (burst + count * 100) */
+	assert_true(units * 100 >= 99 * (burst + count * 100));
+	print_message("%llu units admitted of %llu allowed\n",
+	    (unsigned long long)units,
+	    (unsigned long long)(burst + count * 100));
+}
+
+/* A ragged rate (7/min), one unit a take: costs round, the rate holds. */
+static void
+test_gcra_long_run_rate_holds_one_unit_takes(void **state)
+{
+	(void)state;
+	run_long(MIN, 7, 3, 1, 42);
+}
+
+/*
+ * Takes of 1..4 units on a rate whose cost is exact (10 ms a unit): the
+ * bound holds whatever the sizes.  (With a ragged rate and mixed sizes
+ * rounding can let a few extra units through: see gcra_tau_ns.)
+ */
+static void
+test_gcra_long_run_rate_holds_mixed_sizes(void **state)
+{
+	(void)state;
+	run_long(MIN, 6000, 10, 4, 7);
+}
+
+/*
+ * Reservations within max_wait are granted with waits one cost apart, in
+ * the order made (that is the queue); the first beyond max_wait is
+ * refused with the wait it would have needed.
+ */
+static void
+test_gcra_reserve_grants_in_order_until_max_wait(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, SEC, 1);
+	const uint64_t tau = gcra_tau_ns(1, SEC, 1);
+	const uint64_t t0 = 100 * SEC, max_wait = 5 * SEC / 2;
+	_Atomic uint64_t tat = 0;
+	uint64_t wait;
+
+	(void)state;
+	for (uint64_t i = 0; i < 3; i++) {
+		assert_int_equal(gcra_reserve(&tat, t0, c, tau, max_wait,
+		    &wait), 0);
+		assert_int_equal(wait, i * SEC);
+	}
+	assert_int_equal(gcra_reserve(&tat, t0, c, tau, max_wait, &wait),
+	    -EAGAIN);
+	assert_int_equal(wait, 3 * SEC);
+}
+
+/* A refused reservation moves nothing: later ones see the same queue. */
+static void
+test_gcra_reserve_refused_leaves_tat(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, SEC, 1);
+	const uint64_t tau = gcra_tau_ns(1, SEC, 1);
+	const uint64_t t0 = 100 * SEC;
+	_Atomic uint64_t tat = 0;
+	uint64_t wait, before;
+
+	(void)state;
+	assert_int_equal(gcra_reserve(&tat, t0, c, tau, 0, &wait), 0);
+	before = atomic_load(&tat);
+	assert_int_equal(gcra_reserve(&tat, t0, c, tau, SEC / 2, &wait),
+	    -EAGAIN);
+	assert_int_equal(atomic_load(&tat), before);
+	assert_int_equal(gcra_reserve(&tat, t0, c, tau, SEC, &wait), 0);
+	assert_int_equal(wait, SEC);
+}
+
+/* A refund after a take leaves the bucket as it was (client's untake). */
+static void
+test_gcra_refund_undoes_take_exactly(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, MIN, 7);
+	const uint64_t tau = gcra_tau_ns(7, MIN, 7);
+	const uint64_t t0 = 1000 * SEC;
+	_Atomic uint64_t tat = 0;
+	uint64_t retry, before;
+
+	(void)state;
+	assert_int_equal(gcra_take(&tat, t0, 2 * c, tau, &retry), 0);
+	before = atomic_load(&tat);
+	assert_int_equal(gcra_take(&tat, t0 + SEC, 3 * c, tau, &retry), 0);
+	gcra_refund(&tat, 3 * c);
+	assert_int_equal(atomic_load(&tat), before);
+	assert_int_equal(gcra_available(atomic_load(&tat), t0 + SEC, c, tau),
+	    5);
+}
+
+/*
+ * A refund into a bucket that is already full gives nothing extra: a
+ * doubled or late refund must not let more than burst through at once.
+ */
+static void
+test_gcra_refund_on_full_bucket_gives_nothing_extra(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, MIN, 7);
+	const uint64_t tau = gcra_tau_ns(7, MIN, 7);
+	const uint64_t t0 = 1000 * SEC, t1 = t0 + 10 * MIN;
+	_Atomic uint64_t tat = 0;
+	uint64_t retry;
+	int n = 0;
+
+	(void)state;
+	/* Take one, let the bucket refill, then refund it twice. */
+	assert_int_equal(gcra_take(&tat, t0, c, tau, &retry), 0);
+	gcra_refund(&tat, c);
+	gcra_refund(&tat, c);
+	assert_int_equal(gcra_available(atomic_load(&tat), t1, c, tau), 7);
+	while (gcra_take(&tat, t1, c, tau, &retry) == 0)
+		n++;
+	assert_int_equal(n, 7);
+}
+
+/* gcra_available counts whole units: full, after takes, after refill. */
+static void
+test_gcra_available_counts_whole_units(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, MIN, 7);
+	const uint64_t tau = gcra_tau_ns(7, MIN, 7);
+	const uint64_t t0 = 1000 * SEC;
+	_Atomic uint64_t tat = 0;
+	uint64_t retry;
+
+	(void)state;
+	assert_int_equal(gcra_available(0, t0, c, tau), 7);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(gcra_take(&tat, t0, c, tau, &retry), 0);
+	assert_int_equal(gcra_available(atomic_load(&tat), t0, c, tau), 4);
+	/* One cost later exactly one more has come back, not before. */
+	assert_int_equal(gcra_available(atomic_load(&tat), t0 + c - 1, c,
+	    tau), 4);
+	assert_int_equal(gcra_available(atomic_load(&tat), t0 + c, c, tau),
+	    5);
+	/* A TAT beyond tau (a reservation queue): nothing. */
+	assert_int_equal(gcra_available(t0 + 2 * tau, t0, c, tau), 0);
+	assert_int_equal(gcra_available(0, t0, 0, tau), 0);
+}
+
+struct stress {
+	_Atomic uint64_t	*tat;
+	pthread_barrier_t	*start;
+	uint64_t		now_ns, cost_ns, tau_ns;
+	uint64_t		taken;		/* units this thread got */
+};
+
+static void *
+stress_run(void *arg)
+{
+	struct stress *s = arg;
+	uint64_t retry;
+
+	pthread_barrier_wait(s->start);
+	/* At a fixed now an empty bucket stays empty: stop at the first no. */
+	while (gcra_take(s->tat, s->now_ns, s->cost_ns, s->tau_ns,
+	    &retry) == 0)
+		s->taken++;
+	return NULL;
+}
+
+/*
+ * Two threads race on one TAT at a fixed virtual now: the CAS must give
+ * out exactly burst units between them, none lost and none doubled.
+ */
+static void
+test_gcra_two_threads_take_exactly_burst(void **state)
+{
+	const uint64_t burst = 200000;
+	_Atomic uint64_t tat = 0;
+	pthread_barrier_t start;
+	struct stress s[2];
+	pthread_t th[2];
+
+	(void)state;
+	assert_int_equal(pthread_barrier_init(&start, NULL, 2), 0);
+	for (int i = 0; i < 2; i++) {
+		s[i] = (struct stress){ &tat, &start, 1000 * SEC,
+		    gcra_cost_ns(1, MIN, 7), gcra_tau_ns(burst, MIN, 7), 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, stress_run,
+		    &s[i]), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	pthread_barrier_destroy(&start);
+	print_message("thread 0 took %llu, thread 1 took %llu\n",
+	    (unsigned long long)s[0].taken, (unsigned long long)s[1].taken);
+	assert_int_equal(s[0].taken + s[1].taken, burst);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_gcra_cost_rounds_up),
+		cmocka_unit_test(
+		    test_gcra_cost_does_not_overflow_for_big_token_counts),
+		cmocka_unit_test(test_gcra_tau_slack_fits_burst_and_no_more),
+		cmocka_unit_test(
+		    test_gcra_provider_example_holds_fifth_for_165s),
+		cmocka_unit_test(
+		    test_gcra_seven_per_minute_one_by_one_admits_seven),
+		cmocka_unit_test(
+		    test_gcra_fine_units_one_by_one_admit_exactly_burst),
+		cmocka_unit_test(test_gcra_long_run_rate_holds_one_unit_takes),
+		cmocka_unit_test(test_gcra_long_run_rate_holds_mixed_sizes),
+		cmocka_unit_test(
+		    test_gcra_reserve_grants_in_order_until_max_wait),
+		cmocka_unit_test(test_gcra_reserve_refused_leaves_tat),
+		cmocka_unit_test(test_gcra_refund_undoes_take_exactly),
+		cmocka_unit_test(
+		    test_gcra_refund_on_full_bucket_gives_nothing_extra),
+		cmocka_unit_test(test_gcra_available_counts_whole_units),
+		cmocka_unit_test(test_gcra_two_threads_take_exactly_burst),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,334 @@
+/* test_lease.c: concurrency lease cells and their futex, a behaviour a test. */
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <errno.h>
+#include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "lease.h"
+#include "seg.h"
+
+#define NCELLS	8
+
+static uint64_t
+mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void
+sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { (time_t)(ns / 1000000000u),
+	    (long)(ns % 1000000000u) };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/*
+ * N takers (slots 0..N-1) fill N cells, each its own cell, each cell
+ * holding exactly its taker's value; the next taker finds none.
+ */
+static void
+test_lease_take_fills_cells_then_eagain(void **state)
+{
+	_Atomic uint64_t cells[NCELLS] = { 0 };
+	uint32_t cell, seen = 0;
+
+	(void)state;
+	for (uint32_t s = 0; s < NCELLS; s++) {
+		assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(s, 1),
+		    s * 3, &cell), 0);
+		assert_true(cell < NCELLS);
+		assert_false(seen & 1u << cell);	/* distinct cells */
+		seen |= 1u << cell;
+		assert_int_equal(atomic_load(&cells[cell]), LEASE_VAL(s, 1));
+	}
+	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(NCELLS, 1), 0,
+	    &cell), -EAGAIN);
+	for (uint32_t i = 0; i < NCELLS; i++)
+		assert_true(LEASE_SLOT(atomic_load(&cells[i])) < NCELLS);
+}
+
+/* The search starts at hint (mod ncells): takers spread over the cells. */
+static void
+test_lease_take_starts_at_hint(void **state)
+{
+	_Atomic uint64_t cells[NCELLS] = { 0 };
+	uint32_t cell;
+
+	(void)state;
+	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(5, 1), 5, &cell),
+	    0);
+	assert_int_equal(cell, 5);
+	/* Held: the next free one after it, wrapping past the end. */
+	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(6, 1),
+	    5 + NCELLS, &cell), 0);
+	assert_int_equal(cell, 6);
+	atomic_store(&cells[7], LEASE_VAL(9, 9));
+	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(7, 1), 6, &cell),
+	    0);
+	assert_int_equal(cell, 0);
+}
+
+/* Putting the exact value back frees the cell, once. */
+static void
+test_lease_put_exact_value_frees(void **state)
+{
+	_Atomic uint64_t cells[NCELLS] = { 0 };
+	const uint64_t v = LEASE_VAL(3, 42);
+	uint32_t cell;
+
+	(void)state;
+	assert_int_equal(lease_take(cells, NCELLS, v, 0, &cell), 0);
+	assert_int_equal(lease_put(cells, NCELLS, cell, v), 1);
+	assert_int_equal(atomic_load(&cells[cell]), 0);
+	/* A doubled release finds nothing to free. */
+	assert_int_equal(lease_put(cells, NCELLS, cell, v), 0);
+}
+
+/*
+ * ABA: slot 3 released generation 41, and its generation 42 holds the
+ * same cell now.  A late put of 41 must not free 42's lease.
+ */
+static void
+test_lease_put_stale_generation_does_not_free(void **state)
+{
+	_Atomic uint64_t cells[NCELLS] = { 0 };
+	const uint64_t old = LEASE_VAL(3, 41), cur = LEASE_VAL(3, 42);
+	uint32_t cell, cell2;
+
+	(void)state;
+	assert_int_equal(lease_take(cells, NCELLS, old, 2, &cell), 0);
+	assert_int_equal(lease_put(cells, NCELLS, cell, old), 1);
+	assert_int_equal(lease_take(cells, NCELLS, cur, 2, &cell2), 0);
+	assert_int_equal(cell2, cell);
+	assert_int_equal(lease_put(cells, NCELLS, cell, old), 0);
+	assert_int_equal(atomic_load(&cells[cell]), cur);
+	assert_int_equal(lease_count(cells, NCELLS), 1);
+}
+
+/*
+ * The broker may move a lease to another cell (a reload resized the
+ * limit): a put naming the old cell still finds and frees it, and
+ * leaves whatever now holds the old cell alone.
+ */
+static void
+test_lease_put_finds_moved_value(void **state)
+{
+	_Atomic uint64_t cells[NCELLS] = { 0 };
+	const uint64_t v = LEASE_VAL(1, 7), other = LEASE_VAL(2, 7);
+
+	(void)state;
+	atomic_store(&cells[6], v);		/* moved from 0 to 6 */
+	atomic_store(&cells[0], other);		/* 0 taken by another */
+	assert_int_equal(lease_put(cells, NCELLS, 0, v), 1);
+	assert_int_equal(atomic_load(&cells[6]), 0);
+	assert_int_equal(atomic_load(&cells[0]), other);
+	/* A cell index out of range (a smaller limit now) searches too. */
+	atomic_store(&cells[4], v);
+	assert_int_equal(lease_put(cells, NCELLS, NCELLS + 3, v), 1);
+	assert_int_equal(atomic_load(&cells[4]), 0);
+}
+
+/* lease_count counts held cells, whoever holds them. */
+static void
+test_lease_count_counts_held_cells(void **state)
+{
+	_Atomic uint64_t cells[NCELLS] = { 0 };
+	uint32_t c[3];
+
+	(void)state;
+	assert_int_equal(lease_count(cells, NCELLS), 0);
+	for (uint32_t s = 0; s < 3; s++)
+		assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(s, 1), s,
+		    &c[s]), 0);
+	assert_int_equal(lease_count(cells, NCELLS), 3);
+	assert_int_equal(lease_put(cells, NCELLS, c[1], LEASE_VAL(1, 1)), 1);
+	assert_int_equal(lease_count(cells, NCELLS), 2);
+	assert_int_equal(lease_count(cells, 0), 0);
+}
+
+/*
+ * With nobody announced as waiting, a release's wake does nothing: not
+ * even a write to the line, so `wake' stays where it was (and no futex
+ * call is made, since that follows the bump).
+ */
+static void
+test_lease_wake_without_waiters_leaves_wake(void **state)
+{
+	struct seg_lstate ls = { 0 };
+
+	(void)state;
+	atomic_store(&ls.wake, 17);
+	lease_wake(&ls);
+	assert_int_equal(atomic_load(&ls.wake), 17);
+	assert_int_equal(atomic_load(&ls.waiting), 0);
+}
+
+/*
+ * A release that lands between a sleeper's lease_wait_prepare and its
+ * futex wait is not lost: the bump of `wake' makes the wait return at
+ * once instead of sleeping to its deadline.
+ */
+static void
+test_lease_wake_before_wait_is_not_lost(void **state)
+{
+	_Atomic uint64_t cells[1] = { LEASE_VAL(1, 1) };
+	struct seg_lstate ls = { 0 };
+	struct timespec abs;
+	uint64_t t0, deadline;
+	uint32_t seen, cell;
+
+	(void)state;
+	seen = lease_wait_prepare(&ls);
+	assert_int_equal(atomic_load(&ls.waiting), 1);
+	assert_int_equal(lease_take(cells, 1, LEASE_VAL(2, 1), 0, &cell),
+	    -EAGAIN);
+	/* The holder releases now, before we sleep. */
+	assert_int_equal(lease_put(cells, 1, 0, LEASE_VAL(1, 1)), 1);
+	lease_wake(&ls);
+	assert_int_equal(atomic_load(&ls.wake), seen + 1);
+	assert_int_equal(atomic_load(&ls.waiting), 0);
+	t0 = mono_ns();
+	deadline = t0 + 2000000000u;
+	abs = (struct timespec){ (time_t)(deadline / 1000000000u),
+	    (long)(deadline % 1000000000u) };
+	assert_int_equal(lease_wait(&ls, seen, &abs), 0);
+	assert_true(mono_ns() - t0 < 1000000000u);
+	assert_int_equal(lease_take(cells, 1, LEASE_VAL(2, 1), 0, &cell), 0);
+}
+
+/* What parent and child share: the limit's line and its cells. */
+struct shared {
+	struct seg_lstate	ls;
+	_Atomic uint64_t	cells[2];
+};
+
+/*
+ * The child, in a forked process: wait for a lease of the full limit the
+ * way the library does, for at most 2 s.  Its exit status is the verdict:
+ * 0 woken and took a lease, 1 timed out, 2 took one before sleeping
+ * (the limit was not full), 3 a futex error.
+ */
+static int
+child_wait(struct shared *sh)
+{
+	struct timespec abs;
+	uint64_t deadline = mono_ns() + 2000000000u;
+	uint32_t seen, cell;
+	int r;
+
+	abs = (struct timespec){ (time_t)(deadline / 1000000000u),
+	    (long)(deadline % 1000000000u) };
+	seen = lease_wait_prepare(&sh->ls);
+	if (lease_take(sh->cells, 2, LEASE_VAL(9, 1), 0, &cell) == 0)
+		return 2;
+	for (;;) {
+		r = lease_wait(&sh->ls, seen, &abs);
+		if (r == -ETIMEDOUT)
+			return 1;
+		if (r != 0 && r != -EINTR)
+			return 3;
+		/* Woken: try again, and sleep again if someone beat us. */
+		seen = lease_wait_prepare(&sh->ls);
+		if (lease_take(sh->cells, 2, LEASE_VAL(9, 1), 0, &cell) == 0)
+			return 0;
+	}
+}
+
+/* Whether process pid is asleep (state S in /proc/PID/stat). */
+static int
+proc_sleeping(pid_t pid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* The state follows the ")" that ends the command name. */
+	if ((p = strrchr(buf, ')')) == NULL || p[1] == '\0')
+		return 0;
+	return p[2] == 'S';
+}
+
+/*
+ * Two processes on a MAP_SHARED mapping, as clients share the segment:
+ * the child sleeps in lease_wait on the full limit; the parent's
+ * lease_put and lease_wake wake it (a futex on shared memory, so never
+ * FUTEX_PRIVATE_FLAG) and it takes the freed lease within 2 s.
+ */
+static void
+test_lease_wake_wakes_sleeper_in_other_process(void **state)
+{
+	const uint64_t held = LEASE_VAL(1, 1);
+	struct shared *sh;
+	uint64_t t0;
+	pid_t pid;
+	int st;
+
+	(void)state;
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(sh != MAP_FAILED);
+	atomic_store(&sh->cells[0], held);
+	atomic_store(&sh->cells[1], LEASE_VAL(2, 1));
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(child_wait(sh));
+	/*
+	 * Release only once the child is asleep in the futex, so the test
+	 * is of a wake and not of the no-lost-wakeup path: it counted the
+	 * wait, then the kernel shows it sleeping.
+	 */
+	t0 = mono_ns();
+	while ((atomic_load(&sh->ls.waits) == 0 || !proc_sleeping(pid)) &&
+	    mono_ns() - t0 < 1000000000u)
+		sleep_ns(1000000);
+	assert_int_equal(atomic_load(&sh->ls.waits), 1);
+	assert_int_equal(lease_put(sh->cells, 2, 0, held), 1);
+	lease_wake(&sh->ls);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(atomic_load(&sh->cells[0]), LEASE_VAL(9, 1));
+	assert_int_equal(atomic_load(&sh->ls.wake), 1);
+	assert_int_equal(munmap(sh, sizeof(*sh)), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_lease_take_fills_cells_then_eagain),
+		cmocka_unit_test(test_lease_take_starts_at_hint),
+		cmocka_unit_test(test_lease_put_exact_value_frees),
+		cmocka_unit_test(test_lease_put_stale_generation_does_not_free),
+		cmocka_unit_test(test_lease_put_finds_moved_value),
+		cmocka_unit_test(test_lease_count_counts_held_cells),
+		cmocka_unit_test(test_lease_wake_without_waiters_leaves_wake),
+		cmocka_unit_test(test_lease_wake_before_wait_is_not_lost),
+		cmocka_unit_test(
+		    test_lease_wake_wakes_sleeper_in_other_process),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
