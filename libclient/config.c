@@ -1,0 +1,1607 @@
+/*
+ * config.c: the tollgated config parser (DESIGN.md section 7).
+ *
+ * inih splits a line into name and value; everything else is ours.  Lines
+ * reach inih through read_line(), our own ini_reader, which sees each raw
+ * line first.  It counts lines: Debian's inih r55 is built with
+ * INI_HANDLER_LINENO=0, so the handler is never told one.  It refuses what
+ * inih would silently mangle: lines over 199 bytes (inih splits them),
+ * section names over 49 bytes (inih truncates them), NUL bytes (which end a
+ * C string early).  It removes comments, and indentation, so that inih
+ * never takes an indented line for the continuation of the previous value.
+ * And it parses [section] headers itself, because inih does not tell the
+ * handler about a section that has no settings, and a parent key often has
+ * none.  A line it refuses or has fully handled reaches inih as an empty
+ * line, so inih's own state never matters, nor do the options Debian's
+ * build lets any code in the process change at run time (ini_max_line,
+ * ini_allow_multiline, ini_stop_on_first_error...).
+ *
+ * Every error is reported where it is found and parsing goes on, so that
+ * one run shows them all.  What needs the whole file is resolved after it:
+ * duplicates, parents (which may come later in the file), the number of
+ * limits along each chain, the default pidfile (which follows `segment').
+ * Nothing here prints, exits, or keeps state outside the struct parser on
+ * the caller's stack.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#define LINE_BYTES_MAX	199	/* without its '\n': inih r55 splits longer */
+#define FILE_BYTES_MAX	(1u << 20) /* a config is a few KiB; stops /dev/zero */
+#define QUOTE_MAX	64	/* bytes of user text quoted in a message */
+
+#define SEC_NONE	(-1)	/* before the first [section] */
+#define SEC_BROKER	(-2)
+#define SEC_BAD		(-3)	/* a refused header: check, keep nothing */
+
+#define PARENT_TOP	(-1)
+#define PARENT_MISSING	(-2)
+
+#define NS_PER_MS	UINT64_C(1000000)
+#define NS_PER_S	UINT64_C(1000000000)
+
+/* Largest first: limit_format picks the largest that divides. */
+static const struct unit_len {
+	const char	*name;
+	uint64_t	ns;
+} periods[] = {
+	{ "day",	86400 * NS_PER_S },
+	{ "h",		3600 * NS_PER_S },
+	{ "min",	60 * NS_PER_S },
+	{ "s",		NS_PER_S },
+}, durations[] = {
+	{ "day",	86400 * NS_PER_S },
+	{ "h",		3600 * NS_PER_S },
+	{ "min",	60 * NS_PER_S },
+	{ "s",		NS_PER_S },
+	{ "ms",		NS_PER_MS },
+};
+
+static const char *const units[UNIT_COUNT] = {
+	[UNIT_REQUESTS] = "requests",
+	[UNIT_TOKENS] = "tokens",
+	[UNIT_IMAGES] = "images",
+};
+
+enum {
+	BS_SEGMENT,
+	BS_MODE,
+	BS_GROUP,
+	BS_PIDFILE,
+	BS_MAX_CLIENTS,
+	BS_COUNT
+};
+
+static const char *const broker_settings[BS_COUNT] = {
+	[BS_SEGMENT] = "segment",
+	[BS_MODE] = "mode",
+	[BS_GROUP] = "group",
+	[BS_PIDFILE] = "pidfile",
+	[BS_MAX_CLIENTS] = "max_clients",
+};
+
+/* A key while the file is read; ints, as the file is at most 1 MiB. */
+struct pkey {
+	char		name[CFG_NAME_MAX + 1];
+	int		line;		/* of its [section] header */
+	int		dup_of;		/* first key of that name, or -1 */
+	int		parent;		/* index; PARENT_TOP, PARENT_MISSING */
+	int		conc_line;	/* of its `concurrency =', or 0 */
+	int		nlimits;
+	int		chain;		/* limits with ancestors'; -1 unknown */
+	int		chain_done;
+	int		pos;		/* in cfg->keys, -1 until placed */
+	unsigned	fill;		/* in cfg->limits, for its next limit */
+};
+
+struct plimit {
+	struct limit_spec l;
+	int		key;		/* index into parser.keys */
+};
+
+/* Why a limit was refused: a static message and the token at fault. */
+struct why {
+	const char	*msg;
+	const char	*at;		/* NULL: the whole value */
+	size_t		len;
+};
+
+struct parser {
+	struct config	*cfg;
+	const char	*name;		/* file name in messages */
+	config_report_fn *report;
+	void		*arg;
+	int		nerrors;
+	int		oom;		/* reported once; stops reading */
+	const char	*buf;		/* all the text, maybe not NUL-ended */
+	size_t		len;
+	size_t		pos;		/* start of the next line in buf */
+	int		lineno;		/* of the line inih is handling */
+	int		want_pair;	/* inih got a line that must be one */
+	int		got_pair;	/* and the handler was called for it */
+	int		indented;	/* that line was indented */
+	const char	*text;		/* that line, for the message */
+	size_t		text_len;
+	int		short_line;	/* inih got a line without its '\n' */
+	int		short_num;	/* in a buffer of this size */
+	int		cur;		/* index into keys, or SEC_* */
+	int		broker_line;
+	int		set_line[BS_COUNT];
+	struct pkey	*keys;
+	int		nkeys;
+	int		keys_cap;
+	struct plimit	*lims;
+	int		nlims;
+	int		lims_cap;
+};
+
+struct qbuf {
+	char		s[4 * QUOTE_MAX + 4];
+};
+
+static void	report_at(struct parser *, int, const char *, ...)
+		    __attribute__((format(printf, 3, 4)));
+
+/* isspace() in the C locale, whatever the process's locale is. */
+static int
+is_space(int c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' ||
+	    c == '\f' || c == '\r';
+}
+
+static int
+is_digit(int c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static int
+tok_is(const char *s, size_t len, const char *word)
+{
+	return strlen(word) == len && memcmp(s, word, len) == 0;
+}
+
+/*
+ * Copy len bytes of user text into q, printable: the messages go to logs
+ * and terminals, and a config may hold any byte.  Long text is cut.
+ */
+static const char *
+quote(struct qbuf *q, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i, o = 0;
+	unsigned char c;
+
+	for (i = 0; i < len && i < QUOTE_MAX; i++) {
+		c = (unsigned char)s[i];
+		if (c >= 0x20 && c < 0x7f)
+			q->s[o++] = (char)c;
+		else {
+			q->s[o++] = '\\';
+			q->s[o++] = 'x';
+			q->s[o++] = hex[c >> 4];
+			q->s[o++] = hex[c & 15];
+		}
+	}
+	if (i < len) {
+		q->s[o++] = '.';
+		q->s[o++] = '.';
+		q->s[o++] = '.';
+	}
+	q->s[o] = '\0';
+	return q->s;
+}
+
+static const char *
+quotes(struct qbuf *q, const char *s)
+{
+	return quote(q, s, strlen(s));
+}
+
+/* Count an error and hand it to the caller as "FILE:LINE: message". */
+static void
+report_at(struct parser *p, int line, const char *fmt, ...)
+{
+	char msg[PATH_MAX + 512];
+	va_list ap;
+	size_t off;
+	int n;
+
+	p->nerrors++;
+	if (p->report == NULL)
+		return;
+	if (line > 0)
+		n = snprintf(msg, sizeof(msg), "%s:%d: ", p->name, line);
+	else
+		n = snprintf(msg, sizeof(msg), "%s: ", p->name);
+	off = n < 0 ? 0 : (size_t)n >= sizeof(msg) ? sizeof(msg) - 1 :
+	    (size_t)n;
+	va_start(ap, fmt);
+	vsnprintf(msg + off, sizeof(msg) - off, fmt, ap);
+	va_end(ap);
+	p->report(p->arg, msg);
+}
+
+static void
+report_oom(struct parser *p)
+{
+	if (!p->oom)
+		report_at(p, p->lineno, "out of memory");
+	p->oom = 1;
+}
+
+/* The glibc strerror_r under _GNU_SOURCE; strerror is not thread-safe. */
+static const char *
+errstr(int e, char *buf, size_t len)
+{
+#ifdef _GNU_SOURCE
+	return strerror_r(e, buf, len);
+#else
+	if (strerror_r(e, buf, len) != 0)
+		snprintf(buf, len, "error %d", e);
+	return buf;
+#endif
+}
+
+/*
+ * Return arr (of *cap elements of size) grown if need be to hold one more
+ * than n, or NULL with arr untouched.
+ */
+static void *
+grow(void *arr, int *cap, int n, size_t size)
+{
+	void *na;
+	int ncap;
+
+	if (n < *cap)
+		return arr;
+	if (*cap > INT_MAX / 2)
+		return NULL;
+	ncap = *cap ? *cap * 2 : 16;
+	if ((na = reallocarray(arr, (size_t)ncap, size)) == NULL)
+		return NULL;
+	*cap = ncap;
+	return na;
+}
+
+/*
+ * Parse all of [s, e) as a decimal number.  Only digits: no sign, space,
+ * base prefix or suffix, which strtoull would take.  0, -EINVAL, -ERANGE.
+ */
+static int
+parse_dec(const char *s, const char *e, uint64_t *out)
+{
+	const char *c;
+	uint64_t v = 0;
+	unsigned d;
+
+	/* Every byte a digit first: "99999999999999999999x" is no number. */
+	for (c = s; c < e && is_digit(*c); c++)
+		;
+	if (s == e || c != e)
+		return -EINVAL;
+	for (; s < e; s++) {
+		d = (unsigned)(*s - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return 0;
+}
+
+/* The next whitespace-separated token of *sp; 0 at the end. */
+static int
+next_tok(const char **sp, const char **tok, size_t *len)
+{
+	const char *s = *sp, *t;
+
+	while (*s != '\0' && is_space((unsigned char)*s))
+		s++;
+	if (*s == '\0') {
+		*sp = s;
+		return 0;
+	}
+	for (t = s; *t != '\0' && !is_space((unsigned char)*t); t++)
+		;
+	*tok = s;
+	*len = (size_t)(t - s);
+	*sp = t;
+	return 1;
+}
+
+/* Fill *w: msg, about the len bytes at at (NULL: the whole value). */
+static int
+reject(struct why *w, const char *msg, const char *at, size_t len)
+{
+	w->msg = msg;
+	w->at = at;
+	w->len = len;
+	return -EINVAL;
+}
+
+/*
+ * Parse [s, s+len) as a duration: digits, an optional fraction, an
+ * optional unit (ms, s, min, h, day; none is seconds).  The result must be
+ * a whole number of nanoseconds.  0, -EINVAL, or -ERANGE if it overflows.
+ */
+static int
+parse_duration(const char *s, size_t len, uint64_t *out_ns)
+{
+	const char *e = s + len, *d, *f, *fe;
+	uint64_t ip, frac = 0, pow = 1, unit = NS_PER_S, q, r, ns, add;
+	size_t i;
+	int ret;
+
+	for (d = s; d < e && is_digit(*d); d++)
+		;
+	if ((ret = parse_dec(s, d, &ip)) < 0)
+		return ret;
+	if (d < e && *d == '.') {
+		for (f = ++d; d < e && is_digit(*d); d++)
+			;
+		if (d == f)
+			return -EINVAL;
+		/* Trailing zeros say nothing; nine digits reach 1 ns. */
+		for (fe = d; fe > f && fe[-1] == '0'; fe--)
+			;
+		if (fe - f > 9)
+			return -EINVAL;
+		for (; f < fe; f++) {
+			frac = frac * 10 + (uint64_t)(*f - '0');
+			pow *= 10;
+		}
+	}
+	if (d < e) {
+		for (i = 0; i < sizeof(durations) / sizeof(durations[0]); i++)
+			if (tok_is(d, (size_t)(e - d), durations[i].name))
+				break;
+		if (i == sizeof(durations) / sizeof(durations[0]))
+			return -EINVAL;
+		unit = durations[i].ns;
+	}
+	if (ip > UINT64_MAX / unit)
+		return -ERANGE;
+	ns = ip * unit;
+	/*
+	 * frac/pow of a unit, exactly, without 128-bit arithmetic: with
+	 * unit = q*pow + r it is frac*q + frac*r/pow, where frac*q < unit
+	 * and frac*r < pow*pow <= 1e18 cannot overflow.
+	 */
+	q = unit / pow;
+	r = unit % pow;
+	if (frac * r % pow != 0)
+		return -EINVAL;		/* finer than a nanosecond */
+	add = frac * q + frac * r / pow;
+	if (ns > UINT64_MAX - add)
+		return -ERANGE;
+	*out_ns = ns + add;
+	return 0;
+}
+
+/* "N [adaptive]" of `concurrency =', after the keyword if there was one. */
+static int
+parse_conc(const char *s, struct limit_spec *out, struct why *w)
+{
+	struct limit_spec l;
+	const char *t;
+	size_t len;
+	int ret;
+
+	memset(&l, 0, sizeof(l));
+	l.kind = LIM_CONC;
+	l.unit = UNIT_REQUESTS;
+	if (!next_tok(&s, &t, &len))
+		return reject(w, "missing the number of requests in flight",
+		    NULL, 0);
+	if ((ret = parse_dec(t, t + len, &l.count)) < 0)
+		return reject(w, ret == -ERANGE ? "number too large" :
+		    "not a decimal number", t, len);
+	if (l.count < 1)
+		return reject(w, "concurrency smaller than one", t, len);
+	while (next_tok(&s, &t, &len)) {
+		if (!tok_is(t, len, "adaptive"))
+			return reject(w, "unknown option (want adaptive)", t,
+			    len);
+		if (l.adaptive)
+			return reject(w, "option given twice", t, len);
+		l.adaptive = 1;
+	}
+	*out = l;
+	return 0;
+}
+
+/* config_parse_limit, saying which token is at fault. */
+static int
+parse_limit(const char *s, struct limit_spec *out, struct why *w)
+{
+	struct limit_spec l;
+	const char *t, *slash, *u, *ue, *pe, *burst_at = NULL;
+	uint64_t pcount;
+	size_t len, i;
+	int ret, window = 0, burst_set = 0;
+
+	memset(&l, 0, sizeof(l));
+	if (s == NULL || !next_tok(&s, &t, &len))
+		return reject(w, "empty limit", NULL, 0);
+	if (tok_is(t, len, "concurrency"))
+		return parse_conc(s, out, w);
+
+	if ((ret = parse_dec(t, t + len, &l.count)) < 0)
+		return reject(w, ret == -ERANGE ? "number too large" :
+		    "count is not a decimal number", t, len);
+	if (l.count < 1)
+		return reject(w, "count smaller than one", t, len);
+
+	if (!next_tok(&s, &t, &len))
+		return reject(w, "missing UNIT/PERIOD after the count", NULL,
+		    0);
+	if ((slash = memchr(t, '/', len)) == NULL)
+		return reject(w, "expected UNIT/PERIOD", t, len);
+	for (i = 0; i < UNIT_COUNT; i++)
+		if (tok_is(t, (size_t)(slash - t), units[i]))
+			break;
+	if (i == UNIT_COUNT)
+		return reject(w, "unknown unit (want requests, tokens or "
+		    "images)", t, (size_t)(slash - t));
+	l.unit = (uint8_t)i;
+
+	/* PERIOD: an optional count, then s, min, h or day. */
+	pe = t + len;
+	u = slash + 1;
+	for (ue = u; ue < pe && is_digit(*ue); ue++)
+		;
+	for (i = 0; i < sizeof(periods) / sizeof(periods[0]); i++)
+		if (tok_is(ue, (size_t)(pe - ue), periods[i].name))
+			break;
+	if (i == sizeof(periods) / sizeof(periods[0]))
+		return reject(w, "unknown period (want s, min, h or day, "
+		    "after an optional count)", u, (size_t)(pe - u));
+	pcount = 1;
+	if (ue > u && parse_dec(u, ue, &pcount) < 0)
+		return reject(w, "period too long", u, (size_t)(pe - u));
+	if (pcount < 1)
+		return reject(w, "zero period", u, (size_t)(pe - u));
+	if (pcount > UINT64_MAX / periods[i].ns)
+		return reject(w, "period too long", u, (size_t)(pe - u));
+	l.period_ns = pcount * periods[i].ns;
+
+	while (next_tok(&s, &t, &len)) {
+		if (tok_is(t, len, "window")) {
+			if (window)
+				return reject(w, "option given twice", t, len);
+			window = 1;
+		} else if (tok_is(t, len, "burst")) {
+			if (burst_set)
+				return reject(w, "option given twice", t, len);
+			burst_set = 1;
+			burst_at = t;
+			if (!next_tok(&s, &t, &len))
+				return reject(w, "burst needs a number",
+				    burst_at, 5);
+			if ((ret = parse_dec(t, t + len, &l.burst)) < 0)
+				return reject(w, ret == -ERANGE ?
+				    "number too large" :
+				    "burst is not a decimal number", t, len);
+			if (l.burst < 1)
+				return reject(w, "burst smaller than one", t,
+				    len);
+		} else if (tok_is(t, len, "cooldown")) {
+			if (l.cooldown_ns != 0)
+				return reject(w, "option given twice", t, len);
+			if (!next_tok(&s, &t, &len))
+				return reject(w, "cooldown needs a duration",
+				    NULL, 0);
+			ret = parse_duration(t, len, &l.cooldown_ns);
+			if (ret == -ERANGE)
+				return reject(w, "cooldown too long", t, len);
+			if (ret < 0)
+				return reject(w, "bad cooldown (want e.g. "
+				    "120s, 1.5s, 500ms, 10min, 2h, 1day)", t,
+				    len);
+			if (l.cooldown_ns == 0)
+				return reject(w, "cooldown must be longer than "
+				    "zero", t, len);
+		} else
+			return reject(w, "unknown option (want burst, cooldown "
+			    "or window)", t, len);
+	}
+	if (window && burst_set)
+		return reject(w, "burst is only for rate limits, not a window",
+		    burst_at, 5);
+	if (window)
+		l.kind = LIM_WINDOW;
+	else {
+		l.kind = LIM_RATE;
+		if (!burst_set)
+			l.burst = l.count;
+	}
+	*out = l;
+	return 0;
+}
+
+/*
+ * Parse the value of a `limit =' line, or a concurrency limit as
+ * limit_format writes it ("concurrency 4 adaptive"), into *out, which is
+ * left alone on error.  out->line is 0.  Returns 0, or -EINVAL with *why
+ * (if why is not NULL) pointing to a static message.
+ */
+int
+config_parse_limit(const char *s, struct limit_spec *out, const char **why)
+{
+	struct why w;
+	int ret;
+
+	if ((ret = parse_limit(s, out, &w)) < 0 && why != NULL)
+		*why = w.msg;
+	return ret;
+}
+
+/*
+ * Parse a duration, "120s", "1.5s", "500ms", "10min", "2h", "1day", or a
+ * bare number of seconds, into *out_ns.  Zero is a duration.  Returns 0,
+ * -EINVAL if s is not one (or is finer than a nanosecond), or -ERANGE if it
+ * does not fit in 64 bits of nanoseconds.
+ */
+int
+config_parse_duration(const char *s, uint64_t *out_ns)
+{
+	if (s == NULL)
+		return -EINVAL;
+	return parse_duration(s, strlen(s), out_ns);
+}
+
+/*
+ * Return the name of a unit, or "?" for a number that is not one.
+ */
+const char *
+unit_name(unsigned unit)
+{
+	return unit < UNIT_COUNT ? units[unit] : "?";
+}
+
+/* A period the way the config writes it: the largest whole unit. */
+static void
+format_period(char *buf, size_t len, uint64_t ns)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(periods) / sizeof(periods[0]); i++) {
+		if (ns == 0 || ns % periods[i].ns != 0)
+			continue;
+		if (ns == periods[i].ns)
+			snprintf(buf, len, "%s", periods[i].name);
+		else
+			snprintf(buf, len, "%" PRIu64 "%s",
+			    ns / periods[i].ns, periods[i].name);
+		return;
+	}
+	/* Not one the parser makes; say what it is all the same. */
+	snprintf(buf, len, "%" PRIu64 "ns", ns);
+}
+
+/*
+ * A duration that parses back to ns.  Seconds up to an hour (a "120s"
+ * lockout reads better than "2min"), whole hours or days beyond, else
+ * minutes or seconds; under a second, ms or a fraction of a second.
+ */
+static void
+format_duration(char *buf, size_t len, uint64_t ns)
+{
+	uint64_t frac;
+	size_t i;
+	int n;
+
+	if (ns % NS_PER_S == 0 && ns < 3600 * NS_PER_S) {
+		snprintf(buf, len, "%" PRIu64 "s", ns / NS_PER_S);
+		return;
+	}
+	for (i = 0; i < sizeof(durations) / sizeof(durations[0]); i++)
+		if (ns != 0 && ns % durations[i].ns == 0) {
+			snprintf(buf, len, "%" PRIu64 "%s",
+			    ns / durations[i].ns, durations[i].name);
+			return;
+		}
+	frac = ns % NS_PER_S;
+	n = snprintf(buf, len, "%" PRIu64 ".%09" PRIu64, ns / NS_PER_S, frac);
+	/* Trim the fraction's trailing zeros; it is not zero here. */
+	if (n > 0 && (size_t)n < len) {
+		while (buf[n - 1] == '0')
+			n--;
+		snprintf(buf + n, len - (size_t)n, "s");
+	}
+}
+
+/*
+ * Write a limit in the config's own syntax ("5 images/min",
+ * "1 requests/165s burst 4 cooldown 120s", "10000 requests/day window",
+ * "concurrency 4 adaptive") into buf, which config_parse_limit turns back
+ * into the same limit.  A rate limit's burst is written only when it is not
+ * the default (the count).  Returns what snprintf returns.
+ */
+int
+limit_format(const struct limit_spec *l, char *buf, size_t len)
+{
+	char per[32], burst[40], cd[48];
+
+	switch (l->kind) {
+	case LIM_CONC:
+		return snprintf(buf, len, "concurrency %" PRIu64 "%s",
+		    l->count, l->adaptive ? " adaptive" : "");
+	case LIM_RATE:
+	case LIM_WINDOW:
+		format_period(per, sizeof(per), l->period_ns);
+		burst[0] = '\0';
+		if (l->kind == LIM_RATE && l->burst != l->count)
+			snprintf(burst, sizeof(burst), " burst %" PRIu64,
+			    l->burst);
+		cd[0] = '\0';
+		if (l->cooldown_ns != 0) {
+			memcpy(cd, " cooldown ", 11);
+			format_duration(cd + 10, sizeof(cd) - 10,
+			    l->cooldown_ns);
+		}
+		return snprintf(buf, len, "%" PRIu64 " %s/%s%s%s%s", l->count,
+		    unit_name(l->unit), per, burst, cd,
+		    l->kind == LIM_WINDOW ? " window" : "");
+	default:
+		return snprintf(buf, len, "(limit of unknown kind %u)",
+		    (unsigned)l->kind);
+	}
+}
+
+/*
+ * Check a key name.  Returns 0, or reports what is wrong and returns -1.
+ */
+static int
+check_key_name(struct parser *p, const char *s, size_t len)
+{
+	struct qbuf q, qc;
+	size_t i, seg = 0;
+	int depth = 1;
+	char c;
+
+	if (len == 0) {
+		report_at(p, p->lineno, "empty key name");
+		return -1;
+	}
+	if (len > CFG_NAME_MAX) {
+		report_at(p, p->lineno, "key name too long: `%s' is %zu bytes, "
+		    "at most %d", quote(&q, s, len), len, CFG_NAME_MAX);
+		return -1;
+	}
+	for (i = 0; i < len; i++) {
+		c = s[i];
+		if (c == '/') {
+			if (i == seg)
+				break;
+			depth++;
+			seg = i + 1;
+		} else if (c >= 'A' && c <= 'Z') {
+			report_at(p, p->lineno, "uppercase in key name `%s': "
+			    "key names are lowercase", quote(&q, s, len));
+			return -1;
+		} else if (!(c >= 'a' && c <= 'z') && !is_digit(c) &&
+		    c != '.' && c != '_' && c != '-') {
+			report_at(p, p->lineno, "`%s' in key name `%s' (use "
+			    "a-z, 0-9, `.', `_', `-', and `/' between levels)",
+			    quote(&qc, &s[i], 1), quote(&q, s, len));
+			return -1;
+		}
+	}
+	if (i < len || seg == len) {
+		report_at(p, p->lineno, "empty level in key name `%s' (a `/' "
+		    "at an end or `//')", quote(&q, s, len));
+		return -1;
+	}
+	if (depth > CFG_DEPTH_MAX) {
+		report_at(p, p->lineno, "key name `%s' has %d levels, at most "
+		    "%d", quote(&q, s, len), depth, CFG_DEPTH_MAX);
+		return -1;
+	}
+	if (len > 7 && memcmp(s, "broker/", 7) == 0) {
+		report_at(p, p->lineno, "key name `%s': `broker' is reserved "
+		    "for the [broker] section", quote(&q, s, len));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A [section] line, [t, te) without its comment.  Returns 1 if inih
+ * should see it (it is valid), 0 if not; p->cur says where the settings
+ * that follow go.
+ */
+static int
+section_line(struct parser *p, const char *t, const char *te)
+{
+	const char *close, *name;
+	struct qbuf q;
+	struct pkey *k;
+	size_t len;
+
+	p->cur = SEC_BAD;
+	if ((close = memchr(t, ']', (size_t)(te - t))) == NULL) {
+		report_at(p, p->lineno, "missing `]' in section header");
+		return 0;
+	}
+	if (close + 1 != te) {
+		report_at(p, p->lineno, "`%s' after the section header",
+		    quote(&q, close + 1, (size_t)(te - close - 1)));
+		return 0;
+	}
+	name = t + 1;
+	len = (size_t)(close - name);
+	if (tok_is(name, len, "broker")) {
+		if (p->broker_line != 0)
+			report_at(p, p->lineno, "duplicate section [broker] "
+			    "(first on line %d)", p->broker_line);
+		else
+			p->broker_line = p->lineno;
+		p->cur = SEC_BROKER;
+		return 1;
+	}
+	if (check_key_name(p, name, len) < 0)
+		return 0;
+	if ((k = grow(p->keys, &p->keys_cap, p->nkeys, sizeof(*k))) == NULL) {
+		report_oom(p);
+		return 0;
+	}
+	p->keys = k;
+	k = &p->keys[p->nkeys];
+	memset(k, 0, sizeof(*k));
+	memcpy(k->name, name, len);
+	k->name[len] = '\0';
+	k->line = p->lineno;
+	k->dup_of = -1;
+	k->parent = PARENT_TOP;
+	k->pos = -1;
+	p->cur = p->nkeys++;
+	return 1;
+}
+
+/*
+ * Called before each line and after the last: a line that inih should
+ * have handed to on_pair and did not had no `=' (or `:').
+ */
+static void
+finish_line(struct parser *p)
+{
+	struct qbuf q;
+
+	if (p->want_pair && !p->got_pair) {
+		if (p->indented)
+			report_at(p, p->lineno, "indented line `%s' is not "
+			    "`name = value': continuation lines are not "
+			    "supported", quote(&q, p->text, p->text_len));
+		else
+			report_at(p, p->lineno, "`%s' is not `name = value'",
+			    quote(&q, p->text, p->text_len));
+	}
+	p->want_pair = 0;
+}
+
+/* The line inih gets for one it must ignore. */
+static char *
+blank(char *str)
+{
+	str[0] = '\n';
+	str[1] = '\0';
+	return str;
+}
+
+/*
+ * Copy the n bytes at t into inih's buffer str of num bytes, with a '\n'
+ * if it fits.  read_line has checked that n < num.
+ */
+static char *
+hand(struct parser *p, char *str, int num, const char *t, size_t n)
+{
+	memcpy(str, t, n);
+	if (n + 1 < (size_t)num)
+		str[n++] = '\n';
+	else {
+		p->short_line = 1;
+		p->short_num = num;
+	}
+	str[n] = '\0';
+	return str;
+}
+
+/*
+ * Our ini_reader: hand inih the next line of p->buf, as fgets would, or
+ * NULL at the end.  See the comment at the top of the file.
+ */
+static char *
+read_line(char *str, int num, void *stream)
+{
+	struct parser *p = stream;
+	const char *line, *end, *nl, *t, *te, *c;
+	size_t room;
+	int indented;
+
+	finish_line(p);
+	if (p->short_line) {
+		/*
+		 * The last line filled inih's buffer without its '\n'.  inih
+		 * r55 goes on to the next line, later releases read on into
+		 * a small scratch buffer to discard the rest: there is none.
+		 */
+		p->short_line = 0;
+		if (num < p->short_num)
+			return NULL;
+	}
+	if (p->oom || p->pos >= p->len)
+		return NULL;
+	if (num < 2) {
+		report_at(p, p->lineno + 1, "inih's line buffer is too small");
+		p->oom = 1;		/* stop: we cannot hand it a line */
+		return NULL;
+	}
+	room = (size_t)num - 1;
+	line = p->buf + p->pos;
+	nl = memchr(line, '\n', p->len - p->pos);
+	end = nl != NULL ? nl : p->buf + p->len;
+	p->pos = (size_t)(end - p->buf) + (nl != NULL);
+	p->lineno++;
+
+	/* Where the text starts, for the checks below that refuse it. */
+	for (t = line; t < end && is_space((unsigned char)*t); t++)
+		;
+	if ((size_t)(end - line) > LINE_BYTES_MAX ||
+	    (size_t)(end - line) > room) {
+		report_at(p, p->lineno, "line too long: %zu bytes, at most %zu",
+		    (size_t)(end - line), room < LINE_BYTES_MAX ? room :
+		    (size_t)LINE_BYTES_MAX);
+		goto refuse;
+	}
+	if (memchr(line, '\0', (size_t)(end - line)) != NULL) {
+		report_at(p, p->lineno, "NUL byte in line");
+		goto refuse;
+	}
+	/* A UTF-8 byte order mark, as inih would skip it. */
+	if (p->lineno == 1 && end - line >= 3 && memcmp(line, "\xef\xbb\xbf",
+	    3) == 0)
+		line += 3;
+	for (t = line; t < end && is_space((unsigned char)*t); t++)
+		;
+	indented = t > line;
+	if (t == end || *t == ';' || *t == '#')
+		return blank(str);
+	/* An inline comment: `;' after a space, as inih has it. */
+	for (c = t + 1; c < end; c++)
+		if (*c == ';' && is_space((unsigned char)c[-1]))
+			break;
+	for (te = c; te > t && is_space((unsigned char)te[-1]); te--)
+		;
+
+	if (*t == '[') {
+		if (!section_line(p, t, te))
+			return blank(str);
+		return hand(p, str, num, t, (size_t)(te - t));
+	}
+
+	p->want_pair = 1;
+	p->got_pair = 0;
+	p->indented = indented;
+	p->text = t;
+	p->text_len = (size_t)(te - t);
+	return hand(p, str, num, t, (size_t)(te - t));
+
+refuse:
+	/* Settings after a header we could not read belong to no key. */
+	if (t < end && *t == '[')
+		p->cur = SEC_BAD;
+	return blank(str);
+}
+
+/* Report a limit that parse_limit or parse_conc refused. */
+static void
+report_why(struct parser *p, const char *name, const char *value,
+    const struct why *w)
+{
+	struct qbuf q;
+
+	if (w->at != NULL)
+		report_at(p, p->lineno, "%s: `%s': %s", name,
+		    quote(&q, w->at, w->len), w->msg);
+	else
+		report_at(p, p->lineno, "%s `%s': %s", name,
+		    quotes(&q, value), w->msg);
+}
+
+/* A `limit =' or `concurrency =' line, or anything else, in a key. */
+static void
+key_setting(struct parser *p, const char *name, const char *value)
+{
+	struct pkey *k = p->cur >= 0 ? &p->keys[p->cur] : NULL;
+	struct limit_spec l;
+	struct plimit *pl;
+	struct qbuf q, qk;
+	struct why w;
+
+	if (strcmp(name, "limit") == 0) {
+		if (parse_limit(value, &l, &w) < 0) {
+			report_why(p, name, value, &w);
+			return;
+		}
+		if (l.kind == LIM_CONC) {
+			report_at(p, p->lineno, "write a concurrency limit as "
+			    "`concurrency = N'");
+			return;
+		}
+	} else if (strcmp(name, "concurrency") == 0) {
+		if (parse_conc(value, &l, &w) < 0) {
+			report_why(p, name, value, &w);
+			return;
+		}
+		if (k != NULL && k->conc_line != 0) {
+			report_at(p, p->lineno, "second `concurrency' for [%s] "
+			    "(first on line %d)", k->name, k->conc_line);
+			return;
+		}
+		if (k != NULL)
+			k->conc_line = p->lineno;
+	} else {
+		/*
+		 * Under a refused header, which may have been [broker], say
+		 * nothing: the header's error already fails the file.
+		 */
+		if (k != NULL)
+			report_at(p, p->lineno, "unknown setting `%s' in [%s]",
+			    quotes(&q, name), quotes(&qk, k->name));
+		return;
+	}
+	if (k == NULL)
+		return;			/* its header was refused */
+	if ((pl = grow(p->lims, &p->lims_cap, p->nlims, sizeof(*pl))) == NULL) {
+		report_oom(p);
+		return;
+	}
+	p->lims = pl;
+	l.line = p->lineno;
+	p->lims[p->nlims].l = l;
+	p->lims[p->nlims].key = p->cur;
+	p->nlims++;
+	k->nlimits++;
+}
+
+/* Look a group up by name; 0, -ENOENT, or -errno from getgrnam_r. */
+static int
+group_by_name(const char *name, gid_t *gid)
+{
+	struct group gr, *res = NULL;
+	size_t size;
+	long hint;
+	char *buf;
+	int e;
+
+	hint = sysconf(_SC_GETGR_R_SIZE_MAX);
+	size = hint > 0 ? (size_t)hint : 1024;
+	for (;;) {
+		if ((buf = malloc(size)) == NULL)
+			return -ENOMEM;
+		e = getgrnam_r(name, &gr, buf, size, &res);
+		if (e != ERANGE)
+			break;
+		/* A group with that many members: try a bigger buffer. */
+		free(buf);
+		if (size > (1u << 24))
+			return -ERANGE;
+		size *= 2;
+	}
+	if (e == 0 && res != NULL)
+		*gid = gr.gr_gid;
+	free(buf);
+	/* Not found is 0 and no entry, or one of these, depending on NSS. */
+	if ((e == 0 && res == NULL) || e == ENOENT || e == ESRCH)
+		return -ENOENT;
+	return -e;
+}
+
+static void
+set_segment(struct parser *p, const char *v)
+{
+	struct config *cfg = p->cfg;
+	struct qbuf q, qc;
+	size_t i, len = strlen(v);
+
+	if (len == 0) {
+		report_at(p, p->lineno, "empty segment name");
+		return;
+	}
+	if (len > CFG_SEGMENT_MAX) {
+		report_at(p, p->lineno, "segment name is %zu bytes, at most %d",
+		    len, CFG_SEGMENT_MAX);
+		return;
+	}
+	/* It becomes "/NAME" for shm_open and part of the pidfile's name. */
+	for (i = 0; i < len; i++) {
+		if ((v[i] >= 'a' && v[i] <= 'z') ||
+		    (v[i] >= 'A' && v[i] <= 'Z') || is_digit(v[i]) ||
+		    v[i] == '.' || v[i] == '_' || v[i] == '-')
+			continue;
+		report_at(p, p->lineno, "`%s' in segment name `%s' (use "
+		    "A-Z, a-z, 0-9, `.', `_' and `-')", quote(&qc, &v[i], 1),
+		    quotes(&q, v));
+		return;
+	}
+	if (strcmp(v, ".") == 0 || strcmp(v, "..") == 0) {
+		report_at(p, p->lineno, "segment name cannot be `%s'", v);
+		return;
+	}
+	memcpy(cfg->segment, v, len + 1);
+}
+
+static void
+set_mode(struct parser *p, const char *v)
+{
+	struct qbuf q;
+	unsigned mode = 0;
+	const char *s;
+
+	for (s = v; *s >= '0' && *s <= '7'; s++) {
+		mode = mode * 8 + (unsigned)(*s - '0');
+		if (mode > 0777)
+			break;
+	}
+	if (s == v || (*s != '\0' && mode <= 0777)) {
+		report_at(p, p->lineno, "mode `%s' is not an octal number",
+		    quotes(&q, v));
+		return;
+	}
+	if (mode > 0777) {
+		report_at(p, p->lineno, "mode `%s' is beyond 0777",
+		    quotes(&q, v));
+		return;
+	}
+	/* The broker itself must read and write the state object. */
+	if ((mode & 0600) != 0600) {
+		report_at(p, p->lineno, "mode %04o does not let the owner read "
+		    "and write", mode);
+		return;
+	}
+	p->cfg->mode = (mode_t)mode;
+}
+
+static void
+set_group(struct parser *p, const char *v)
+{
+	char eb[128];
+	struct qbuf q;
+	uint64_t n;
+	gid_t gid = 0;
+	int ret;
+
+	if (*v == '\0') {
+		report_at(p, p->lineno, "empty group");
+		return;
+	}
+	/* All digits is a number, as chown(1) has it; else a name. */
+	ret = parse_dec(v, v + strlen(v), &n);
+	if (ret != -EINVAL) {
+		if (ret == -ERANGE || n >= (gid_t)-1) {
+			report_at(p, p->lineno, "group number `%s' is too "
+			    "large", quotes(&q, v));
+			return;
+		}
+		gid = (gid_t)n;
+	} else if ((ret = group_by_name(v, &gid)) < 0) {
+		if (ret == -ENOMEM)
+			report_oom(p);
+		else if (ret == -ENOENT)
+			report_at(p, p->lineno, "unknown group `%s'",
+			    quotes(&q, v));
+		else
+			report_at(p, p->lineno, "group `%s': %s",
+			    quotes(&q, v), errstr(-ret, eb, sizeof(eb)));
+		return;
+	}
+	p->cfg->has_group = 1;
+	p->cfg->group = gid;
+}
+
+static void
+set_pidfile(struct parser *p, const char *v)
+{
+	struct qbuf q;
+	size_t len = strlen(v);
+
+	/* The broker may chdir; and a pidfile in "." is never found again. */
+	if (v[0] != '/' || v[len - 1] == '/') {
+		report_at(p, p->lineno, "pidfile `%s' is not an absolute path "
+		    "to a file", quotes(&q, v));
+		return;
+	}
+	if (len >= sizeof(p->cfg->pidfile)) {
+		report_at(p, p->lineno, "pidfile path too long");
+		return;
+	}
+	memcpy(p->cfg->pidfile, v, len + 1);
+}
+
+static void
+set_max_clients(struct parser *p, const char *v)
+{
+	struct qbuf q;
+	uint64_t n;
+	int ret;
+
+	if ((ret = parse_dec(v, v + strlen(v), &n)) < 0) {
+		report_at(p, p->lineno, "max_clients `%s' is not a decimal "
+		    "number%s", quotes(&q, v), ret == -ERANGE ?
+		    " (too large)" : "");
+		return;
+	}
+	if (n < 1 || n > 65535) {
+		report_at(p, p->lineno, "max_clients %" PRIu64 " is not within "
+		    "1..65535", n);
+		return;
+	}
+	p->cfg->max_clients = (uint32_t)n;
+}
+
+static void
+broker_setting(struct parser *p, const char *name, const char *value)
+{
+	struct qbuf q;
+	int i;
+
+	for (i = 0; i < BS_COUNT; i++)
+		if (strcmp(name, broker_settings[i]) == 0)
+			break;
+	if (i == BS_COUNT) {
+		report_at(p, p->lineno, "unknown setting `%s' in [broker]",
+		    quotes(&q, name));
+		return;
+	}
+	if (p->set_line[i] != 0) {
+		report_at(p, p->lineno, "`%s' already set on line %d", name,
+		    p->set_line[i]);
+		return;
+	}
+	p->set_line[i] = p->lineno;
+	switch (i) {
+	case BS_SEGMENT:
+		set_segment(p, value);
+		break;
+	case BS_MODE:
+		set_mode(p, value);
+		break;
+	case BS_GROUP:
+		set_group(p, value);
+		break;
+	case BS_PIDFILE:
+		set_pidfile(p, value);
+		break;
+	case BS_MAX_CLIENTS:
+		set_max_clients(p, value);
+		break;
+	}
+}
+
+/* inih's handler: one `name = value' line, in section p->cur. */
+#if INI_HANDLER_LINENO
+static int
+on_pair(void *user, const char *section, const char *name, const char *value,
+    int lineno)
+#else
+static int
+on_pair(void *user, const char *section, const char *name, const char *value)
+#endif
+{
+	struct parser *p = user;
+	struct qbuf q;
+
+#if INI_HANDLER_LINENO
+	(void)lineno;			/* ours counts the same lines */
+#endif
+	(void)section;			/* ours also knows refused headers */
+	p->got_pair = 1;
+	/* Always 1: inih would only remember the first error's line. */
+	if (p->oom)
+		return 1;
+	/* Debian's inih has ini_allow_no_value, for any caller to set. */
+	if (value == NULL)
+		report_at(p, p->lineno, "`%s' is not `name = value'",
+		    quotes(&q, name));
+	else if (*name == '\0')
+		report_at(p, p->lineno, "missing setting name before `='");
+	else if (p->cur == SEC_NONE)
+		report_at(p, p->lineno, "setting `%s' before any [section]",
+		    quotes(&q, name));
+	else if (p->cur == SEC_BROKER)
+		broker_setting(p, name, value);
+	else
+		key_setting(p, name, value);
+	return 1;
+}
+
+static int
+cmp_name(const void *a, const void *b)
+{
+	const struct pkey *const *ka = a, *const *kb = b;
+
+	return strcmp((*ka)->name, (*kb)->name);
+}
+
+static int
+cmp_name_line(const void *a, const void *b)
+{
+	const struct pkey *const *ka = a, *const *kb = b;
+	int c;
+
+	if ((c = cmp_name(a, b)) != 0)
+		return c;
+	return ((*ka)->line > (*kb)->line) - ((*ka)->line < (*kb)->line);
+}
+
+/* Limits on key k and its ancestors, or -1 if an ancestor is missing. */
+static int
+chain_of(struct parser *p, int k)
+{
+	struct pkey *key = &p->keys[k];
+	int c = 0;
+
+	if (key->chain_done)
+		return key->chain;
+	/* Recursion is as deep as the name: CFG_DEPTH_MAX at most. */
+	if (key->parent == PARENT_MISSING)
+		c = -1;
+	else if (key->parent >= 0)
+		c = chain_of(p, key->parent);
+	key->chain = c < 0 ? -1 : c + key->nlimits;
+	key->chain_done = 1;
+	return key->chain;
+}
+
+/*
+ * What needs the whole file: duplicate keys, parents, the limits along
+ * each chain.  Reports what is wrong.
+ */
+static void
+resolve_keys(struct parser *p)
+{
+	struct pkey **sorted, want, *wp = &want, **found, *k;
+	char *slash;
+	int i, c, pc;
+
+	if (p->nkeys == 0)
+		return;
+	if ((sorted = calloc((size_t)p->nkeys, sizeof(*sorted))) == NULL) {
+		report_oom(p);
+		return;
+	}
+	for (i = 0; i < p->nkeys; i++)
+		sorted[i] = &p->keys[i];
+	/* Sorting, not a search per key: a config may have many keys. */
+	qsort(sorted, (size_t)p->nkeys, sizeof(*sorted), cmp_name_line);
+	for (i = 1; i < p->nkeys; i++)
+		if (strcmp(sorted[i]->name, sorted[i - 1]->name) == 0)
+			sorted[i]->dup_of = sorted[i - 1]->dup_of >= 0 ?
+			    sorted[i - 1]->dup_of :
+			    (int)(sorted[i - 1] - p->keys);
+
+	for (i = 0; i < p->nkeys; i++) {
+		k = &p->keys[i];
+		if (k->dup_of >= 0) {
+			report_at(p, k->line, "duplicate key [%s] (first on "
+			    "line %d)", k->name, p->keys[k->dup_of].line);
+			continue;
+		}
+		if ((slash = strrchr(k->name, '/')) == NULL)
+			continue;
+		memcpy(want.name, k->name, (size_t)(slash - k->name));
+		want.name[slash - k->name] = '\0';
+		found = bsearch(&wp, sorted, (size_t)p->nkeys,
+		    sizeof(*sorted), cmp_name);
+		if (found == NULL) {
+			k->parent = PARENT_MISSING;
+			report_at(p, k->line, "parent [%s] of [%s] is not "
+			    "defined", want.name, k->name);
+		} else
+			k->parent = (*found)->dup_of >= 0 ? (*found)->dup_of :
+			    (int)(*found - p->keys);
+	}
+	free(sorted);
+
+	/*
+	 * Report a chain where it first goes over, not again for each
+	 * descendant of that key.
+	 */
+	for (i = 0; i < p->nkeys; i++) {
+		k = &p->keys[i];
+		if (k->dup_of >= 0 || (c = chain_of(p, i)) <= CFG_CHAIN_MAX)
+			continue;
+		pc = k->parent >= 0 ? chain_of(p, k->parent) : 0;
+		if (pc <= CFG_CHAIN_MAX)
+			report_at(p, k->line, "[%s] has %d limits with its "
+			    "ancestors', at most %d", k->name, c,
+			    CFG_CHAIN_MAX);
+	}
+}
+
+/* Put key k in cfg order after its ancestors (recursion: CFG_DEPTH_MAX). */
+static void
+place(struct parser *p, int k, int *order, int *n)
+{
+	struct pkey *key = &p->keys[k];
+
+	if (key->pos >= 0)
+		return;
+	if (key->parent >= 0)
+		place(p, key->parent, order, n);
+	key->pos = *n;
+	order[(*n)++] = k;
+}
+
+/*
+ * Fill cfg->keys (in file order, but each parent moved up before its
+ * first child) and cfg->limits (grouped by key in that order, each key's
+ * in file order).  Only for a file without errors.  0 or -ENOMEM.
+ */
+static int
+build(struct parser *p)
+{
+	struct config *cfg = p->cfg;
+	struct key_spec *ks = NULL;
+	struct limit_spec *ls = NULL;
+	struct pkey *k;
+	unsigned first = 0;
+	int *order, i, n = 0;
+
+	if (p->nkeys == 0)
+		return 0;
+	order = calloc((size_t)p->nkeys, sizeof(*order));
+	ks = calloc((size_t)p->nkeys, sizeof(*ks));
+	if (p->nlims > 0)
+		ls = calloc((size_t)p->nlims, sizeof(*ls));
+	if (order == NULL || ks == NULL || (p->nlims > 0 && ls == NULL)) {
+		free(order);
+		free(ks);
+		free(ls);
+		return -ENOMEM;
+	}
+	for (i = 0; i < p->nkeys; i++)
+		place(p, i, order, &n);
+	for (i = 0; i < n; i++) {
+		k = &p->keys[order[i]];
+		memcpy(ks[i].name, k->name, sizeof(ks[i].name));
+		ks[i].parent = k->parent >= 0 ? p->keys[k->parent].pos : -1;
+		ks[i].line = k->line;
+		ks[i].first_limit = first;
+		ks[i].nlimits = (unsigned)k->nlimits;
+		k->fill = first;
+		first += (unsigned)k->nlimits;
+	}
+	for (i = 0; ls != NULL && i < p->nlims; i++)
+		ls[p->keys[p->lims[i].key].fill++] = p->lims[i].l;
+	free(order);
+	cfg->keys = ks;
+	cfg->nkeys = (unsigned)n;
+	cfg->limits = ls;
+	cfg->nlimits = (unsigned)p->nlims;
+	return 0;
+}
+
+/* Both entry points: parse len bytes of buf, named name in messages. */
+static int
+parse(const char *name, const char *buf, size_t len, struct config *cfg,
+    config_report_fn *report, void *arg)
+{
+	struct parser p;
+	size_t before;
+	int ret;
+
+	memset(&p, 0, sizeof(p));
+	p.cfg = cfg;
+	p.name = name;
+	p.report = report;
+	p.arg = arg;
+	p.buf = buf;
+	p.len = len;
+	p.cur = SEC_NONE;
+
+	strcpy(cfg->segment, "tollgate");
+	cfg->mode = 0660;
+	cfg->max_clients = 1024;
+
+	/*
+	 * One pass reads it all; more only if inih stopped early, as it
+	 * does when a program in this process set ini_stop_on_first_error.
+	 * Every line we have not seen yet gets read, one way or another.
+	 */
+	do {
+		before = p.pos;
+		ret = ini_parse_stream(read_line, &p, on_pair, &p);
+		finish_line(&p);
+		/* -2: a heap build of inih could not allocate its line. */
+		if (ret < 0)
+			report_oom(&p);
+		/* inih saw an error we did not: unexpected, never let by. */
+		else if (ret > 0 && p.nerrors == 0)
+			report_at(&p, ret, "syntax error");
+	} while (!p.oom && p.pos < p.len && p.pos != before);
+
+	if (!p.oom)
+		resolve_keys(&p);
+	if (p.nerrors == 0 && p.set_line[BS_PIDFILE] == 0)
+		snprintf(cfg->pidfile, sizeof(cfg->pidfile),
+		    "/run/tollgate/%s.pid", cfg->segment);
+	if (p.nerrors == 0 && build(&p) < 0)
+		report_oom(&p);
+	free(p.keys);
+	free(p.lims);
+	if (p.nerrors > 0)
+		memset(cfg, 0, sizeof(*cfg));
+	return p.nerrors;
+}
+
+/* One error about the file as a whole, before there is a parser. */
+static int
+report_file(const char *name, config_report_fn *report, void *arg,
+    const char *what)
+{
+	char msg[PATH_MAX + 256];
+
+	if (report != NULL) {
+		snprintf(msg, sizeof(msg), "%s: %s", name, what);
+		report(arg, msg);
+	}
+	return 1;
+}
+
+/*
+ * Parse len bytes at buf (no NUL needed at the end; one inside is an
+ * error) as a config named name in messages.  See config.h.
+ */
+int
+config_load_mem(const char *name, const char *buf, size_t len,
+    struct config *cfg, config_report_fn *report, void *arg)
+{
+	char eb[128];
+	size_t nlen;
+
+	memset(cfg, 0, sizeof(*cfg));
+	if (name == NULL)
+		name = "(config)";
+	nlen = strlen(name);
+	if (nlen >= sizeof(cfg->path))
+		return report_file(name, report, arg,
+		    errstr(ENAMETOOLONG, eb, sizeof(eb)));
+	if (buf == NULL && len > 0)
+		return report_file(name, report, arg,
+		    errstr(EFAULT, eb, sizeof(eb)));
+	if (len > FILE_BYTES_MAX) {
+		snprintf(eb, sizeof(eb), "too large: %zu bytes, at most %u",
+		    len, FILE_BYTES_MAX);
+		return report_file(name, report, arg, eb);
+	}
+	memcpy(cfg->path, name, nlen + 1);
+	return parse(cfg->path, buf, len, cfg, report, arg);
+}
+
+/* Read all of path into a new *bufp; 0, -errno, or -EFBIG if too big. */
+static int
+read_file(const char *path, char **bufp, size_t *lenp)
+{
+	size_t len = 0, cap = 0;
+	char *buf = NULL, *nb;
+	ssize_t n;
+	int fd, ret;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
+		return -errno;
+	for (;;) {
+		if (len == cap) {
+			/* A byte past the limit tells "too big" from "full". */
+			if (cap > FILE_BYTES_MAX) {
+				ret = -EFBIG;
+				goto out_free;
+			}
+			cap = cap ? cap * 2 : 4096;
+			if (cap > FILE_BYTES_MAX + 1)
+				cap = FILE_BYTES_MAX + 1;
+			if ((nb = realloc(buf, cap)) == NULL) {
+				ret = -ENOMEM;
+				goto out_free;
+			}
+			buf = nb;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			goto out_free;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	*bufp = buf;
+	*lenp = len;
+	return 0;
+
+out_free:
+	free(buf);
+	close(fd);
+	return ret;
+}
+
+/*
+ * Parse the file at path into *cfg.  See config.h.  The whole file is
+ * read first (at most 1 MiB), so that a file and a buffer from
+ * config_load_mem go through the same code.
+ */
+int
+config_load(const char *path, struct config *cfg, config_report_fn *report,
+    void *arg)
+{
+	char eb[128], *buf = NULL;
+	size_t len = 0;
+	int ret;
+
+	memset(cfg, 0, sizeof(*cfg));
+	if (path == NULL)
+		return report_file("(null)", report, arg,
+		    errstr(EINVAL, eb, sizeof(eb)));
+	if (strlen(path) >= sizeof(cfg->path))
+		return report_file(path, report, arg,
+		    errstr(ENAMETOOLONG, eb, sizeof(eb)));
+	if ((ret = read_file(path, &buf, &len)) < 0) {
+		if (ret == -EFBIG)
+			snprintf(eb, sizeof(eb), "too large: more than %u "
+			    "bytes", FILE_BYTES_MAX);
+		return report_file(path, report, arg, ret == -EFBIG ? eb :
+		    errstr(-ret, eb, sizeof(eb)));
+	}
+	ret = config_load_mem(path, buf, len, cfg, report, arg);
+	free(buf);
+	return ret;
+}
+
+/*
+ * Free what config_load allocated and zero *cfg, so that freeing it again
+ * does nothing.
+ */
+void
+config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	free(cfg->keys);
+	free(cfg->limits);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+/*
+ * Return the index of the key named name in cfg->keys, or -1.
+ */
+int
+config_find_key(const struct config *cfg, const char *name)
+{
+	unsigned i;
+
+	if (cfg == NULL || name == NULL)
+		return -1;
+	for (i = 0; i < cfg->nkeys; i++)
+		if (strcmp(cfg->keys[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
