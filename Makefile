@@ -26,6 +26,7 @@ INT_SRCS  = libclient/config.c
 BROKER_SRCS = $(wildcard broker/*.c)
 TEST_SRCS = $(wildcard tests/test_*.c tests/mp_*.c)
 TEST_HELP = tests/helpers.c
+FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)
 
 LIB_OBJS  = $(LIB_SRCS:%.c=$(B)/%.o)
 INT_OBJS  = $(INT_SRCS:%.c=$(B)/%.o)
@@ -35,7 +36,8 @@ TOOLS     = $(B)/tollstat
 
 ALL_OBJS  = $(LIB_OBJS) $(INT_OBJS) $(BROKER_OBJS) \
 	    $(TEST_SRCS:%.c=$(B)/%.o) $(TEST_HELP:%.c=$(B)/%.o) \
-	    $(B)/tools/tollstat.o
+	    $(B)/tools/tollstat.o $(FUZZ_SRCS:%.c=$(B)/%.o) \
+	    $(B)/tests/fuzz/replay.o
 
 .PHONY: all deps run test asan tsan fuzz install uninstall clean check-deps
 
@@ -105,12 +107,27 @@ $(B)/quickstart: README.md $(B)/libtollgate.so
 	    PKG_CONFIG_PATH=$(CURDIR)/$(STAGE)/usr/lib/pkgconfig \
 	    pkg-config --cflags --libs tollgate) $(LDFLAGS)
 
+# Each fuzz target, built with the plain compiler over replay.c, runs over
+# its corpus (tests/fuzz/corpus/NAME for fuzz_NAME.c) and saved crashes
+# (tests/fuzz/crashes/NAME).
+REPLAYS   = $(FUZZ_SRCS:tests/fuzz/%.c=$(B)/replay/%)
+$(B)/replay/%: $(B)/tests/fuzz/%.o $(B)/tests/fuzz/replay.o $(B)/libtgint.a \
+	    $(B)/libtollgate.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 # Every test binary, one after the other, then a summary line.
-test: deps all $(TESTS) $(B)/quickstart
-	@pass=0; fail=0; for t in $(TESTS); do echo "== $$t"; \
+test: deps all $(TESTS) $(REPLAYS) $(B)/quickstart
+	@pass=0; fail=0; for r in $(REPLAYS); do n=$$(basename $$r .c); \
+	    n=$${n#fuzz_}; \
+	    echo "== $$r"; if $$r tests/fuzz/corpus/$$n/* \
+	    $$(ls -d tests/fuzz/crashes/$$n/* 2>/dev/null); then \
+	    pass=$$((pass+1)); else fail=$$((fail+1)); \
+	    echo "FAILED: $$r"; fi; done; \
+	for t in $(TESTS); do echo "== $$t"; \
 	    if TG_BUILD=$(B) $$t; then pass=$$((pass+1)); \
 	    else fail=$$((fail+1)); echo "FAILED: $$t"; fi; done; \
-	    echo "test binaries: $$pass passed, $$fail failed"; \
+	    echo "summary: $$pass passed, $$fail failed"; \
 	    [ $$fail -eq 0 ]
 
 asan:
@@ -121,7 +138,6 @@ tsan:
 	$(MAKE) B=build/tsan CFLAGS="-O1 -g" SAN="-fsanitize=thread" test
 
 # libFuzzer targets need clang; `make fuzz' builds them under build/fuzz.
-FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)
 fuzz:
 	@command -v clang >/dev/null || $(MAKE) deps EXTRA_PKGS=clang
 	@mkdir -p $(B)/fuzz
