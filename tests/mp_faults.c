@@ -45,6 +45,15 @@ static const char conf_more[] =
     "[added]\n"
     "limit = 1 requests/min\n";
 
+static const char conf_resized[] =
+    "[held]\n"
+    "concurrency = 3\n"
+    "[count]\n"
+    "limit = 10 requests/min\n"
+    "limit = 20 requests/h window\n"
+    "[other]\n"
+    "limit = 100 requests/min\n";
+
 static int
 setup(void **state)
 {
@@ -208,6 +217,41 @@ test_reload_good_and_bad(void **state)
 	tg_close(c);
 }
 
+/*
+ * A reload that resizes a concurrency limit carries the leases in flight
+ * over: 2 held of a new 3 leaves one, and the old tickets still release.
+ */
+static void
+test_reload_resize_keeps_leases(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "held");
+	tg_ticket a, b, x, y;
+	uint64_t retry;
+
+	assert_int_equal(tg_try_acquire(c, k, NULL, &a, &retry), 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &b, &retry), 0);
+	assert_int_equal(tb_reload(tb, conf_resized), 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &x, &retry), 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &y, &retry), -EAGAIN);
+	/* A ticket taken before the reload frees its moved lease. */
+	tg_release(c, &a);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &y, &retry), 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &a, &retry), -EAGAIN);
+	tg_release(c, &b);
+	tg_release(c, &x);
+	tg_release(c, &y);
+	/* And back down to 2, with nothing held: two, then a refusal. */
+	assert_int_equal(tb_reload(tb, conf), 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &a, &retry), 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &b, &retry), 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &x, &retry), -EAGAIN);
+	tg_release(c, &a);
+	tg_release(c, &b);
+	tg_close(c);
+}
+
 /* Garbage over the whole state object, then a truncation to nothing. */
 static void
 test_garbage_and_truncate(void **state)
@@ -304,6 +348,7 @@ main(void)
 		cmocka_unit_test(test_killed_client_reclaimed),
 		cmocka_unit_test(test_broker_restart_keeps_counters),
 		cmocka_unit_test(test_reload_good_and_bad),
+		cmocka_unit_test(test_reload_resize_keeps_leases),
 		cmocka_unit_test(test_garbage_and_truncate),
 		cmocka_unit_test(test_second_broker_refused),
 	};
