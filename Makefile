@@ -39,7 +39,9 @@ ALL_OBJS  = $(LIB_OBJS) $(INT_OBJS) $(BROKER_OBJS) \
 	    $(B)/tools/tollstat.o $(FUZZ_SRCS:%.c=$(B)/%.o) \
 	    $(B)/tests/fuzz/replay.o
 
-.PHONY: all deps run test asan tsan fuzz install uninstall clean check-deps
+.PHONY: all deps run test asan tsan fuzz install clean
+# Keep test objects: they are intermediate, and make would delete them.
+.SECONDARY:
 
 all: $(B)/libtollgate.a $(B)/libtollgate.so $(B)/tollgated $(TOOLS)
 
@@ -73,12 +75,6 @@ $(B)/tests/%: $(B)/tests/%.o $(B)/tests/helpers.o $(B)/libtgint.a \
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
 # Debian packages the build needs; installed only when one is missing.
-check-deps:
-	@missing=; for p in $(PKGS); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
-	    grep -q 'ok installed' || missing="$$missing $$p"; done; \
-	    [ -z "$$missing" ] || { echo "missing:$$missing"; exit 1; }
-
 deps:
 	@missing=; for p in $(PKGS) $(EXTRA_PKGS); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \

@@ -140,6 +140,7 @@ main(int argc, char *argv[])
 	}
 	if (check) {
 		printf("configuration OK\n");
+		config_free(&b.cfg);
 		return 0;
 	}
 

@@ -11,6 +11,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
 
 #include "helpers.h"
 #include "seg.h"
@@ -274,4 +278,37 @@ tb_wait_child(pid_t pid)
 	if (waitpid(pid, &st, 0) < 0)
 		return -1;
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int
+tb_group_setup(void **state, const char *body)
+{
+	struct tbroker *tb = calloc(1, sizeof(*tb));
+	int r;
+
+	assert_non_null(tb);
+	*state = NULL;
+	if ((r = tb_start(tb, body)) == -ENOSYS) {
+		tb_cleanup(tb);
+		free(tb);
+		return 0;	/* no io_uring here: every test skips */
+	}
+	assert_int_equal(r, 0);
+	*state = tb;
+	return 0;
+}
+
+int
+tb_group_teardown(void **state)
+{
+	struct tbroker *tb = *state;
+
+	if (tb == NULL)
+		return 0;
+	/* A test may have stopped it; a clean stop is 0, none is -ECHILD. */
+	if (tb->pid > 0)
+		assert_int_equal(tb_stop(tb), 0);
+	tb_cleanup(tb);
+	free(tb);
+	return 0;
 }

@@ -59,6 +59,13 @@ uint64_t tb_config_gen(const struct tbroker *tb);
 /* A fork()ed child's verdict: waitpid and return its exit code or 128+sig. */
 int	tb_wait_child(pid_t pid);
 
+/*
+ * cmocka group setup and teardown: one broker on `body' for a file's
+ * tests, in *state; NULL (every TB_NEED test skips) without io_uring.
+ */
+int	tb_group_setup(void **state, const char *body);
+int	tb_group_teardown(void **state);
+
 /* In a test: the broker of the group setup, or skip() without one. */
 #define TB_NEED(state)	(*(state) != NULL ? (struct tbroker *)*(state) : \
 	    (skip(), (struct tbroker *)NULL))

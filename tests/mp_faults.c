@@ -57,29 +57,7 @@ static const char conf_resized[] =
 static int
 setup(void **state)
 {
-	static struct tbroker tb;
-	int r = tb_start(&tb, conf);
-
-	*state = NULL;
-	if (r == -ENOSYS) {
-		tb_cleanup(&tb);
-		return 0;
-	}
-	assert_int_equal(r, 0);
-	*state = &tb;
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	struct tbroker *tb = *state;
-
-	if (tb != NULL) {
-		tb_stop(tb);
-		tb_cleanup(tb);
-	}
-	return 0;
+	return tb_group_setup(state, conf);
 }
 
 /* How many tickets of key can be had right now (each released). */
@@ -353,5 +331,5 @@ main(void)
 		cmocka_unit_test(test_second_broker_refused),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
 }

@@ -50,29 +50,7 @@ struct shared {
 static int
 setup(void **state)
 {
-	static struct tbroker tb;
-	int r = tb_start(&tb, conf);
-
-	*state = NULL;
-	if (r == -ENOSYS) {
-		tb_cleanup(&tb);
-		return 0;
-	}
-	assert_int_equal(r, 0);
-	*state = &tb;
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	struct tbroker *tb = *state;
-
-	if (tb != NULL) {
-		assert_int_equal(tb_stop(tb), 0);
-		tb_cleanup(tb);
-	}
-	return 0;
+	return tb_group_setup(state, conf);
 }
 
 static struct shared *
@@ -359,5 +337,5 @@ main(void)
 		cmocka_unit_test(test_refusal_leaves_others_untouched),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
 }

@@ -28,29 +28,7 @@ static const char conf[] =
 static int
 setup(void **state)
 {
-	static struct tbroker tb;
-	int r = tb_start(&tb, conf);
-
-	if (r == -ENOSYS) {
-		tb_cleanup(&tb);
-		*state = NULL;	/* no io_uring here: every test skips */
-		return 0;
-	}
-	assert_int_equal(r, 0);
-	*state = &tb;
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	struct tbroker *tb = *state;
-
-	if (tb == NULL)
-		return 0;
-	assert_int_equal(tb_stop(tb), 0);
-	tb_cleanup(tb);
-	return 0;
+	return tb_group_setup(state, conf);
 }
 
 /*
@@ -249,5 +227,5 @@ main(void)
 		cmocka_unit_test(test_no_broker),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
 }
