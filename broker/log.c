@@ -9,6 +9,9 @@
 
 int	log_verbose;
 
+static void vlog(const char *, int, const char *, va_list)
+    __attribute__((format(printf, 3, 0)));
+
 static void
 vlog(const char *level, int errnum, const char *fmt, va_list ap)
 {
