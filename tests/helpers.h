@@ -71,6 +71,9 @@ int	tb_group_teardown(void **state);
 	    (skip(), (struct tbroker *)NULL))
 
 uint64_t tb_now_ns(void);
+
+/* splitmix64: a fixed seed makes every run see the same arrivals. */
+uint64_t tb_rnd(uint64_t *seed);
 void	tb_sleep_ns(uint64_t ns);
 
 #endif /* TG_HELPERS_H */

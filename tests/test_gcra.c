@@ -9,21 +9,11 @@
 #include <cmocka.h>
 
 #include "gcra.h"
+#include "helpers.h"
 
 #define SEC	UINT64_C(1000000000)
 #define MIN	(60 * SEC)
 #define DAY	(86400 * SEC)
-
-/* splitmix64: a fixed seed makes every run see the same arrivals. */
-static uint64_t
-rnd(uint64_t *s)
-{
-	uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
-
-	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return z ^ (z >> 31);
-}
 
 /* Costs round up: rounding down would let a limit run slightly fast. */
 static void
@@ -184,10 +174,10 @@ run_long(uint64_t period_ns, uint64_t count, uint64_t burst, uint64_t maxn,
 	unsigned __int128 lhs, rhs;
 
 	for (;;) {
-		now += rnd(&seed) % (gap + 1);
+		now += tb_rnd(&seed) % (gap + 1);
 		if (now > end)
 			break;
-		n = 1 + rnd(&seed) % maxn;
+		n = 1 + tb_rnd(&seed) % maxn;
 		if (gcra_take(&tat, now, gcra_cost_ns(n, period_ns, count),
 		    tau, &retry) != 0)
 			continue;

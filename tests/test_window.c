@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "seg.h"
+#include "helpers.h"
 #include "window.h"
 
 #define SEC	UINT64_C(1000000000)
@@ -20,17 +21,6 @@ static uint64_t
 slot_word(uint64_t e, uint64_t c)
 {
 	return (e & WIN_EPOCH_MASK) << WIN_COUNT_BITS | c;
-}
-
-/* splitmix64: a fixed seed makes every run see the same arrivals. */
-static uint64_t
-rnd(uint64_t *s)
-{
-	uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
-
-	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-	return z ^ (z >> 31);
 }
 
 /* Take one unit at a time at now until refused; how many went in. */
@@ -139,8 +129,8 @@ test_win_retry_hint_is_enough_and_earliest(void **state)
 
 	(void)state;
 	for (int i = 0; i < 20000; i++) {
-		now += rnd(&seed) % (SEC / lim);
-		n = 1 + rnd(&seed) % 3;
+		now += tb_rnd(&seed) % (SEC / lim);
+		n = 1 + tb_rnd(&seed) % 3;
 		if (win_take(ring, now, sub, lim, n, &retry) == 0)
 			continue;
 		refused++;
@@ -177,13 +167,13 @@ test_win_never_more_than_limit_in_any_period(void **state)
 	a = calloc(300 * lim + 1, sizeof(*a));
 	assert_non_null(a);
 	for (;;) {
-		if (rnd(&seed) % 200 == 0)
-			now += rnd(&seed) % (2 * period);	/* idle */
+		if (tb_rnd(&seed) % 200 == 0)
+			now += tb_rnd(&seed) % (2 * period);	/* idle */
 		else
-			now += rnd(&seed) % (period / lim);
+			now += tb_rnd(&seed) % (period / lim);
 		if (now > end)
 			break;
-		n = 1 + rnd(&seed) % 3;
+		n = 1 + tb_rnd(&seed) % 3;
 		if (win_take(ring, now, sub, lim, n, &retry) != 0)
 			continue;
 		assert_true(na < 300 * lim + 1);
@@ -230,7 +220,7 @@ test_win_under_admits_by_at_most_one_sub_window(void **state)
 	a = calloc(np * lim * 2, sizeof(*a));
 	assert_non_null(a);
 	for (;;) {
-		now += rnd(&seed) % (period / lim / 4);
+		now += tb_rnd(&seed) % (period / lim / 4);
 		if (now >= end)
 			break;
 		if (win_take(ring, now, sub, lim, 1, &retry) == 0) {
