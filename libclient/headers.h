@@ -25,8 +25,9 @@ struct hdr_result {
 
 /*
  * Parse a raw response header block (`Name: value' lines ended by CRLF or
- * LF; an HTTP status line is allowed and skipped; the block need not be
- * NUL-terminated and may be cut anywhere).  now_unix_ns is CLOCK_REALTIME
+ * LF, the last one by the end of the buffer too; HTTP status lines are
+ * allowed and skipped; the block need not be NUL-terminated and is never
+ * read past len).  now_unix_ns is CLOCK_REALTIME
  * now, for resets given as dates or epoch times, which come out as time
  * from now.  Fills *out; returns 0, or -EINVAL on NULL arguments.  No
  * allocation, no system call.  Never fails on bad input: what it cannot
