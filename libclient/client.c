@@ -99,12 +99,14 @@ chain_read(const tg_client *c, uint32_t h, struct chain *ch)
 	const struct seg_limit *lims, *l;
 	struct seg_cfg *cfg;
 	uint32_t seq, id = h & 0xffff;
+	unsigned nconc;
 	int r;
 
 	if (id >= hdr->max_keys || (h >> 16) == 0)
 		return -EINVAL;
 	do {
 		r = 0;
+		nconc = 0;
 		cfg = seg_read_begin(&c->m, &seq);
 		k = &seg_keys(cfg)[id];
 		lims = seg_limits(&c->m, cfg);
@@ -142,6 +144,9 @@ chain_read(const tg_client *c, uint32_t h, struct chain *ch)
 			if ((uint64_t)v->cells + v->ncells > hdr->max_cells ||
 			    (v->kind == LIM_WINDOW &&
 			    (v->ncells != SEG_WIN_SLOTS || v->tau_ns == 0)))
+				r = -EBADMSG;
+			/* A ticket holds at most TK_LEASES leases. */
+			if (v->kind == LIM_CONC && ++nconc > TK_LEASES)
 				r = -EBADMSG;
 		}
 	} while (!seg_read_ok(cfg, seq));
