@@ -75,7 +75,6 @@ struct broker {
 
 	/* Clients. */
 	struct cl_track	*cl;		/* [max_clients] */
-	uint64_t	reclaimed;
 
 	/* The loop. */
 	struct io_uring	ring;
@@ -85,7 +84,6 @@ struct broker {
 	volatile sig_atomic_t stopping;
 	uint64_t	watchdog_ns;
 	uint64_t	last_watchdog_ns;
-	uint64_t	ticks;
 };
 
 /* segment.c */

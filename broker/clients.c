@@ -102,7 +102,6 @@ clients_reclaim(struct broker *b, uint32_t slot, uint64_t owner)
 	untrack(b, slot);
 	if (!atomic_compare_exchange_strong(&c->owner, &owner, 0))
 		log_debug("slot %u changed owner while reclaimed", slot);
-	b->reclaimed++;
 	log_info("reclaimed client pid %d (slot %u): %u lease%s freed in "
 	    "%llu us", CLIENT_PID(owner), slot, freed, freed == 1 ? "" : "s",
 	    (unsigned long long)((now_ns() - t0) / 1000));

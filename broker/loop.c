@@ -101,7 +101,6 @@ on_tick(struct broker *b)
 {
 	uint64_t now = now_ns();
 
-	b->ticks++;
 	segment_tick(b, now);
 	clients_scan(b);
 	guard_check(b, now);

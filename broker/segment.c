@@ -421,10 +421,10 @@ cfg_write(struct broker *b, unsigned idx, uint64_t gen)
 }
 
 /*
- * Move the leases of a concurrency limit whose size changed into its new
- * cells, before the flip.  Each old cell is marked with its own value plus
- * nothing: we copy, and after the flip (moved_fixup) drop copies whose
- * original was released in between.  *copied records what was copied.
+ * Copy the leases of a concurrency limit whose size changed into its new
+ * cells, before the flip; copied[i] records what old cell i held.  A
+ * release that lands in the old cells between this copy and the flip is
+ * caught by moved_fixup, which drops the stale copy after the flip.
  */
 static void
 leases_move(struct broker *b, const struct lim_slot *from, uint32_t to,
@@ -704,7 +704,6 @@ segment_tick(struct broker *b, uint64_t now)
 {
 	const struct seg_header *h = b->m.hdr;
 
-	(void)now;
 	for (uint32_t i = 0; i < h->max_keys; i++)
 		if (b->keys[i].quarantine && --b->keys[i].quarantine == 0)
 			b->keys[i].name[0] = '\0';
@@ -717,7 +716,8 @@ segment_tick(struct broker *b, uint64_t now)
 			    b->holds[i].n);
 			b->holds[i].n = 0;
 		}
-	atomic_store_explicit(&b->m.hdr->heartbeat_ns, now_ns(),
+	/* Relaxed: a reading of liveness, publishing nothing else. */
+	atomic_store_explicit(&b->m.hdr->heartbeat_ns, now,
 	    memory_order_relaxed);
 }
 

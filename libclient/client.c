@@ -573,8 +573,6 @@ slot_claim(tg_client *c)
 			continue;
 		atomic_store_explicit(&cl[i].start_time, st,
 		    memory_order_relaxed);
-		atomic_store_explicit(&cl[i].waiting_on, 0,
-		    memory_order_relaxed);
 		/* Release: the broker that sees LIVE sees the start time. */
 		atomic_store_explicit(&cl[i].owner, CLIENT_OWNER(CLIENT_LIVE,
 		    c->pid), memory_order_release);

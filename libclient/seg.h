@@ -149,7 +149,7 @@ struct seg_client {
 	_Atomic uint64_t	owner;
 	_Atomic uint64_t	start_time;	/* /proc/PID/stat starttime */
 	_Atomic uint32_t	lease_gen;	/* next lease generation */
-	_Atomic uint32_t	waiting_on;	/* limit id + 1 while asleep */
+	uint32_t		pad2;
 	uint64_t		pad0[5];
 	alignas(SEG_LINE) _Atomic uint64_t acquired; /* tickets */
 	_Atomic uint64_t	denied;		/* -EAGAIN and -ETIMEDOUT */
