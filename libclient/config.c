@@ -19,13 +19,17 @@
  * Every error is reported where it is found and parsing goes on, so that
  * one run shows them all.  What needs the whole file is resolved after it:
  * duplicates, parents (which may come later in the file), the number of
- * limits along each chain, the default pidfile (which follows `segment').
+ * limits along each chain, the feedback settings (`backoff', `max_pause',
+ * `learn') that each key takes from its ancestors unless it sets its own,
+ * a backoff longer than the max_pause that clamps it, the default pidfile
+ * (which follows `segment').
  * Nothing here prints, exits, or keeps state outside the struct parser on
  * the caller's stack.
  */
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -93,6 +97,33 @@ static const char *const broker_settings[BS_COUNT] = {
 	[BS_MAX_CLIENTS] = "max_clients",
 };
 
+/*
+ * A key's feedback settings, each with the line that set it (0: none, or
+ * the default).  `backoff' is one setting: MIN and MAX go together.
+ */
+struct feedback {
+	uint64_t	backoff_min_ns;
+	uint64_t	backoff_max_ns;
+	uint64_t	max_pause_ns;
+	int		backoff_line;
+	int		pause_line;
+	int		learn_line;
+	uint8_t		learn;
+};
+
+/* What a key gets when neither it nor an ancestor says otherwise. */
+static const struct feedback feedback_defaults = {
+	.backoff_min_ns = CFG_BACKOFF_MIN_NS,
+	.backoff_max_ns = CFG_BACKOFF_MAX_NS,
+	.max_pause_ns = CFG_MAX_PAUSE_NS,
+};
+
+/* check_feedback relies on it: a key that sets nothing is never wrong. */
+static_assert(CFG_BACKOFF_MIN_NS > 0 &&
+    CFG_BACKOFF_MIN_NS <= CFG_BACKOFF_MAX_NS &&
+    CFG_BACKOFF_MAX_NS <= CFG_MAX_PAUSE_NS &&
+    CFG_MAX_PAUSE_NS <= CFG_MAX_PAUSE_LIMIT_NS, "feedback defaults");
+
 /* A key while the file is read; ints, as the file is at most 1 MiB. */
 struct pkey {
 	char		name[CFG_NAME_MAX + 1];
@@ -103,6 +134,9 @@ struct pkey {
 	int		nlimits;
 	int		chain;		/* limits with ancestors'; -1 unknown */
 	int		chain_done;
+	struct feedback	own;		/* what its section sets */
+	struct feedback	fb;		/* with ancestors', once fb_done */
+	int		fb_done;
 	int		pos;		/* in cfg->keys, -1 until placed */
 	unsigned	fill;		/* in cfg->limits, for its next limit */
 };
@@ -924,7 +958,156 @@ report_why(struct parser *p, const char *name, const char *value,
 		    quotes(&q, value), w->msg);
 }
 
-/* A `limit =' or `concurrency =' line, or anything else, in a key. */
+/*
+ * One side, [s, e), of `backoff = MIN..MAX' into *ns.  Returns 0, or
+ * reports what is wrong and returns -1.
+ */
+static int
+backoff_side(struct parser *p, const char *v, const char *s, const char *e,
+    const char *which, uint64_t *ns)
+{
+	struct qbuf q;
+	int ret;
+
+	if (s == e) {
+		report_at(p, p->lineno, "backoff `%s': missing the %s",
+		    quotes(&q, v), which);
+		return -1;
+	}
+	if ((ret = parse_duration(s, (size_t)(e - s), ns)) < 0) {
+		report_at(p, p->lineno, "backoff: `%s': %s",
+		    quote(&q, s, (size_t)(e - s)), ret == -ERANGE ?
+		    "duration too long" :
+		    "not a duration (want e.g. 250ms, 1.5s, 10min)");
+		return -1;
+	}
+	return 0;
+}
+
+/* `backoff = MIN..MAX' into *f.  0, or -1 once reported. */
+static int
+set_backoff(struct parser *p, const char *v, struct feedback *f)
+{
+	const char *dots, *le, *rs;
+	uint64_t min, max;
+	struct qbuf q;
+
+	if ((dots = strstr(v, "..")) == NULL) {
+		report_at(p, p->lineno, "backoff `%s' is not MIN..MAX (e.g. "
+		    "1s..60s)", quotes(&q, v));
+		return -1;
+	}
+	/* inih trimmed the ends; "1s .. 60s" leaves spaces at the dots. */
+	for (le = dots; le > v && is_space((unsigned char)le[-1]); le--)
+		;
+	for (rs = dots + 2; is_space((unsigned char)*rs); rs++)
+		;
+	if (backoff_side(p, v, v, le, "minimum", &min) < 0 ||
+	    backoff_side(p, v, rs, rs + strlen(rs), "maximum", &max) < 0)
+		return -1;
+	/* A zero minimum would retry a failing server at once, forever. */
+	if (min == 0) {
+		report_at(p, p->lineno, "backoff: `%s': minimum must be longer "
+		    "than zero", quote(&q, v, (size_t)(le - v)));
+		return -1;
+	}
+	if (min > max) {
+		report_at(p, p->lineno, "backoff `%s': minimum longer than "
+		    "maximum", quotes(&q, v));
+		return -1;
+	}
+	f->backoff_min_ns = min;
+	f->backoff_max_ns = max;
+	return 0;
+}
+
+/* `max_pause = DURATION' into *f.  0, or -1 once reported. */
+static int
+set_max_pause(struct parser *p, const char *v, struct feedback *f)
+{
+	char most[32];
+	struct qbuf q;
+	uint64_t ns;
+	int ret;
+
+	ret = parse_duration(v, strlen(v), &ns);
+	if (ret == -EINVAL) {
+		report_at(p, p->lineno, "max_pause `%s': not a duration (want "
+		    "e.g. 30s, 10min, 1h)", quotes(&q, v));
+		return -1;
+	}
+	if (ret == 0 && ns == 0) {
+		report_at(p, p->lineno, "max_pause `%s': must be longer than "
+		    "zero", quotes(&q, v));
+		return -1;
+	}
+	if (ret == -ERANGE || ns > CFG_MAX_PAUSE_LIMIT_NS) {
+		format_duration(most, sizeof(most), CFG_MAX_PAUSE_LIMIT_NS);
+		report_at(p, p->lineno, "max_pause `%s': at most %s",
+		    quotes(&q, v), most);
+		return -1;
+	}
+	f->max_pause_ns = ns;
+	return 0;
+}
+
+/* `learn = yes|no' into *f.  0, or -1 once reported. */
+static int
+set_learn(struct parser *p, const char *v, struct feedback *f)
+{
+	struct qbuf q;
+
+	if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 ||
+	    strcmp(v, "on") == 0)
+		f->learn = 1;
+	else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 ||
+	    strcmp(v, "off") == 0)
+		f->learn = 0;
+	else {
+		report_at(p, p->lineno, "learn `%s': want yes or no (or "
+		    "true/false, on/off)", quotes(&q, v));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A feedback setting of key k (NULL under a refused header: its value is
+ * still checked).  Returns 1 if name is one, else 0.
+ */
+static int
+feedback_setting(struct parser *p, struct pkey *k, const char *name,
+    const char *value)
+{
+	struct feedback f;
+	int *linep, ret;
+
+	f = k != NULL ? k->own : feedback_defaults;
+	if (strcmp(name, "backoff") == 0) {
+		ret = set_backoff(p, value, &f);
+		linep = &f.backoff_line;
+	} else if (strcmp(name, "max_pause") == 0) {
+		ret = set_max_pause(p, value, &f);
+		linep = &f.pause_line;
+	} else if (strcmp(name, "learn") == 0) {
+		ret = set_learn(p, value, &f);
+		linep = &f.learn_line;
+	} else
+		return 0;
+	/* As with `concurrency': a value it could not read was not set. */
+	if (ret < 0 || k == NULL)
+		return 1;
+	if (*linep != 0) {
+		report_at(p, p->lineno, "second `%s' for [%s] (first on line "
+		    "%d)", name, k->name, *linep);
+		return 1;
+	}
+	*linep = p->lineno;
+	k->own = f;
+	return 1;
+}
+
+/* A `limit =', `concurrency =' or feedback line, or anything else. */
 static void
 key_setting(struct parser *p, const char *name, const char *value)
 {
@@ -934,6 +1117,8 @@ key_setting(struct parser *p, const char *name, const char *value)
 	struct qbuf q, qk;
 	struct why w;
 
+	if (feedback_setting(p, k, name, value))
+		return;
 	if (strcmp(name, "limit") == 0) {
 		if (parse_limit(value, &l, &w) < 0) {
 			report_why(p, name, value, &w);
@@ -1270,8 +1455,82 @@ chain_of(struct parser *p, int k)
 }
 
 /*
+ * Key k's feedback settings: its own, else its nearest ancestor's, else
+ * the defaults, each with the line it came from.
+ */
+static const struct feedback *
+feedback_of(struct parser *p, int k)
+{
+	struct pkey *key = &p->keys[k];
+	const struct feedback *up;
+	struct feedback f;
+
+	if (key->fb_done)
+		return &key->fb;
+	/* Recursion is as deep as the name: CFG_DEPTH_MAX at most. */
+	up = key->parent >= 0 ? feedback_of(p, key->parent) :
+	    &feedback_defaults;
+	f = *up;
+	if (key->own.backoff_line != 0) {
+		f.backoff_min_ns = key->own.backoff_min_ns;
+		f.backoff_max_ns = key->own.backoff_max_ns;
+		f.backoff_line = key->own.backoff_line;
+	}
+	if (key->own.pause_line != 0) {
+		f.max_pause_ns = key->own.max_pause_ns;
+		f.pause_line = key->own.pause_line;
+	}
+	if (key->own.learn_line != 0) {
+		f.learn = key->own.learn;
+		f.learn_line = key->own.learn_line;
+	}
+	key->fb = f;
+	key->fb_done = 1;
+	return &key->fb;
+}
+
+/* "line N", or "default" for a setting no key made. */
+static const char *
+from_line(char *buf, size_t len, int line)
+{
+	if (line == 0)
+		return "default";
+	snprintf(buf, len, "line %d", line);
+	return buf;
+}
+
+/*
+ * A backoff longer than max_pause could never run its course: the pause
+ * is clamped first.  Report it on whichever of the two came last in the
+ * file, and only for the key that brought them together: a key that sets
+ * neither has its parent's pair, already reported there.  The defaults
+ * agree, so some key on the chain set one of them.
+ */
+static void
+check_feedback(struct parser *p, int k)
+{
+	const struct feedback *f = feedback_of(p, k);
+	struct pkey *key = &p->keys[k];
+	char bmax[32], pause[32], bl[24], pl[24];
+	int line;
+
+	if (f->backoff_max_ns <= f->max_pause_ns ||
+	    (key->own.backoff_line == 0 && key->own.pause_line == 0))
+		return;
+	line = f->backoff_line > f->pause_line ? f->backoff_line :
+	    f->pause_line;
+	format_duration(bmax, sizeof(bmax), f->backoff_max_ns);
+	format_duration(pause, sizeof(pause), f->max_pause_ns);
+	report_at(p, line != 0 ? line : key->line, "backoff maximum %s "
+	    "exceeds max_pause %s of [%s] (backoff: %s, max_pause: %s)",
+	    bmax, pause, key->name, from_line(bl, sizeof(bl), f->backoff_line),
+	    from_line(pl, sizeof(pl), f->pause_line));
+}
+
+/*
  * What needs the whole file: duplicate keys, parents, the limits along
- * each chain.  Reports what is wrong.
+ * each chain, feedback settings against each other.  Reports what is
+ * wrong.
  */
 static void
 resolve_keys(struct parser *p)
@@ -1333,6 +1592,14 @@ resolve_keys(struct parser *p)
 			    "ancestors', at most %d", k->name, c,
 			    CFG_CHAIN_MAX);
 	}
+
+	/*
+	 * A duplicate is reported already; so is a missing ancestor, whose
+	 * settings nobody knows (chain_of is -1 for both).
+	 */
+	for (i = 0; i < p->nkeys; i++)
+		if (p->keys[i].dup_of < 0 && chain_of(p, i) >= 0)
+			check_feedback(p, i);
 }
 
 /* Put key k in cfg order after its ancestors (recursion: CFG_DEPTH_MAX). */
@@ -1351,8 +1618,9 @@ place(struct parser *p, int k, int *order, int *n)
 
 /*
  * Fill cfg->keys (in file order, but each parent moved up before its
- * first child) and cfg->limits (grouped by key in that order, each key's
- * in file order).  Only for a file without errors.  0 or -ENOMEM.
+ * first child, each with its feedback settings resolved) and cfg->limits
+ * (grouped by key in that order, each key's in file order).  Only for a
+ * file without errors.  0 or -ENOMEM.
  */
 static int
 build(struct parser *p)
@@ -1360,6 +1628,7 @@ build(struct parser *p)
 	struct config *cfg = p->cfg;
 	struct key_spec *ks = NULL;
 	struct limit_spec *ls = NULL;
+	const struct feedback *f;
 	struct pkey *k;
 	unsigned first = 0;
 	int *order, i, n = 0;
@@ -1385,6 +1654,11 @@ build(struct parser *p)
 		ks[i].line = k->line;
 		ks[i].first_limit = first;
 		ks[i].nlimits = (unsigned)k->nlimits;
+		f = feedback_of(p, order[i]);
+		ks[i].backoff_min_ns = f->backoff_min_ns;
+		ks[i].backoff_max_ns = f->backoff_max_ns;
+		ks[i].max_pause_ns = f->max_pause_ns;
+		ks[i].learn = f->learn;
 		k->fill = first;
 		first += (unsigned)k->nlimits;
 	}

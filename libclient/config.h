@@ -12,6 +12,12 @@
 #define CFG_CHAIN_MAX	16	/* limits on a key and all its ancestors */
 #define CFG_DEPTH_MAX	8	/* levels of a key name ("a/b/c" is 3) */
 
+/* Feedback defaults of a key that neither it nor an ancestor sets. */
+#define CFG_BACKOFF_MIN_NS	UINT64_C(1000000000)	/* backoff = 1s..60s */
+#define CFG_BACKOFF_MAX_NS	UINT64_C(60000000000)
+#define CFG_MAX_PAUSE_NS	UINT64_C(600000000000)	/* max_pause = 10min */
+#define CFG_MAX_PAUSE_LIMIT_NS	UINT64_C(86400000000000) /* at most 1 day */
+
 enum lim_kind {
 	LIM_RATE = 1,		/* GCRA token bucket */
 	LIM_WINDOW = 2,		/* at most count per rolling period */
@@ -45,6 +51,15 @@ struct key_spec {
 	int		line;		/* line of the [section] header */
 	unsigned	first_limit;	/* its own limits: limits[first_limit..] */
 	unsigned	nlimits;
+	/*
+	 * Feedback settings (DESIGN 3).  Each is the key's own setting, else
+	 * its nearest ancestor's, else the default: a parent's `backoff'
+	 * applies to its children unless they set their own.
+	 */
+	uint64_t	backoff_min_ns;	/* `backoff = MIN..MAX': the shared */
+	uint64_t	backoff_max_ns;	/* backoff of a hint-less 429 or 5xx */
+	uint64_t	max_pause_ns;	/* `max_pause = D': clamp on any pause */
+	uint8_t		learn;		/* `learn = yes': adopt server limits */
 };
 
 struct config {

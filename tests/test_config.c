@@ -755,6 +755,278 @@ test_many_keys(void **state)
 	free(s);
 }
 
+/* A key's feedback settings: backoff MIN..MAX, max_pause, learn. */
+static void
+assert_feedback(const struct config *cfg, const char *name, uint64_t min_ns,
+    uint64_t max_ns, uint64_t pause_ns, int learn)
+{
+	int k;
+
+	if ((k = config_find_key(cfg, name)) < 0)
+		fail_msg("no key [%s]", name);
+	assert_int_equal(cfg->keys[k].backoff_min_ns, min_ns);
+	assert_int_equal(cfg->keys[k].backoff_max_ns, max_ns);
+	assert_int_equal(cfg->keys[k].max_pause_ns, pause_ns);
+	assert_int_equal(cfg->keys[k].learn, learn);
+}
+
+/* Keys that set nothing, nor their ancestors, get the defaults. */
+static void
+test_feedback_defaults(void **state)
+{
+	struct config cfg;
+
+	(void)state;
+	assert_true(CFG_BACKOFF_MAX_NS <= CFG_MAX_PAUSE_NS);
+	good(design_conf, &cfg);
+	for (unsigned k = 0; k < cfg.nkeys; k++)
+		assert_feedback(&cfg, cfg.keys[k].name, CFG_BACKOFF_MIN_NS,
+		    CFG_BACKOFF_MAX_NS, CFG_MAX_PAUSE_NS, 0);
+	config_free(&cfg);
+	good("[p/q]\n[p]\n", &cfg);
+	assert_feedback(&cfg, "p", 1 * S, 60 * S, 600 * S, 0);
+	assert_feedback(&cfg, "p/q", 1 * S, 60 * S, 600 * S, 0);
+	config_free(&cfg);
+}
+
+/* Each setting and each of its forms. */
+static void
+test_feedback_settings(void **state)
+{
+	static const struct {
+		const char	*text;
+		uint64_t	min_ns, max_ns, pause_ns;
+		int		learn;
+	} t[] = {
+		{ "backoff = 1s..60s", 1 * S, 60 * S, 600 * S, 0 },
+		{ "backoff = 250ms..10s", S / 4, 10 * S, 600 * S, 0 },
+		{ "backoff = 1.5s .. 2min", 3 * S / 2, 120 * S, 600 * S, 0 },
+		{ "backoff=2..2 ; the same", 2 * S, 2 * S, 600 * S, 0 },
+		{ "backoff = 1s..10min", 1 * S, 600 * S, 600 * S, 0 },
+		{ "max_pause = 1h", 1 * S, 60 * S, 3600 * S, 0 },
+		{ "max_pause = 1day", 1 * S, 60 * S, 86400 * S, 0 },
+		{ "max_pause = 60s", 1 * S, 60 * S, 60 * S, 0 },
+		{ "learn = yes", 1 * S, 60 * S, 600 * S, 1 },
+		{ "learn = true", 1 * S, 60 * S, 600 * S, 1 },
+		{ "learn = on", 1 * S, 60 * S, 600 * S, 1 },
+		{ "learn = no", 1 * S, 60 * S, 600 * S, 0 },
+		{ "learn = false", 1 * S, 60 * S, 600 * S, 0 },
+		{ "learn = off", 1 * S, 60 * S, 600 * S, 0 },
+	};
+	struct config cfg;
+	char text[128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		snprintf(text, sizeof(text), "[k]\nlimit = 1 requests/s\n%s\n",
+		    t[i].text);
+		good(text, &cfg);
+		assert_feedback(&cfg, "k", t[i].min_ns, t[i].max_ns,
+		    t[i].pause_ns, t[i].learn);
+		config_free(&cfg);
+	}
+	good("[k]\nlearn = yes\nbackoff = 5s..5min\nmax_pause = 1h\n", &cfg);
+	assert_feedback(&cfg, "k", 5 * S, 300 * S, 3600 * S, 1);
+	assert_int_equal(cfg.keys[0].nlimits, 0);
+	config_free(&cfg);
+}
+
+/*
+ * A child takes what it does not set from its nearest ancestor, backoff
+ * as a pair, whatever the order in the file; keys[] is reordered, and
+ * the values go with the keys.
+ */
+static void
+test_feedback_inherit(void **state)
+{
+	struct config cfg;
+
+	(void)state;
+	good("[a/b/c]\n"
+	    "max_pause = 30min\n"
+	    "[x]\n"
+	    "learn = yes\n"
+	    "[a/b]\n"
+	    "backoff = 2s..20s\n"
+	    "[a/d]\n"
+	    "learn = no\n"
+	    "[a]\n"
+	    "backoff = 1s..5min\n"
+	    "max_pause = 15min\n"
+	    "learn = yes\n"
+	    "[a/d/e]\n", &cfg);
+	assert_int_equal(cfg.nkeys, 6);
+	assert_string_equal(cfg.keys[0].name, "a");
+	assert_feedback(&cfg, "a", 1 * S, 300 * S, 900 * S, 1);
+	assert_feedback(&cfg, "a/b", 2 * S, 20 * S, 900 * S, 1);
+	assert_feedback(&cfg, "a/b/c", 2 * S, 20 * S, 1800 * S, 1);
+	assert_feedback(&cfg, "a/d", 1 * S, 300 * S, 900 * S, 0);
+	assert_feedback(&cfg, "a/d/e", 1 * S, 300 * S, 900 * S, 0);
+	assert_feedback(&cfg, "x", 1 * S, 60 * S, 600 * S, 1);
+	config_free(&cfg);
+}
+
+static void
+test_bad_backoff(void **state)
+{
+	(void)state;
+	bad1("[k]\nlimit = 1 requests/s\nbackoff = 5s\n", 3,
+	    "backoff `5s' is not MIN..MAX (e.g. 1s..60s)");
+	bad1("[k]\nbackoff = 1s-60s\n", 2, "is not MIN..MAX");
+	bad1("[k]\nbackoff =\n", 2, "backoff `' is not MIN..MAX");
+	bad1("[k]\nbackoff = 1x..60s\n", 2,
+	    "backoff: `1x': not a duration (want e.g. 250ms, 1.5s, 10min)");
+	bad1("[k]\nbackoff = 1s..soon\n", 2, "backoff: `soon': not a duration");
+	bad1("[k]\nbackoff = 1 s..60s\n", 2, "backoff: `1 s': not a duration");
+	bad1("[k]\nbackoff = 1s..2s..3s\n", 2,
+	    "backoff: `2s..3s': not a duration");
+	bad1("[k]\nbackoff = 1s..300000day\n", 2,
+	    "backoff: `300000day': duration too long");
+	bad1("[k]\nbackoff = ..60s\n", 2,
+	    "backoff `..60s': missing the minimum");
+	bad1("[k]\nbackoff = 1s ..\n", 2,
+	    "backoff `1s ..': missing the maximum");
+	bad1("[k]\nbackoff = 0s..60s\n", 2,
+	    "backoff: `0s': minimum must be longer than zero");
+	bad1("[k]\nbackoff = 0 .. 0\n", 2, "`0': minimum must be longer");
+	bad1("[k]\n\nbackoff = 10s..1s\n", 3,
+	    "backoff `10s..1s': minimum longer than maximum");
+	bad1("[k]\nbackoff = 1001ms..1s\n", 2, "minimum longer than maximum");
+}
+
+static void
+test_bad_max_pause(void **state)
+{
+	(void)state;
+	bad1("[k]\nmax_pause = soon\n", 2,
+	    "max_pause `soon': not a duration (want e.g. 30s, 10min, 1h)");
+	bad1("[k]\nmax_pause =\n", 2, "max_pause `': not a duration");
+	bad1("[k]\nmax_pause = 0s\n", 2,
+	    "max_pause `0s': must be longer than zero");
+	bad1("[k]\nmax_pause = 0\n", 2, "must be longer than zero");
+	bad1("[k]\nlimit = 1 requests/s\nmax_pause = 2day\n", 3,
+	    "max_pause `2day': at most 1day");
+	bad1("[k]\nmax_pause = 86400.000000001s\n", 2, "at most 1day");
+	bad1("[k]\nmax_pause = 300000day\n", 2, "at most 1day");
+}
+
+static void
+test_bad_learn(void **state)
+{
+	(void)state;
+	bad1("[k]\nlearn = maybe\n", 2,
+	    "learn `maybe': want yes or no (or true/false, on/off)");
+	bad1("[k]\nlearn = Yes\n", 2, "learn `Yes': want yes or no");
+	bad1("[k]\nlearn = 1\n", 2, "learn `1'");
+	bad1("[k]\nlearn =\n", 2, "learn `'");
+	bad1("[broker]\nlearn = yes\n", 2, "unknown setting `learn'");
+	bad1("[broker]\nbackoff = 1s..2s\n", 2, "unknown setting `backoff'");
+	bad1("[broker]\nmax_pause = 1s\n", 2, "unknown setting `max_pause'");
+}
+
+/* Each setting once per section, even with the same value. */
+static void
+test_bad_duplicate_feedback(void **state)
+{
+	(void)state;
+	bad1("[k]\nbackoff = 1s..2s\nlimit = 1 requests/s\nbackoff = 1s..2s\n",
+	    4, "second `backoff' for [k] (first on line 2)");
+	bad1("[k]\nmax_pause = 1min\n\nmax_pause = 2min\n", 4,
+	    "second `max_pause' for [k] (first on line 2)");
+	bad1("[a]\n[k]\nlearn = yes\nlearn = no\n", 4,
+	    "second `learn' for [k] (first on line 3)");
+	/* Apart, in two sections of one key: the key is the duplicate. */
+	bad1("[k]\nlearn = yes\n[k]\nlearn = yes\n", 3, "duplicate key [k]");
+	/* In a parent and its child, each is its own. */
+	{
+		struct config cfg;
+
+		good("[k]\nlearn = yes\n[k/c]\nlearn = no\n", &cfg);
+		config_free(&cfg);
+	}
+}
+
+/* A refused first value is not a first setting, as with concurrency. */
+static void
+test_bad_feedback_value_then_good(void **state)
+{
+	struct config cfg;
+	struct cap c;
+
+	(void)state;
+	assert_int_equal(load("[k]\nbackoff = 5s\nbackoff = 1s..5s\n"
+	    "learn = yes\nlearn = never\n", &cfg, &c), 2);
+	assert_msg(&c, 0, 2, "not MIN..MAX");
+	assert_msg(&c, 1, 5, "learn `never'");
+	assert_empty(&cfg);
+	cap_free(&c);
+	/* Under a refused header, values are still checked. */
+	assert_int_equal(load("[K]\nbackoff = 5s..1s\nlearn = yes\n"
+	    "learn = yes\n", &cfg, &c), 2);
+	assert_msg(&c, 0, 1, "uppercase");
+	assert_msg(&c, 1, 2, "minimum longer than maximum");
+	cap_free(&c);
+}
+
+/*
+ * A backoff maximum past max_pause, the key's own or inherited, reported
+ * on the line of whichever of the two came last in the file, once, for
+ * the key that brought them together.
+ */
+static void
+test_bad_backoff_over_pause(void **state)
+{
+	(void)state;
+	/* Both its own. */
+	bad1("[k]\nbackoff = 1s..2min\nmax_pause = 1min\n", 3,
+	    "backoff maximum 120s exceeds max_pause 60s of [k] "
+	    "(backoff: line 2, max_pause: line 3)");
+	bad1("[k]\nmax_pause = 1min\nlimit = 1 requests/s\n"
+	    "backoff = 1s..2min\n", 4, "of [k] (backoff: line 4, "
+	    "max_pause: line 2)");
+	/* Against a default. */
+	bad1("[k]\nbackoff = 1s..11min\n", 2, "backoff maximum 660s exceeds "
+	    "max_pause 600s of [k] (backoff: line 2, max_pause: default)");
+	bad1("[k]\nmax_pause = 30s\n", 2, "backoff maximum 60s exceeds "
+	    "max_pause 30s of [k] (backoff: default, max_pause: line 2)");
+	/* Inherited: the child's own backoff against its parent's pause. */
+	bad1("[a]\nmax_pause = 1min\n[a/b]\nbackoff = 1s..90s\n", 4,
+	    "backoff maximum 90s exceeds max_pause 60s of [a/b] "
+	    "(backoff: line 4, max_pause: line 2)");
+	/* The parent's pause later in the file: its line. */
+	bad1("[a/b/c]\nbackoff = 1s..90s\n[a/b]\n[a]\nmax_pause = 1min\n", 5,
+	    "of [a/b/c] (backoff: line 2, max_pause: line 5)");
+	/* The parent's backoff against the child's own pause. */
+	bad1("[a]\nbackoff = 1s..5min\nmax_pause = 5min\n[a/b]\n"
+	    "max_pause = 4min\n", 5, "backoff maximum 300s exceeds "
+	    "max_pause 240s of [a/b]");
+	/* A parent's own conflict, not again for the child inheriting it. */
+	bad1("[a]\nbackoff = 1s..2min\nmax_pause = 1min\n[a/b]\nlearn = yes\n"
+	    "[a/b/c]\n", 3, "of [a] (backoff: line 2");
+	/* A child that sets its own fixes it for itself, not its parent. */
+	bad1("[a]\nmax_pause = 1min\nbackoff = 1s..2min\n[a/b]\n"
+	    "max_pause = 1h\n", 3, "of [a]");
+	/* Under a missing parent the settings above are unknown: quiet. */
+	bad1("[x/y]\nbackoff = 1s..1h\n", 1, "parent [x] of [x/y]");
+}
+
+/* The largest max_pause, and a backoff as long as it. */
+static void
+test_feedback_limits(void **state)
+{
+	struct config cfg;
+
+	(void)state;
+	good("[k]\nmax_pause = 86400s\nbackoff = 1ms..1day\n", &cfg);
+	assert_feedback(&cfg, "k", S / 1000, CFG_MAX_PAUSE_LIMIT_NS,
+	    CFG_MAX_PAUSE_LIMIT_NS, 0);
+	config_free(&cfg);
+	good("[k]\nbackoff = 0.000000001s..0.000000001s\nmax_pause = 1ms\n",
+	    &cfg);
+	assert_feedback(&cfg, "k", 1, 1, S / 1000, 0);
+	config_free(&cfg);
+}
+
 /* Bad files: one error each, on the line named. */
 
 static void
@@ -1436,6 +1708,10 @@ main(void)
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_bundled_config),
 		cmocka_unit_test(test_many_keys),
+		cmocka_unit_test(test_feedback_defaults),
+		cmocka_unit_test(test_feedback_settings),
+		cmocka_unit_test(test_feedback_inherit),
+		cmocka_unit_test(test_feedback_limits),
 		cmocka_unit_test(test_bad_unknown_unit),
 		cmocka_unit_test(test_bad_period),
 		cmocka_unit_test(test_bad_zero_count),
@@ -1446,6 +1722,12 @@ main(void)
 		cmocka_unit_test(test_bad_unknown_parent),
 		cmocka_unit_test(test_bad_duplicate_key),
 		cmocka_unit_test(test_bad_duplicate_concurrency),
+		cmocka_unit_test(test_bad_backoff),
+		cmocka_unit_test(test_bad_max_pause),
+		cmocka_unit_test(test_bad_learn),
+		cmocka_unit_test(test_bad_duplicate_feedback),
+		cmocka_unit_test(test_bad_feedback_value_then_good),
+		cmocka_unit_test(test_bad_backoff_over_pause),
 		cmocka_unit_test(test_bad_key_name_too_long),
 		cmocka_unit_test(test_bad_line_too_long),
 		cmocka_unit_test(test_bad_unknown_setting),
