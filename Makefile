@@ -20,7 +20,8 @@ LIBS      = -linih -luring -lbsd -lpthread
 
 # The library: the hot path and what it needs, nothing of the broker.
 LIB_SRCS  = libclient/client.c libclient/seg.c libclient/gcra.c \
-	    libclient/window.c libclient/lease.c libclient/headers.c
+	    libclient/window.c libclient/lease.c libclient/headers.c \
+	    libclient/srvcap.c libclient/feedback.c
 # Shared by broker, tools and tests, never exported by the library.
 INT_SRCS  = libclient/config.c
 BROKER_SRCS = $(wildcard broker/*.c)

@@ -90,11 +90,46 @@ int	tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 	    int64_t timeout_ns, tg_ticket *t);
 
 /*
- * Give back the concurrency leases of *t and empty it.  Rate and window
- * limits are not refunded: the request was made.  Idempotent; a ticket
- * that was never filled, or was released already, is left alone.  Makes no
- * system call unless a waiter sleeps on a freed lease (then one futex
- * wake).
+ * Tell tollgate what the response to the request of *t said: its HTTP
+ * status (200..599) and its raw header block (`Name: value' lines ended
+ * by CRLF or LF, as curl -D writes them or an HTTP client hands them over;
+ * a status line is skipped; headers may be NULL when len is 0).  The whole
+ * fleet on the host reacts before it returns:
+ *   429 (or 403/503 with rate-limit evidence: a retry hint or a remaining
+ *       count of 0) pauses t's key and its descendants for the server's
+ *       hint, else the lockout of a limit with `cooldown', else a shared
+ *       backoff that grows with each round of 429s (one round however
+ *       many workers saw it) and resets on a success;
+ *   5xx pauses for the hint, or the shared backoff;
+ *   `remaining' with `reset' caps the key's limits of that unit: at most
+ *       that many more until then (never more than the config allows);
+ *   a server `limit' unlike the config's is posted for the broker.
+ * Returns TG_OK (2xx, 3xx), TG_RETRY (429, 5xx, rate-limited 403: the
+ * pause is in place, so the next tg_acquire waits the right time),
+ * TG_GIVE_UP (401, other 403 and 4xx), or -EINVAL (a bad argument, or a
+ * ticket never filled), -ESTALE (its key was removed).  Works on a ticket
+ * before or after tg_release.  Makes no system call.
+ */
+int	tg_observe(tg_client *c, tg_ticket *t, int http_status,
+	    const char *headers, size_t len);
+
+/*
+ * Reconcile the cost *t was taken with (an estimate: tokens are known
+ * after the response) with what it actually used: an over-estimate is
+ * refunded to every rate and window limit the ticket charged, never
+ * beyond a full bucket; an under-estimate is charged (a debt of at most a
+ * bucket and a period per limit, waited out by later tickets).  Later
+ * calls settle against the last actual.  Returns 0, -EINVAL, -ESTALE.
+ * Works before or after tg_release.  Makes no system call.
+ */
+int	tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual);
+
+/*
+ * Give back the concurrency leases of *t and mark it spent.  Rate and
+ * window limits are not refunded: the request was made (see tg_settle).
+ * Idempotent; a ticket that was never filled, or was released already, is
+ * left alone.  Makes no system call unless a waiter sleeps on a freed
+ * lease (then one futex wake).
  */
 void	tg_release(tg_client *c, tg_ticket *t);
 

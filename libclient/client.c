@@ -9,81 +9,16 @@
 
 #include "tollgate.h"
 
+#include "client.h"
 #include "clock.h"
 #include "config.h"
 #include "gcra.h"
 #include "lease.h"
 #include "seg.h"
+#include "srvcap.h"
 #include "window.h"
 
-struct tg_client {
-	struct seg_map		m;
-	struct seg_client	*me;
-	uint32_t		slot;
-	int			pid;
-};
-
-/* What a ticket holds, in tg_ticket.priv.  state != TK_LIVE: empty. */
-#define TK_LIVE		0x544b5431u	/* "1TKT" */
-#define TK_LEASES	9
-
-struct tk {
-	_Atomic uint32_t	state;
-	uint16_t		key;		/* key id */
-	uint16_t		nlease;
-	uint32_t		slot;		/* the client slot that took it */
-	uint32_t		gen;		/* lease generation */
-	uint64_t		now_ns;		/* when it was taken */
-	uint64_t		cfg_gen;	/* config it was taken under */
-	uint64_t		cost[UNIT_COUNT];
-	struct {
-		uint16_t	lim;
-		uint16_t	pad;
-		uint32_t	cell;
-	} lease[TK_LEASES];
-};
-
-static_assert(sizeof(struct tk) <= sizeof(tg_ticket), "ticket too small");
-static_assert(TK_LEASES >= SEG_DEPTH_MAX, "a lease per level");
-
-/* A limit of a ticket's chain, copied out of the config under its seqlock. */
-struct lview {
-	uint16_t	id;
-	uint8_t		kind;
-	uint8_t		unit;
-	uint32_t	cells;
-	uint32_t	ncells;
-	uint64_t	count;
-	uint64_t	period_ns;
-	uint64_t	burst;
-	uint64_t	tau_ns;
-};
-
-/* A key's chain: its limits and its keys, as one take needs them. */
-struct chain {
-	uint64_t	cfg_gen;
-	uint16_t	key;
-	uint8_t		nlim;
-	uint8_t		nkey;
-	uint16_t	keys[SEG_DEPTH_MAX];
-	struct lview	lim[SEG_CHAIN_MAX];
-};
-
 static const tg_cost one_request = { 1, 0, 0 };
-
-static uint64_t
-unit_cost(const tg_cost *cost, unsigned unit)
-{
-	switch (unit) {
-	case UNIT_REQUESTS:
-		return cost->requests;
-	case UNIT_TOKENS:
-		return cost->tokens;
-	case UNIT_IMAGES:
-		return cost->images;
-	}
-	return 0;
-}
 
 /*
  * Copy the chain of key handle h out of the live config.  Returns 0,
@@ -91,7 +26,7 @@ unit_cost(const tg_cost *cost, unsigned unit)
  * read under the seqlock is range-checked before use, since a read that
  * overlaps a reload may be torn until seg_read_ok says otherwise.
  */
-static int
+int
 chain_read(const tg_client *c, uint32_t h, struct chain *ch)
 {
 	const struct seg_header *hdr = c->m.hdr;
@@ -112,8 +47,13 @@ chain_read(const tg_client *c, uint32_t h, struct chain *ch)
 		lims = seg_limits(&c->m, cfg);
 		ch->cfg_gen = cfg->gen;
 		ch->key = (uint16_t)id;
+		ch->kgen = (uint16_t)(h >> 16);
 		ch->nlim = k->nchain;
 		ch->nkey = k->depth;
+		ch->flags = k->flags;
+		ch->max_pause_ns = k->max_pause_ns;
+		ch->backoff_min_ns = k->backoff_min_ns;
+		ch->backoff_max_ns = k->backoff_max_ns;
 		if (k->name[0] == '\0' || k->gen != (h >> 16)) {
 			r = -ESTALE;
 			continue;
@@ -135,6 +75,9 @@ chain_read(const tg_client *c, uint32_t h, struct chain *ch)
 			l = &lims[v->id];
 			v->kind = l->kind;
 			v->unit = l->unit;
+			v->flags = l->flags;
+			v->key = l->key;
+			v->cooldown_ns = l->cooldown_ns;
 			v->cells = l->cells;
 			v->ncells = l->ncells;
 			v->count = l->count;
@@ -154,10 +97,13 @@ chain_read(const tg_client *c, uint32_t h, struct chain *ch)
 	return r;
 }
 
-/* Undo what take() did on lim[0..n) of ch. */
+/*
+ * Undo what take() did on lim[0..n) of ch; bit i of capped says lim[i]'s
+ * server cap counted the units too.
+ */
 static void
 untake(const tg_client *c, const struct chain *ch, unsigned n,
-    const tg_cost *cost, uint64_t now, const struct tk *tk)
+    const tg_cost *cost, uint64_t now, const struct tk *tk, uint32_t capped)
 {
 	struct seg_lstate *ls = seg_lstates(&c->m);
 	_Atomic uint64_t *cells = seg_cells(&c->m);
@@ -185,6 +131,8 @@ untake(const tg_client *c, const struct chain *ch, unsigned n,
 			nl++;
 			break;
 		}
+		if (capped & (1u << i))
+			cap_untake(&ls[v->id].srv_cap, now, units);
 	}
 }
 
@@ -194,23 +142,42 @@ peek(const tg_client *c, const struct lview *v, const tg_cost *cost,
     uint64_t now)
 {
 	struct seg_lstate *ls = &seg_lstates(&c->m)[v->id];
-	uint64_t units = unit_cost(cost, v->unit), tat, next;
+	uint64_t units = unit_cost(cost, v->unit), tat, next, w, capw = 0;
 
+	if (v->kind == LIM_CONC || units == 0)
+		return 0;
+	w = atomic_load_explicit(&ls->srv_cap, memory_order_relaxed);
+	if (cap_live(w, now) && cap_left(w) < units)
+		capw = cap_until_ns(w) - now;
 	switch (v->kind) {
 	case LIM_RATE:
-		if (units == 0)
-			return 0;
 		tat = atomic_load_explicit(&ls->tat_ns, memory_order_relaxed);
 		next = (tat > now ? tat : now) + gcra_cost_ns(units,
 		    v->period_ns, v->count);
-		return next - now > v->tau_ns ? next - now - v->tau_ns : 0;
+		w = next - now > v->tau_ns ? next - now - v->tau_ns : 0;
+		break;
 	case LIM_WINDOW:
-		if (units == 0)
-			return 0;
-		return win_retry(&seg_cells(&c->m)[v->cells], now, v->tau_ns,
+		w = win_retry(&seg_cells(&c->m)[v->cells], now, v->tau_ns,
 		    v->count, units);
+		break;
+	default:
+		w = 0;
 	}
-	return 0;
+	return w > capw ? w : capw;
+}
+
+/* Leases a concurrency limit allows now: fewer while adaptive cut it. */
+static uint32_t
+conc_allowed(const tg_client *c, const struct lview *v)
+{
+	uint32_t eff;
+
+	if (!(v->flags & LIMIT_F_ADAPTIVE))
+		return v->ncells;
+	/* Relaxed: the broker's value of the moment; any one is fine. */
+	eff = atomic_load_explicit(&seg_lstates(&c->m)[v->id].eff,
+	    memory_order_relaxed);
+	return eff == 0 || eff > v->ncells ? v->ncells : eff;
 }
 
 /*
@@ -227,6 +194,7 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 	struct seg_lstate *ls = seg_lstates(&c->m);
 	_Atomic uint64_t *cells = seg_cells(&c->m);
 	uint64_t units, w, wait = 0, until;
+	uint32_t capped = 0;
 	unsigned i;
 	int r = 0;
 
@@ -260,6 +228,14 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 
 		units = unit_cost(cost, v->unit);
 		w = 0;
+		if (v->kind != LIM_CONC && units > 0) {
+			/* What the server said is left comes first. */
+			if ((r = cap_take(&ls[v->id].srv_cap, now, units,
+			    &w)) < 0)
+				break;
+			if (r > 0)
+				capped |= 1u << i;
+		}
 		switch (v->kind) {
 		case LIM_RATE:
 			if (units == 0)
@@ -283,7 +259,7 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 					    memory_order_relaxed) + 1;
 				while (tk->gen == 0);
 			}
-			r = lease_take(&cells[v->cells], v->ncells,
+			r = lease_take(&cells[v->cells], conc_allowed(c, v),
 			    LEASE_VAL(c->slot, tk->gen), c->slot,
 			    &tk->lease[tk->nlease].cell);
 			if (r == 0)
@@ -294,19 +270,22 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		default:
 			continue;
 		}
-		if (r < 0)
+		if (r < 0) {
+			if (capped & (1u << i))
+				cap_untake(&ls[v->id].srv_cap, now, units);
 			break;
+		}
 		if (w > wait)
 			wait = w;
 	}
-	if (r == 0) {
+	if (r >= 0) {
 		*wait_ns = wait;
 		return 0;
 	}
 	/* Refused by lim[i]: undo the others, then say when to come back. */
 	atomic_fetch_add_explicit(&ls[ch->lim[i].id].denied, 1,
 	    memory_order_relaxed);
-	untake(c, ch, i, cost, now, tk);
+	untake(c, ch, i, cost, now, tk, capped);
 	for (unsigned j = i + 1; j < ch->nlim; j++) {
 		uint64_t pw = peek(c, &ch->lim[j], cost, now);
 
@@ -338,8 +317,9 @@ granted(tg_client *c, const struct chain *ch, const tg_cost *cost,
 	    memory_order_relaxed);
 	atomic_fetch_add_explicit(&c->me->acquired, 1, memory_order_relaxed);
 	tk->key = ch->key;
+	tk->kgen = ch->kgen;
 	tk->now_ns = now;
-	tk->cfg_gen = ch->cfg_gen;
+	tk->cfg_gen = (uint32_t)ch->cfg_gen;
 	tk->cost[UNIT_REQUESTS] = cost->requests;
 	tk->cost[UNIT_TOKENS] = cost->tokens;
 	tk->cost[UNIT_IMAGES] = cost->images;
@@ -510,9 +490,13 @@ tg_release(tg_client *c, tg_ticket *t)
 
 	if (c == NULL || t == NULL)
 		return;
-	/* Exchange: of two racing releases of one ticket, one does it. */
-	if (atomic_exchange_explicit(&tk->state, 0, memory_order_acquire) !=
-	    TK_LIVE)
+	/*
+	 * CAS: of two racing releases of one ticket, one does it.  SPENT,
+	 * not empty: tg_observe and tg_settle may still come after.
+	 */
+	if (!atomic_compare_exchange_strong_explicit(&tk->state,
+	    &(uint32_t){ TK_LIVE }, TK_SPENT, memory_order_acquire,
+	    memory_order_relaxed))
 		return;
 	if (tk->slot == c->slot && tk->nlease > 0)
 		leases_put(c, tk);
@@ -596,6 +580,7 @@ tg_open(const char *segment, tg_client **out)
 	if ((r = seg_attach(segment ? segment : "tollgate", 1, &c->m)) < 0)
 		goto out_free;
 	c->pid = getpid();
+	atomic_init(&c->rnd, now_ns() ^ (uint64_t)c->pid << 32);
 	if ((r = slot_claim(c)) < 0)
 		goto out_detach;
 	*out = c;

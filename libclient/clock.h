@@ -1,4 +1,4 @@
-/* clock.h: private; the one clock of tollgate, CLOCK_MONOTONIC in ns. */
+/* clock.h: private; tollgate's clocks: CLOCK_MONOTONIC ns, and the wall. */
 #ifndef TG_CLOCK_H
 #define TG_CLOCK_H
 
@@ -13,6 +13,17 @@ now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* CLOCK_REALTIME in ns, for dates in response headers; vDSO too. */
+static inline uint64_t
+wall_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec < 0 ? 0 :
+	    (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static inline struct timespec

@@ -94,6 +94,25 @@ gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns)
 	    memory_order_relaxed, memory_order_relaxed));
 }
 
+void
+gcra_charge(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
+    uint64_t max_ahead_ns)
+{
+	uint64_t tat, next, cap;
+
+	cap = max_ahead_ns > UINT64_MAX - now_ns ? UINT64_MAX :
+	    now_ns + max_ahead_ns;
+	tat = atomic_load_explicit(tatp, memory_order_relaxed);
+	do {
+		next = tat > now_ns ? tat : now_ns;
+		next = cost_ns > cap - (next < cap ? next : cap) ? cap :
+		    next + cost_ns;
+		if (next <= tat)
+			return;		/* already that far in debt */
+	} while (!atomic_compare_exchange_weak_explicit(tatp, &tat, next,
+	    memory_order_relaxed, memory_order_relaxed));
+}
+
 uint64_t
 gcra_available(uint64_t tat_ns, uint64_t now_ns, uint64_t cost1_ns,
     uint64_t tau_ns)

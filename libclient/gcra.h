@@ -37,6 +37,14 @@ int	gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 /* Give cost_ns back (undo a take); the bucket never holds more than tau. */
 void	gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns);
 
+/*
+ * Charge cost_ns that was used without a take (an estimate that fell
+ * short, settled): the bucket goes into debt, and takes wait it out.  The
+ * TAT moves at most to now_ns + max_ahead_ns, never back.
+ */
+void	gcra_charge(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
+	    uint64_t max_ahead_ns);
+
 /* Units of cost1_ns each that would fit now (for tollstat). */
 uint64_t gcra_available(uint64_t tat_ns, uint64_t now_ns, uint64_t cost1_ns,
 	    uint64_t tau_ns);

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define TG_SEG_MAGIC	0x31474754u	/* "TGG1"; byte-swapped, it shows */
-#define TG_SEG_VERSION	1u		/* bump on any change in this file */
+#define TG_SEG_VERSION	2u		/* bump on any change in this file */
 #define SEG_LINE	64		/* cache line */
 
 #define SEG_NONE	0xffffu		/* no key, no limit */
@@ -77,7 +77,7 @@ struct seg_cfg {
 	uint64_t		pad1[5];
 };
 
-#define SEG_KEY_ADAPTIVE	0x01
+#define SEG_KEY_LEARN		0x01	/* adopt limits the server reports */
 
 /* A key, indexed by its stable id.  name[0] == 0: unused. */
 struct seg_key {
@@ -87,12 +87,12 @@ struct seg_key {
 	uint8_t			nchain;		/* entries in chain[] */
 	uint8_t			nown;		/* its own limits, chain[0..] */
 	uint8_t			depth;		/* entries in kchain[] */
-	uint8_t			flags;
-	uint32_t		pad0;
+	uint8_t			flags;		/* SEG_KEY_* */
 	uint16_t		chain[SEG_CHAIN_MAX];	/* limit ids, own first */
 	uint16_t		kchain[SEG_DEPTH_MAX];	/* key ids, itself first */
 	uint64_t		max_pause_ns;	/* clamp on any pause */
-	uint64_t		pad1;
+	uint64_t		backoff_min_ns;	/* shared backoff: first step */
+	uint64_t		backoff_max_ns;	/* and the largest */
 };
 
 #define LIMIT_F_ADAPTIVE	0x01
@@ -159,19 +159,35 @@ struct seg_client {
 	uint64_t		pad1[3];
 };
 
-/* Per key: line 0 read by every acquire, line 1 its counters. */
-struct seg_kstate {
-	_Atomic uint64_t	paused_until_ns; /* 0: not paused */
-	_Atomic uint64_t	backoff_ns;	/* current shared backoff */
-	uint64_t		pad0[6];
-	alignas(SEG_LINE) _Atomic uint64_t granted; /* tickets */
-	_Atomic uint64_t	denied;
-	_Atomic uint64_t	status[6];	/* feedback classes, later */
+/* seg_kstate.status[]: responses tg_observe saw, by class. */
+enum status_class {
+	ST_OK = 0,		/* 2xx, 3xx */
+	ST_LIMITED = 1,		/* 429, or 403/503 with rate-limit evidence */
+	ST_AUTH = 2,		/* 401, 403 without evidence */
+	ST_CLIENT = 3,		/* other 4xx */
+	ST_SERVER = 4,		/* 5xx without evidence */
+	ST_PAUSED_NS = 5,	/* not a class: total time paused, ns */
+	ST_COUNT = 6,
 };
 
 /*
- * Per limit, one line: what every acquire of it writes.  Rate limits use
- * tat_ns; concurrency limits use wake and waiting for the futex.
+ * Per key: line 0 read by every acquire and written only when a response
+ * pauses the key; line 1 its counters.
+ */
+struct seg_kstate {
+	_Atomic uint64_t	paused_until_ns; /* 0: not paused */
+	_Atomic uint64_t	backoff_ns;	/* step of the shared backoff */
+	_Atomic uint64_t	pause_set_ns;	/* when the last pause began */
+	uint64_t		pad0[5];
+	alignas(SEG_LINE) _Atomic uint64_t granted; /* tickets */
+	_Atomic uint64_t	denied;
+	_Atomic uint64_t	status[ST_COUNT];
+};
+
+/*
+ * Per limit.  Line 0: what every acquire of it touches.  Rate limits use
+ * tat_ns; concurrency limits wake and waiting for the futex, and eff when
+ * adaptive.  Line 1: feedback posted for the broker.
  */
 struct seg_lstate {
 	_Atomic uint64_t	tat_ns;		/* GCRA theoretical arrival */
@@ -180,7 +196,16 @@ struct seg_lstate {
 	_Atomic uint32_t	wake;		/* futex word: bumped on release */
 	_Atomic uint32_t	waiting;	/* someone sleeps on wake */
 	_Atomic uint64_t	waits;		/* sleeps */
-	uint64_t		pad[3];
+	_Atomic uint64_t	srv_cap;	/* the server's remaining: srvcap.h */
+	_Atomic uint32_t	eff;		/* adaptive: leases allowed; 0 all */
+	uint32_t		pad0;
+	uint64_t		pad1;
+	/* line 1, written by tg_observe, read by the broker's tick */
+	alignas(SEG_LINE) _Atomic uint64_t srv_limit; /* server's limit; 0 */
+	_Atomic uint64_t	fb_ok;		/* adaptive: successes */
+	_Atomic uint64_t	fb_limited;	/* adaptive: fresh 429s */
+	_Atomic uint64_t	cut_ns;		/* adaptive: when eff last fell */
+	uint64_t		pad2[4];
 };
 
 /* A lease cell: 0 free, else (client slot + 1) << 32 | generation. */
@@ -199,7 +224,9 @@ static_assert(sizeof(struct seg_state) == 64, "seg_state changed");
 static_assert(sizeof(struct seg_client) == 128, "seg_client changed");
 static_assert(offsetof(struct seg_client, acquired) == 64, "own line");
 static_assert(sizeof(struct seg_kstate) == 128, "seg_kstate changed");
-static_assert(sizeof(struct seg_lstate) == 64, "seg_lstate changed");
+static_assert(sizeof(struct seg_lstate) == 128, "seg_lstate changed");
+static_assert(offsetof(struct seg_lstate, srv_limit) == 64, "line 1");
+static_assert(offsetof(struct seg_kstate, granted) == 64, "line 1");
 
 /* A mapping of both objects, as the library, tools and broker hold it. */
 struct seg_map {

@@ -166,3 +166,27 @@ win_undo(_Atomic uint64_t *ring, uint64_t then_ns, uint64_t sub_ns,
 	} while (!atomic_compare_exchange_weak_explicit(slot, &w, w - n,
 	    memory_order_seq_cst, memory_order_relaxed));
 }
+
+void
+win_charge(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
+    uint64_t n)
+{
+	uint64_t e = now_ns / sub_ns, w, next, ahead;
+	_Atomic uint64_t *slot = &ring[e % SEG_WIN_SLOTS];
+
+	w = atomic_load_explicit(slot, memory_order_relaxed);
+	do {
+		ahead = (SLOT_EPOCH(w) - e) & WIN_EPOCH_MASK;
+		/*
+		 * Units used are counted, never refused: in sub-window e, or
+		 * in a slightly later one a fresher clock opened (counted by
+		 * ring_sum all the same); an expired word is reused.
+		 */
+		if (w != 0 && ahead <= WIN_AHEAD_MAX)
+			next = SLOT_COUNT(w) + n > WIN_COUNT_MAX ?
+			    (w | WIN_COUNT_MAX) : w + n;
+		else
+			next = SLOT(e, n > WIN_COUNT_MAX ? WIN_COUNT_MAX : n);
+	} while (!atomic_compare_exchange_weak_explicit(slot, &w, next,
+	    memory_order_seq_cst, memory_order_relaxed));
+}

@@ -34,6 +34,14 @@ uint64_t win_retry(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
 void	win_undo(_Atomic uint64_t *ring, uint64_t then_ns, uint64_t sub_ns,
 	    uint64_t n);
 
+/*
+ * Count n units used at now_ns whatever the ring holds (an estimate that
+ * fell short, settled): the window may go over limit, and then refuses
+ * until enough has expired.
+ */
+void	win_charge(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
+	    uint64_t n);
+
 /* Units counted in the window ending at now_ns. */
 uint64_t win_sum(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns);
 

@@ -1,0 +1,118 @@
+/* client.h: private; what client.c (tickets) and feedback.c share. */
+#ifndef TG_CLIENT_H
+#define TG_CLIENT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "tollgate.h"
+
+#include "config.h"
+#include "seg.h"
+
+struct tg_client {
+	struct seg_map		m;
+	struct seg_client	*me;
+	uint32_t		slot;
+	int			pid;
+	_Atomic uint64_t	rnd;	/* splitmix64 state: backoff jitter */
+};
+
+/*
+ * What a ticket holds, in tg_ticket.priv.  TK_LIVE from a grant to its
+ * release, TK_SPENT after (tg_observe and tg_settle still work on it);
+ * anything else is an empty ticket.
+ */
+#define TK_LIVE		0x544b5431u	/* "1TKT" */
+#define TK_SPENT	0x544b5430u	/* "0TKT" */
+#define TK_LEASES	9
+
+struct tk {
+	_Atomic uint32_t	state;
+	uint16_t		key;		/* key id */
+	uint16_t		kgen;		/* and its generation: the handle */
+	uint32_t		slot;		/* the client slot that took it */
+	uint32_t		gen;		/* lease generation */
+	uint16_t		nlease;
+	uint16_t		pad;
+	uint32_t		cfg_gen;	/* config it was taken under (low bits) */
+	uint64_t		now_ns;		/* when it was taken */
+	uint64_t		cost[UNIT_COUNT]; /* what it charged, per unit */
+	struct {
+		uint16_t	lim;
+		uint16_t	pad;
+		uint32_t	cell;
+	} lease[TK_LEASES];
+};
+
+static_assert(sizeof(struct tk) <= sizeof(tg_ticket), "ticket too small");
+static_assert(TK_LEASES >= SEG_DEPTH_MAX, "a lease per level");
+
+static inline int
+tk_filled(struct tk *tk)
+{
+	uint32_t s = atomic_load_explicit(&tk->state, memory_order_acquire);
+
+	return s == TK_LIVE || s == TK_SPENT;
+}
+
+static inline uint32_t
+tk_handle(const struct tk *tk)
+{
+	return tk->key | (uint32_t)tk->kgen << 16;
+}
+
+/* A limit of a ticket's chain, copied out of the config under its seqlock. */
+struct lview {
+	uint16_t	id;
+	uint8_t		kind;
+	uint8_t		unit;
+	uint8_t		flags;		/* LIMIT_F_* */
+	uint8_t		pad;
+	uint16_t	key;		/* the key that owns it */
+	uint32_t	cells;
+	uint32_t	ncells;
+	uint64_t	count;
+	uint64_t	period_ns;
+	uint64_t	burst;
+	uint64_t	tau_ns;
+	uint64_t	cooldown_ns;
+};
+
+/* A key's chain: its limits and its keys, as one take needs them. */
+struct chain {
+	uint64_t	cfg_gen;
+	uint16_t	key;
+	uint16_t	kgen;
+	uint8_t		nlim;
+	uint8_t		nkey;
+	uint8_t		flags;		/* SEG_KEY_* of the key */
+	uint16_t	keys[SEG_DEPTH_MAX];
+	uint64_t	max_pause_ns;
+	uint64_t	backoff_min_ns;
+	uint64_t	backoff_max_ns;
+	struct lview	lim[SEG_CHAIN_MAX];
+};
+
+/* The member of cost that a limit of `unit' counts. */
+static inline uint64_t
+unit_cost(const tg_cost *cost, unsigned unit)
+{
+	switch (unit) {
+	case UNIT_REQUESTS:
+		return cost->requests;
+	case UNIT_TOKENS:
+		return cost->tokens;
+	case UNIT_IMAGES:
+		return cost->images;
+	}
+	return 0;
+}
+
+/*
+ * Copy the chain of key handle h out of the live config.  Returns 0,
+ * -ESTALE (removed by a reload), -EINVAL (never a handle) or -EBADMSG.
+ */
+int	chain_read(const tg_client *c, uint32_t h, struct chain *ch);
+
+#endif /* TG_CLIENT_H */

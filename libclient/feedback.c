@@ -1,0 +1,347 @@
+/*
+ * feedback.c: tg_observe and tg_settle, what a response teaches the fleet
+ * (DESIGN 3).  Everything lands in the segment before they return, with no
+ * system call: the clocks come from the vDSO, the jitter from a counter.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "tollgate.h"
+
+#include "client.h"
+#include "clock.h"
+#include "gcra.h"
+#include "headers.h"
+#include "seg.h"
+#include "srvcap.h"
+#include "window.h"
+
+/* splitmix64 over a per-client counter: shared by threads, lock-free. */
+static uint64_t
+rnd(tg_client *c)
+{
+	uint64_t z = atomic_fetch_add_explicit(&c->rnd,
+	    UINT64_C(0x9e3779b97f4a7c15), memory_order_relaxed) +
+	    UINT64_C(0x9e3779b97f4a7c15);
+
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+/* The pause clamp of ch's key: its max_pause, never 0. */
+static uint64_t
+clamp_pause(const struct chain *ch, uint64_t ns)
+{
+	uint64_t max = ch->max_pause_ns ? ch->max_pause_ns : CFG_MAX_PAUSE_NS;
+
+	return ns < max ? ns : max;
+}
+
+/*
+ * Pause key id until `until' (an atomic max: a shorter pause never cuts a
+ * longer one) and count the time it added.  The pause also starts a new
+ * round (pause_set_ns): responses to requests sent before it belong to
+ * the round and do not grow the backoff again.
+ */
+static void
+pause_key(tg_client *c, uint16_t id, uint64_t now, uint64_t until)
+{
+	struct seg_kstate *ks = &seg_kstates(&c->m)[id];
+	uint64_t old, set;
+
+	/* Relaxed: takes read the pause alone; it guards no other data. */
+	old = atomic_load_explicit(&ks->paused_until_ns, memory_order_relaxed);
+	do {
+		if (old >= until)
+			return;
+	} while (!atomic_compare_exchange_weak_explicit(&ks->paused_until_ns,
+	    &old, until, memory_order_relaxed, memory_order_relaxed));
+	atomic_fetch_add_explicit(&ks->status[ST_PAUSED_NS],
+	    until - (old > now ? old : now), memory_order_relaxed);
+	set = atomic_load_explicit(&ks->pause_set_ns, memory_order_relaxed);
+	while (set < now && !atomic_compare_exchange_weak_explicit(
+	    &ks->pause_set_ns, &set, now, memory_order_relaxed,
+	    memory_order_relaxed))
+		;
+}
+
+/*
+ * A hint-less 429 or 5xx: the shared backoff.  Only a request sent after
+ * the last pause began can start a new round; the first of those to get
+ * here grows the step (doubling from MIN up to MAX) and pauses the key
+ * for a time drawn evenly from [MIN, step], so that hosts and fleets
+ * sharing the server do not come back in step.  Every other response of
+ * the round finds the round begun and adds nothing: N workers hitting one
+ * wall make one pause, not N.
+ */
+static void
+backoff(tg_client *c, const struct chain *ch, const struct tk *tk,
+    uint64_t now)
+{
+	struct seg_kstate *ks = &seg_kstates(&c->m)[ch->key];
+	uint64_t set, step, lo = ch->backoff_min_ns, hi = ch->backoff_max_ns;
+
+	set = atomic_load_explicit(&ks->pause_set_ns, memory_order_relaxed);
+	do {
+		if (tk->now_ns < set)
+			return;		/* sent before this round began */
+	} while (!atomic_compare_exchange_weak_explicit(&ks->pause_set_ns,
+	    &set, now, memory_order_relaxed, memory_order_relaxed));
+	if (lo == 0)
+		lo = CFG_BACKOFF_MIN_NS;
+	if (hi < lo)
+		hi = lo;
+	step = atomic_load_explicit(&ks->backoff_ns, memory_order_relaxed);
+	step = step < lo ? lo : step > hi / 2 ? hi : step * 2;
+	atomic_store_explicit(&ks->backoff_ns, step, memory_order_relaxed);
+	pause_key(c, ch->key, now, now + clamp_pause(ch,
+	    lo + rnd(c) % (step - lo + 1)));
+}
+
+/* A success: a request sent after the last pause resets the backoff. */
+static void
+backoff_reset(tg_client *c, const struct chain *ch, const struct tk *tk)
+{
+	struct seg_kstate *ks = &seg_kstates(&c->m)[ch->key];
+
+	/* Load first: successes are the common case, and mostly no-ops. */
+	if (atomic_load_explicit(&ks->backoff_ns, memory_order_relaxed) != 0 &&
+	    tk->now_ns >= atomic_load_explicit(&ks->pause_set_ns,
+	    memory_order_relaxed))
+		atomic_store_explicit(&ks->backoff_ns, 0, memory_order_relaxed);
+}
+
+/*
+ * The limits a server's figures for `unit' describe: those of that unit
+ * on the nearest key of the chain (the ticket's own, else its closest
+ * ancestor) that has any, rate or window.  A parent shared by several
+ * models is not tightened by what one model's response says while that
+ * model has limits of its own.  Returns the index of the first in ch, or
+ * -1; the others follow it with the same key.
+ */
+static int
+nearest(const struct chain *ch, unsigned unit)
+{
+	for (unsigned i = 0; i < ch->nlim; i++)
+		if (ch->lim[i].unit == unit && (ch->lim[i].kind == LIM_RATE ||
+		    ch->lim[i].kind == LIM_WINDOW))
+			return (int)i;
+	return -1;
+}
+
+static int
+same_level(const struct lview *a, const struct lview *b)
+{
+	return b->key == a->key && b->unit == a->unit &&
+	    (b->kind == LIM_RATE || b->kind == LIM_WINDOW);
+}
+
+/*
+ * What the server said of each unit: `remaining' until `reset' caps the
+ * limits of that unit; a `limit' other than the configured count is
+ * posted for the broker, on the one with the shortest period (a server
+ * reports its tightest: requests per minute, not per day).
+ */
+static void
+server_counts(tg_client *c, const struct chain *ch, const struct hdr_result *hr,
+    uint64_t now)
+{
+	struct seg_lstate *ls = seg_lstates(&c->m);
+	const struct hdr_unit *hu;
+	const struct lview *first, *best;
+	int at;
+
+	for (unsigned u = 0; u < UNIT_COUNT; u++) {
+		hu = &hr->unit[u];
+		if ((at = nearest(ch, u)) < 0)
+			continue;
+		first = best = &ch->lim[at];
+		for (unsigned i = (unsigned)at; i < ch->nlim; i++) {
+			const struct lview *v = &ch->lim[i];
+
+			if (!same_level(first, v))
+				continue;
+			if (hu->remaining != HDR_UNKNOWN &&
+			    hu->reset_ns != HDR_UNKNOWN)
+				cap_post(&ls[v->id].srv_cap, now,
+				    hu->remaining, clamp_pause(ch,
+				    hu->reset_ns));
+			if (v->period_ns < best->period_ns)
+				best = v;
+		}
+		if (hu->limit != HDR_UNKNOWN && hu->limit != 0 &&
+		    hu->limit != best->count && atomic_load_explicit(
+		    &ls[best->id].srv_limit, memory_order_relaxed) != hu->limit)
+			atomic_store_explicit(&ls[best->id].srv_limit, hu->limit,
+			    memory_order_relaxed);
+	}
+}
+
+/* Adaptive concurrency: post the outcome for the broker's AIMD. */
+static void
+adaptive_post(tg_client *c, const struct chain *ch, const struct tk *tk,
+    int cls)
+{
+	struct seg_lstate *ls = seg_lstates(&c->m);
+
+	for (unsigned i = 0; i < ch->nlim; i++) {
+		const struct lview *v = &ch->lim[i];
+
+		if (v->kind != LIM_CONC || !(v->flags & LIMIT_F_ADAPTIVE))
+			continue;
+		if (cls == ST_OK)
+			atomic_fetch_add_explicit(&ls[v->id].fb_ok, 1,
+			    memory_order_relaxed);
+		/* A request sent before the last cut is part of that cut. */
+		else if (cls == ST_LIMITED && tk->now_ns >= atomic_load_explicit(
+		    &ls[v->id].cut_ns, memory_order_relaxed))
+			atomic_fetch_add_explicit(&ls[v->id].fb_limited, 1,
+			    memory_order_relaxed);
+	}
+}
+
+/* The limit of ch with the longest cooldown, or -1. */
+static int
+cooldown_limit(const struct chain *ch)
+{
+	int best = -1;
+
+	for (unsigned i = 0; i < ch->nlim; i++)
+		if (ch->lim[i].cooldown_ns > 0 && (best < 0 ||
+		    ch->lim[i].cooldown_ns > ch->lim[best].cooldown_ns))
+			best = (int)i;
+	return best;
+}
+
+int
+tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
+    size_t len)
+{
+	struct tk *tk = (struct tk *)t;
+	struct hdr_result hr;
+	struct chain ch;
+	uint64_t now, hint = HDR_UNKNOWN, zero_reset = HDR_UNKNOWN;
+	int evidence, cls, advice, r, cd;
+
+	if (c == NULL || t == NULL || http_status < 200 || http_status > 599 ||
+	    (headers == NULL && len > 0) || !tk_filled(tk))
+		return -EINVAL;
+	now = now_ns();
+	if ((r = chain_read(c, tk_handle(tk), &ch)) < 0)
+		return r;
+	(void)hdr_parse(headers != NULL ? headers : "", len, wall_ns(), &hr);
+
+	/* Rate-limit evidence: a retry hint, or a count of 0 left. */
+	for (unsigned u = 0; u < UNIT_COUNT; u++)
+		if (hr.unit[u].remaining == 0 && hr.unit[u].reset_ns !=
+		    HDR_UNKNOWN && (zero_reset == HDR_UNKNOWN ||
+		    hr.unit[u].reset_ns > zero_reset))
+			zero_reset = hr.unit[u].reset_ns;
+	evidence = hr.retry_after_ns != HDR_UNKNOWN;
+	for (unsigned u = 0; u < UNIT_COUNT; u++)
+		evidence |= hr.unit[u].remaining == 0;
+	hint = hr.retry_after_ns != HDR_UNKNOWN ? hr.retry_after_ns :
+	    zero_reset;
+
+	if (http_status < 400) {
+		cls = ST_OK;
+		advice = TG_OK;
+	} else if (http_status == 429 || (evidence && (http_status == 403 ||
+	    http_status == 503))) {
+		cls = ST_LIMITED;
+		advice = TG_RETRY;
+	} else if (http_status >= 500) {
+		cls = ST_SERVER;
+		advice = TG_RETRY;
+	} else if (http_status == 401 || http_status == 403) {
+		cls = ST_AUTH;
+		advice = TG_GIVE_UP;
+	} else {
+		cls = ST_CLIENT;
+		advice = TG_GIVE_UP;
+	}
+
+	if (cls == ST_LIMITED || cls == ST_SERVER) {
+		if (hint != HDR_UNKNOWN) {
+			/* The server said how long: that, for the whole key. */
+			if (hint > 0)
+				pause_key(c, ch.key, now, now +
+				    clamp_pause(&ch, hint));
+		} else if (cls == ST_LIMITED && (cd = cooldown_limit(&ch)) >= 0)
+			/* A lockout we know the length of, on its owner. */
+			pause_key(c, ch.lim[cd].key, now, now + clamp_pause(&ch,
+			    ch.lim[cd].cooldown_ns));
+		else
+			backoff(c, &ch, tk, now);
+	} else if (cls == ST_OK)
+		backoff_reset(c, &ch, tk);
+
+	server_counts(c, &ch, &hr, now);
+	adaptive_post(c, &ch, tk, cls);
+	atomic_fetch_add_explicit(&seg_kstates(&c->m)[ch.key].status[cls], 1,
+	    memory_order_relaxed);
+	return advice;
+}
+
+int
+tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual)
+{
+	struct tk *tk = (struct tk *)t;
+	struct seg_lstate *ls;
+	_Atomic uint64_t *cells;
+	struct chain ch;
+	uint64_t now, est, act, ce, ca;
+	int r, same;
+
+	if (c == NULL || t == NULL || actual == NULL || !tk_filled(tk))
+		return -EINVAL;
+	now = now_ns();
+	if ((r = chain_read(c, tk_handle(tk), &ch)) < 0)
+		return r;
+	ls = seg_lstates(&c->m);
+	cells = seg_cells(&c->m);
+	/*
+	 * A reload since the take may have moved or replaced the limits
+	 * the ticket charged: then nothing is refunded (a refund to a limit
+	 * that never charged would loosen it), but what was used more than
+	 * estimated is still charged.
+	 */
+	same = (uint32_t)ch.cfg_gen == tk->cfg_gen;
+	for (unsigned i = 0; i < ch.nlim; i++) {
+		const struct lview *v = &ch.lim[i];
+
+		if (v->kind != LIM_RATE && v->kind != LIM_WINDOW)
+			continue;
+		est = tk->cost[v->unit];
+		act = unit_cost(actual, v->unit);
+		if (act == est || (act < est && !same))
+			continue;
+		if (v->kind == LIM_RATE) {
+			ce = gcra_cost_ns(est, v->period_ns, v->count);
+			ca = gcra_cost_ns(act, v->period_ns, v->count);
+			/* Debt of at most a bucket and a period: see gcra.h. */
+			if (ca > ce)
+				gcra_charge(&ls[v->id].tat_ns, now, ca - ce,
+				    v->tau_ns > UINT64_MAX - v->period_ns ?
+				    UINT64_MAX : v->tau_ns + v->period_ns);
+			else
+				gcra_refund(&ls[v->id].tat_ns, ce - ca);
+		} else if (act > est)
+			win_charge(&cells[v->cells], now, v->tau_ns,
+			    act - est < v->count ? act - est : v->count);
+		else
+			win_undo(&cells[v->cells], tk->now_ns, v->tau_ns,
+			    est - act);
+		if (act > est) {
+			cap_charge(&ls[v->id].srv_cap, now, act - est);
+			atomic_fetch_add_explicit(&ls[v->id].granted,
+			    act - est, memory_order_relaxed);
+		}
+	}
+	tk->cost[UNIT_REQUESTS] = actual->requests;
+	tk->cost[UNIT_TOKENS] = actual->tokens;
+	tk->cost[UNIT_IMAGES] = actual->images;
+	return 0;
+}
