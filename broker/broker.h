@@ -32,15 +32,27 @@ struct key_slot {
 	uint16_t	gen;			/* last handle generation */
 	uint16_t	parent;			/* key id or SEG_NONE */
 	uint16_t	quarantine;		/* ticks until it is free */
+	uint8_t		learn;			/* `learn = yes' */
+	uint64_t	max_pause_ns;
+	uint64_t	backoff_min_ns;
+	uint64_t	backoff_max_ns;
 };
 
 struct lim_slot {
-	struct limit_spec spec;
+	struct limit_spec spec;			/* in force */
+	struct limit_spec conf;			/* as the config file says */
 	uint16_t	key;
 	uint16_t	used;
 	uint16_t	quarantine;		/* ticks until it is free */
 	uint32_t	cells;
 	uint32_t	ncells;
+	/* feedback.c */
+	uint64_t	srv_seen;		/* server limit last logged */
+	uint32_t	eff;			/* adaptive: leases allowed now */
+	uint8_t		aimd_on;		/* last_* below are set */
+	uint64_t	acc;			/* successes toward eff + 1 */
+	uint64_t	last_ok;
+	uint64_t	last_limited;
 };
 
 /* A client slot as the broker tracks it. */
@@ -92,6 +104,10 @@ int	segment_publish(struct broker *b, const struct config *cfg,
 	    char *err, size_t errlen);
 void	segment_close(struct broker *b);
 void	segment_tick(struct broker *b, uint64_t now);
+void	segment_republish(struct broker *b);
+
+/* feedback.c */
+void	feedback_tick(struct broker *b, uint64_t now);
 
 /* guard.c */
 void	guard_install(struct broker *b);

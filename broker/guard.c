@@ -8,6 +8,7 @@
 
 #include "broker.h"
 #include "log.h"
+#include "srvcap.h"
 #include "window.h"
 
 /* What the SIGBUS handler needs, set once before the loop. */
@@ -64,6 +65,17 @@ guard_count(struct broker *b, const char *what, unsigned long n)
 
 /* Rate limits: a TAT further ahead than any honest reservation. */
 #define TAT_AHEAD_MAX_NS	(30ull * 86400 * 1000000000ull)
+/* Clocks of two processes read a moment apart differ by less. */
+#define CLOCK_SLACK_NS		1000000000ull
+
+/* A key's clamp on pauses (tg_observe clamps every wait to it). */
+static uint64_t
+key_max_pause(const struct broker *b, uint32_t id)
+{
+	uint64_t m = id < b->m.hdr->max_keys ? b->keys[id].max_pause_ns : 0;
+
+	return (m ? m : CFG_MAX_PAUSE_NS) + CLOCK_SLACK_NS;
+}
 
 /*
  * Check what clients wrote against what it can be, fix what it cannot
@@ -80,7 +92,7 @@ scrub(struct broker *b, uint64_t now)
 	struct seg_lstate *ls = seg_lstates(&b->m);
 	_Atomic uint64_t *cells = seg_cells(&b->m);
 	unsigned long bad_leases = 0, bad_tats = 0, bad_rings = 0;
-	unsigned long bad_pauses = 0;
+	unsigned long bad_pauses = 0, bad_caps = 0, bad_backoffs = 0;
 
 	if (atomic_load(&s->magic) != TG_SEG_MAGIC ||
 	    s->version != TG_SEG_VERSION || s->size != h->state_size) {
@@ -91,9 +103,16 @@ scrub(struct broker *b, uint64_t now)
 	}
 	for (uint32_t id = 0; id < h->max_limits; id++) {
 		const struct lim_slot *l = &b->lims[id];
+		uint64_t cap;
 
 		if (!l->used)
 			continue;
+		/* A server cap ends within the key's max_pause. */
+		cap = atomic_load(&ls[id].srv_cap);
+		if (cap_live(cap, now) && cap_until_ns(cap) - now >
+		    key_max_pause(b, l->key) &&
+		    atomic_compare_exchange_strong(&ls[id].srv_cap, &cap, 0))
+			bad_caps++;
 		switch (l->spec.kind) {
 		case LIM_RATE: {
 			uint64_t tat = atomic_load(&ls[id].tat_ns);
@@ -146,17 +165,31 @@ scrub(struct broker *b, uint64_t now)
 		}
 	}
 	for (uint32_t id = 0; id < h->max_keys; id++) {
-		uint64_t p = atomic_load(&ks[id].paused_until_ns);
+		uint64_t p = atomic_load(&ks[id].paused_until_ns), v, max;
 
-		if (p > now && p - now > 2 * 600ull * 1000000000ull &&
+		if (p > now && p - now > key_max_pause(b, id) &&
 		    atomic_compare_exchange_strong(&ks[id].paused_until_ns,
 		    &p, 0))
 			bad_pauses++;
+		/* A round begun in the future would stop every backoff. */
+		v = atomic_load(&ks[id].pause_set_ns);
+		if (v > now + CLOCK_SLACK_NS &&
+		    atomic_compare_exchange_strong(&ks[id].pause_set_ns, &v,
+		    now))
+			bad_backoffs++;
+		max = b->keys[id].backoff_max_ns ? b->keys[id].backoff_max_ns :
+		    CFG_BACKOFF_MAX_NS;
+		v = atomic_load(&ks[id].backoff_ns);
+		if (v > max && atomic_compare_exchange_strong(
+		    &ks[id].backoff_ns, &v, max))
+			bad_backoffs++;
 	}
 	guard_count(b, "rate limit TAT", bad_tats);
 	guard_count(b, "window ring slot", bad_rings);
 	guard_count(b, "orphaned lease", bad_leases);
 	guard_count(b, "key pause", bad_pauses);
+	guard_count(b, "server remaining cap", bad_caps);
+	guard_count(b, "key backoff", bad_backoffs);
 }
 
 /* Every tick: the size of the state object, then its contents. */

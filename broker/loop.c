@@ -104,6 +104,7 @@ on_tick(struct broker *b)
 	segment_tick(b, now);
 	clients_scan(b);
 	guard_check(b, now);
+	feedback_tick(b, now);
 	if (b->watchdog_ns && now - b->last_watchdog_ns >= b->watchdog_ns / 2) {
 		notify_send("WATCHDOG=1");
 		b->last_watchdog_ns = now;

@@ -21,7 +21,6 @@
 #define DEF_MAX_LIMITS	4096u
 #define DEF_MAX_CELLS	65536u
 #define QUARANTINE_TICKS 40	/* 2 s: no reader still uses a freed id */
-#define MAX_PAUSE_NS	(600ull * 1000000000ull)
 
 static uint32_t
 grow(uint32_t def, uint64_t need)
@@ -184,6 +183,10 @@ segment_adopt(struct broker *b)
 		b->keys[i].gen = k[i].gen;
 		b->keys[i].parent = k[i].parent < h->max_keys ? k[i].parent :
 		    SEG_NONE;
+		b->keys[i].learn = (k[i].flags & SEG_KEY_LEARN) != 0;
+		b->keys[i].max_pause_ns = k[i].max_pause_ns;
+		b->keys[i].backoff_min_ns = k[i].backoff_min_ns;
+		b->keys[i].backoff_max_ns = k[i].backoff_max_ns;
 		if (k[i].gen != 0)
 			memcpy(b->keys[i].name, k[i].name, SEG_NAME_MAX - 1);
 	}
@@ -208,6 +211,14 @@ segment_adopt(struct broker *b)
 		ls->spec.cooldown_ns = l[i].cooldown_ns;
 		ls->cells = l[i].cells;
 		ls->ncells = l[i].ncells;
+		/* What the file said, for matching it on the next publish. */
+		ls->conf = ls->spec;
+		if (l[i].conf_count != 0 && l[i].conf_count != l[i].count) {
+			ls->conf.count = l[i].conf_count;
+			if (ls->spec.burst == ls->spec.count)
+				ls->conf.burst = l[i].conf_count;
+			ls->srv_seen = l[i].count;
+		}
 		memset(b->cell_used + ls->cells, 1, ls->ncells);
 	}
 	return 0;
@@ -339,7 +350,10 @@ cells_alloc(uint8_t *used, uint32_t max, uint32_t n)
 	return -1;
 }
 
-/* Same limit, same state: everything but cooldown and adaptive match. */
+/*
+ * Same limit, same state: everything but cooldown and adaptive match.
+ * a is what the file said before (lim_slot.conf), not a learned value.
+ */
 static int
 spec_same(const struct limit_spec *a, const struct limit_spec *b)
 {
@@ -387,6 +401,7 @@ cfg_write(struct broker *b, unsigned idx, uint64_t gen)
 			l[i].tau_ns = win_sub_ns(s->spec.period_ns);
 		l[i].cells = s->cells;
 		l[i].ncells = s->ncells;
+		l[i].conf_count = s->conf.count;
 	}
 	/* Keys: own limits in file order, then each ancestor's. */
 	for (uint32_t i = 0; i < h->max_keys; i++) {
@@ -399,7 +414,13 @@ cfg_write(struct broker *b, unsigned idx, uint64_t gen)
 		memcpy(kk->name, b->keys[i].name, SEG_NAME_MAX);
 		kk->gen = b->keys[i].gen;
 		kk->parent = SEG_NONE;
-		kk->max_pause_ns = MAX_PAUSE_NS;
+		kk->flags = b->keys[i].learn ? SEG_KEY_LEARN : 0;
+		kk->max_pause_ns = b->keys[i].max_pause_ns ?
+		    b->keys[i].max_pause_ns : CFG_MAX_PAUSE_NS;
+		kk->backoff_min_ns = b->keys[i].backoff_min_ns ?
+		    b->keys[i].backoff_min_ns : CFG_BACKOFF_MIN_NS;
+		kk->backoff_max_ns = b->keys[i].backoff_max_ns ?
+		    b->keys[i].backoff_max_ns : CFG_BACKOFF_MAX_NS;
 		while (at != SEG_NONE && kk->depth < SEG_DEPTH_MAX) {
 			kk->kchain[kk->depth++] = (uint16_t)at;
 			for (uint32_t j = 0; j < h->max_limits; j++)
@@ -477,6 +498,20 @@ cells_hold(struct broker *b, uint32_t first, uint32_t n)
 	memset(b->cell_used + first, 0, n);	/* no room to wait: free now */
 }
 
+/* Write what the broker knows into the spare config copy and flip to it. */
+void
+segment_republish(struct broker *b)
+{
+	unsigned idx;
+
+	idx = atomic_load_explicit(&b->m.hdr->config_idx,
+	    memory_order_relaxed) ^ 1;
+	cfg_write(b, idx, seg_cfg(&b->m, idx ^ 1)->gen + 1);
+	/* Release: pairs with seg_read_begin's acquire load of the index. */
+	atomic_store_explicit(&b->m.hdr->config_idx, idx,
+	    memory_order_release);
+}
+
 int
 segment_publish(struct broker *b, const struct config *cfg, char *err,
     size_t errlen)
@@ -490,8 +525,6 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 	struct { uint32_t id, from_cells, from_n, to, nto; uint64_t *cp; }
 	    *moves = NULL;
 	unsigned nmoves = 0;
-	uint64_t gen;
-	unsigned idx;
 
 	keys = malloc(h->max_keys * sizeof(*keys));
 	lims = malloc(h->max_limits * sizeof(*lims));
@@ -535,6 +568,10 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 			    sizeof(struct seg_kstate));
 		}
 		kid[i] = id;
+		keys[id].learn = ks->learn;
+		keys[id].max_pause_ns = ks->max_pause_ns;
+		keys[id].backoff_min_ns = ks->backoff_min_ns;
+		keys[id].backoff_max_ns = ks->backoff_max_ns;
 		/* Parents come first in cfg->keys, so kid[parent] is set. */
 		keys[id].parent = ks->parent >= 0 ? (uint16_t)kid[ks->parent] :
 		    SEG_NONE;
@@ -560,7 +597,7 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 			for (uint32_t x = 0; x < h->max_limits && id < 0; x++)
 				if (lims[x].used && !matched[x] &&
 				    lims[x].key == kid[i] &&
-				    spec_same(&lims[x].spec, sp))
+				    spec_same(&lims[x].conf, sp))
 					id = (int)x;
 			/* A concurrency limit that changed size moves. */
 			for (uint32_t x = 0; x < h->max_limits && id < 0 &&
@@ -590,7 +627,15 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 			int id = lid[j];
 
 			if (id >= 0 && lims[id].ncells == need) {
+				struct limit_spec was = lims[id].spec;
+
 				lims[id].spec = *sp;	/* cooldown, adaptive */
+				lims[id].conf = *sp;
+				/* A learned count stays while the key learns. */
+				if (keys[kid[i]].learn && was.count != sp->count) {
+					lims[id].spec.count = was.count;
+					lims[id].spec.burst = was.burst;
+				}
 				continue;
 			}
 			if (id < 0 && (id = lim_alloc(lims, h->max_limits,
@@ -620,6 +665,9 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 			lims[id].quarantine = 0;
 			lims[id].key = (uint16_t)kid[i];
 			lims[id].spec = *sp;
+			lims[id].conf = *sp;
+			lims[id].srv_seen = 0;
+			lims[id].aimd_on = 0;
 			lims[id].cells = (uint32_t)first;
 			lims[id].ncells = need;
 			if (lid[j] == id && !matched[id]) {
@@ -663,13 +711,7 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 	b->next_key = next_key;
 	b->next_lim = next_lim;
 
-	idx = atomic_load_explicit(&b->m.hdr->config_idx,
-	    memory_order_relaxed) ^ 1;
-	gen = seg_cfg(&b->m, idx ^ 1)->gen + 1;
-	cfg_write(b, idx, gen);
-	/* Release: pairs with seg_read_begin's acquire load of the index. */
-	atomic_store_explicit(&b->m.hdr->config_idx, idx,
-	    memory_order_release);
+	segment_republish(b);
 	for (unsigned i = 0; i < nmoves; i++) {
 		struct lim_slot from = { .cells = moves[i].from_cells,
 		    .ncells = moves[i].from_n };

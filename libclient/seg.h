@@ -112,7 +112,8 @@ struct seg_limit {
 	uint64_t		tau_ns;		/* rate: GCRA limit; window: sub-window */
 	uint32_t		cells;		/* first pool word: ring or leases */
 	uint32_t		ncells;		/* window: SEG_WIN_SLOTS; conc: count */
-	uint64_t		pad2;
+	uint64_t		conf_count;	/* count in the config file; count
+						   differs once a server's is learned */
 };
 
 /*
