@@ -1,7 +1,8 @@
 /*
  * test_seccomp.c: the hot path makes no system call.  A child takes and
- * releases a million tickets under SECCOMP_MODE_STRICT, where any system
- * call but read, write, _exit and sigreturn kills it with SIGKILL.
+ * releases a million tickets, observing a response and settling the cost
+ * of each it gets, under SECCOMP_MODE_STRICT, where any system call but
+ * read, write, _exit and sigreturn kills it with SIGKILL.
  */
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -50,8 +51,26 @@ setup(void **state)
 }
 
 struct counts {
-	uint64_t	ok, again, other;
+	uint64_t	ok, again, other, observed, settled, retry;
 };
+
+/* What OpenAI sends with a 200, and a 429 that pauses for 1 ms. */
+static const char ok_headers[] =
+    "HTTP/2 200\r\n"
+    "date: Mon, 23 Nov 2026 10:00:00 GMT\r\n"
+    "content-type: application/json\r\n"
+    "openai-processing-ms: 312\r\n"
+    "x-ratelimit-limit-requests: 100000\r\n"
+    "x-ratelimit-limit-tokens: 2000000\r\n"
+    "x-ratelimit-remaining-requests: 99999\r\n"
+    "x-ratelimit-remaining-tokens: 1999000\r\n"
+    "x-ratelimit-reset-requests: 1ms\r\n"
+    "x-ratelimit-reset-tokens: 30ms\r\n"
+    "x-request-id: req_7f2c1e0b9d\r\n\r\n";
+static const char limited_headers[] =
+    "HTTP/1.1 429 Too Many Requests\r\n"
+    "retry-after-ms: 1\r\n"
+    "retry-after: Mon, 23 Nov 2026 10:00:01 GMT\r\n\r\n";
 
 /* In the child: enter strict mode, hammer, report through the pipe. */
 static void
@@ -59,8 +78,8 @@ child(const struct tbroker *tb, int fd, int mode)
 {
 	tg_client *c = tb_client(tb);
 	uint32_t k = tb_key(c, "org/model");
-	tg_cost cost = { 1, 7, 0 };
-	struct counts n = { 0, 0, 0 };
+	tg_cost cost = { 1, 7, 0 }, actual = { 1, 5, 0 };
+	struct counts n = { 0, 0, 0, 0, 0, 0 };
 	tg_ticket t;
 	uint64_t retry;
 	int r;
@@ -76,6 +95,15 @@ child(const struct tbroker *tb, int fd, int mode)
 			r = tg_acquire(c, k, &cost, 0, &t);
 		if (r == 0) {
 			n.ok++;
+			if (n.ok % 1000 == 0)
+				r = tg_observe(c, &t, 429, limited_headers,
+				    sizeof(limited_headers) - 1);
+			else
+				r = tg_observe(c, &t, 200, ok_headers,
+				    sizeof(ok_headers) - 1);
+			n.observed += r == TG_OK || r == TG_RETRY;
+			n.retry += r == TG_RETRY;
+			n.settled += tg_settle(c, &t, &actual) == 0;
 			tg_release(c, &t);
 		} else if (r == -EAGAIN || r == -ETIMEDOUT)
 			n.again++;
@@ -113,8 +141,13 @@ test_hot_path_makes_no_syscall(void **state)
 	assert_true(n.ok > 1000);
 	assert_true(n.again > 0);
 	assert_int_equal(n.other, 0);
-	print_message("%llu granted, %llu refused, no system call\n",
-	    (unsigned long long)n.ok, (unsigned long long)n.again);
+	/* Every grant was observed and settled; some 429s paused the key. */
+	assert_int_equal(n.observed, n.ok);
+	assert_int_equal(n.settled, n.ok);
+	assert_true(n.retry > 0);
+	print_message("%llu granted (each observed and settled, %llu 429s), "
+	    "%llu refused, no system call\n", (unsigned long long)n.ok,
+	    (unsigned long long)n.retry, (unsigned long long)n.again);
 }
 
 /* The check can fail: one system call in the child and it is killed. */

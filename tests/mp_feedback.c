@@ -1,0 +1,549 @@
+/*
+ * mp_feedback.c: what one worker's response teaches the others (issue 3),
+ * across forked processes on a real broker: shared pauses, the shared
+ * backoff, server caps, settle, adaptive concurrency, learned limits.
+ */
+#include <sys/mman.h>
+#include <errno.h>
+#include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "helpers.h"
+#include "seg.h"
+#include "srvcap.h"
+#include "tollgate.h"
+
+#define MS	1000000ull
+#define NS	1000000000ull
+
+static const char conf[] =
+    "[hint]\n"
+    "limit = 1000 requests/s\n"
+    "[storm]\n"
+    "limit = 1000 requests/s\n"
+    "backoff = 200ms..1600ms\n"
+    "[storm/child]\n"
+    "limit = 1000 requests/s\n"
+    "[two]\n"
+    "limit = 1000 requests/s\n"
+    "[tok]\n"
+    "limit = 1000 tokens/h\n"
+    "limit = 100 images/h window\n"
+    "[adapt]\n"
+    "concurrency = 8 adaptive\n"
+    "[learner]\n"
+    "learn = yes\n"
+    "limit = 100 requests/min\n"
+    "[stubborn]\n"
+    "limit = 100 requests/min\n"
+    "[cool]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[clamp]\n"
+    "max_pause = 1s\n"
+    "backoff = 100ms..1s\n"
+    "limit = 1000 requests/s\n";
+
+static int
+setup(void **state)
+{
+	return tb_group_setup(state, conf);
+}
+
+/* A read-only view of the segment, as tollstat has it. */
+static struct seg_map
+view(const struct tbroker *tb)
+{
+	struct seg_map m;
+
+	assert_int_equal(seg_attach(tb->segment, 0, &m), 0);
+	return m;
+}
+
+static struct seg_kstate *
+kstate(const struct seg_map *m, uint32_t key)
+{
+	return &seg_kstates(m)[key & 0xffff];
+}
+
+/* The id of the first limit of key `key' of this kind. */
+static uint32_t
+limit_id(const struct seg_map *m, uint32_t key, unsigned kind)
+{
+	struct seg_cfg *cfg;
+	const struct seg_key *k;
+	uint32_t seq, id = UINT32_MAX;
+
+	do {
+		cfg = seg_read_begin(m, &seq);
+		k = &seg_keys(cfg)[key & 0xffff];
+		for (unsigned i = 0; i < k->nown; i++)
+			if (seg_limits(m, cfg)[k->chain[i]].kind == kind) {
+				id = k->chain[i];
+				break;
+			}
+	} while (!seg_read_ok(cfg, seq));
+	assert_true(id != UINT32_MAX);
+	return id;
+}
+
+static uint64_t
+limit_count(const struct seg_map *m, uint32_t id)
+{
+	struct seg_cfg *cfg;
+	uint32_t seq;
+	uint64_t n;
+
+	do {
+		cfg = seg_read_begin(m, &seq);
+		n = seg_limits(m, cfg)[id].count;
+	} while (!seg_read_ok(cfg, seq));
+	return n;
+}
+
+static int
+observe(tg_client *c, tg_ticket *t, int status, const char *h)
+{
+	return tg_observe(c, t, status, h, h ? strlen(h) : 0);
+}
+
+/* A page the forked workers share with the parent. */
+struct shared {
+	_Atomic int		go;
+	_Atomic int		ready;
+	_Atomic uint64_t	n;
+	uint64_t		at[8];
+	int			rc[8];
+};
+
+static struct shared *
+shared_new(void)
+{
+	struct shared *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	assert_true(s != MAP_FAILED);
+	memset(s, 0, sizeof(*s));
+	return s;
+}
+
+static void
+wait_for(_Atomic int *flag, int value)
+{
+	while (atomic_load(flag) < value)
+		tb_sleep_ns(100000);
+}
+
+/*
+ * One worker's 429 with retry-after: 2 makes every other worker wait
+ * about 2 s: tg_try_acquire says so, tg_acquire sleeps it out.
+ */
+static void
+test_retry_after_pauses_others(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = shared_new();
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "hint");
+	uint64_t t0, after;
+	tg_ticket t;
+	pid_t pid[3];
+
+	for (int i = 0; i < 3; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *wc = tb_client(tb);
+			uint32_t wk = tb_key(wc, "hint");
+			uint64_t retry = 0;
+			tg_ticket wt;
+			int r;
+
+			atomic_fetch_add(&s->ready, 1);
+			wait_for(&s->go, 1);
+			r = tg_try_acquire(wc, wk, NULL, &wt, &retry);
+			/* Refused, and told the time left of the 2 s. */
+			if (r != -EAGAIN || retry < 1500 * MS ||
+			    retry > 2000 * MS)
+				_exit(10);
+			if (tg_acquire(wc, wk, NULL, 5 * NS, &wt) != 0)
+				_exit(11);
+			s->at[i] = tb_now_ns();	/* CLOCK_MONOTONIC */
+			tg_release(wc, &wt);
+			tg_close(wc);
+			_exit(0);
+		}
+	wait_for(&s->ready, 3);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	t0 = tb_now_ns();
+	assert_int_equal(observe(c, &t, 429, "HTTP/1.1 429 Too Many "
+	    "Requests\r\nretry-after: 2\r\n\r\n"), TG_RETRY);
+	tg_release(c, &t);
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+		after = s->at[i] - t0;
+		print_message("worker %d got a ticket %.3f s after the 429\n",
+		    i, (double)after / NS);
+		/*
+		 * Not before the pause ends (the 429 was observed just
+		 * before t0), and once it has (about 2 s: tg_acquire sleeps
+		 * to the instant; 500 ms is for a loaded machine).
+		 */
+		assert_true(after >= 2 * NS - 10 * MS);
+		assert_true(after < 2500 * MS);
+	}
+	tg_close(c);
+	munmap(s, sizeof(*s));
+}
+
+/* Four workers' hint-less 429s of one round: the backoff step after it. */
+static uint64_t
+storm_round(const struct tbroker *tb, const struct seg_map *m, uint32_t k,
+    struct shared *s)
+{
+	pid_t pid[4];
+
+	atomic_store(&s->go, 0);
+	atomic_store(&s->ready, 0);
+	for (int i = 0; i < 4; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *wc = tb_client(tb);
+			uint32_t wk = tb_key(wc, "storm");
+			tg_ticket wt;
+
+			/* Sleep out any pause, then all send at once. */
+			if (tg_acquire(wc, wk, NULL, 5 * NS, &wt) != 0)
+				_exit(10);
+			atomic_fetch_add(&s->ready, 1);
+			wait_for(&s->go, 1);
+			if (observe(wc, &wt, 429, "HTTP/2 429\r\n"
+			    "content-type: application/json\r\n\r\n") !=
+			    TG_RETRY)
+				_exit(11);
+			tg_release(wc, &wt);
+			tg_close(wc);
+			_exit(0);
+		}
+	wait_for(&s->ready, 4);
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+	return atomic_load(&kstate(m, k)->backoff_ns);
+}
+
+/*
+ * A storm of hint-less 429s from 4 workers is one shared pause that
+ * grows round by round (200, 400, 800 ms), not four pauses per round;
+ * a success resets it.
+ */
+static void
+test_storm_one_growing_pause(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = shared_new();
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "storm"), child = tb_key(c, "storm/child");
+	uint64_t step, until, now, retry, paused0, paused1;
+	tg_ticket t;
+
+	paused0 = atomic_load(&kstate(&m, k)->status[ST_PAUSED_NS]);
+	for (uint64_t want = 200 * MS; want <= 800 * MS; want *= 2) {
+		step = storm_round(tb, &m, k, s);
+		until = atomic_load(&kstate(&m, k)->paused_until_ns);
+		now = tb_now_ns();
+		print_message("round: backoff step %.3f s, paused %.3f s more\n",
+		    (double)step / NS, until > now ?
+		    (double)(until - now) / NS : 0.0);
+		/* One step per round: four would have made it 16 x. */
+		assert_int_equal(step, want);
+		/* The pause is drawn from [MIN, step]. */
+		assert_true(until > now && until - now <= want);
+		/* The child key is paused with its parent. */
+		assert_int_equal(tg_try_acquire(c, child, NULL, &t, &retry),
+		    -EAGAIN);
+		assert_true(retry > 0 && retry <= want);
+	}
+	paused1 = atomic_load(&kstate(&m, k)->status[ST_PAUSED_NS]);
+	/* Three rounds: at least 3 x MIN paused, at most 200 + 400 + 800. */
+	assert_true(paused1 - paused0 >= 600 * MS);
+	assert_true(paused1 - paused0 <= 1400 * MS + 3 * MS);
+	assert_int_equal(atomic_load(&kstate(&m, k)->status[ST_LIMITED]), 12);
+	/* A request sent after the pause succeeds: the backoff resets. */
+	assert_int_equal(tg_acquire(c, k, NULL, 2 * NS, &t), 0);
+	assert_int_equal(observe(c, &t, 200, "HTTP/2 200\r\n\r\n"), TG_OK);
+	tg_release(c, &t);
+	assert_int_equal(atomic_load(&kstate(&m, k)->backoff_ns), 0);
+	tg_close(c);
+	seg_detach(&m);
+	munmap(s, sizeof(*s));
+}
+
+/*
+ * A 200 with x-ratelimit-remaining-requests: 2 lets exactly two more
+ * requests through, from any worker, until its reset; then the local
+ * model rules again.
+ */
+static void
+test_remaining_two_lets_two(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = shared_new();
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "two");
+	uint64_t t0, retry;
+	tg_ticket t;
+	pid_t pid[4];
+
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	t0 = tb_now_ns();
+	assert_int_equal(observe(c, &t, 200, "HTTP/2 200\r\n"
+	    "x-ratelimit-limit-requests: 1000\r\n"
+	    "x-ratelimit-remaining-requests: 2\r\n"
+	    "x-ratelimit-reset-requests: 2s\r\n\r\n"), TG_OK);
+	tg_release(c, &t);
+	for (int i = 0; i < 4; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *wc = tb_client(tb);
+			uint32_t wk = tb_key(wc, "two");
+			uint64_t end = t0 + 1500 * MS, r;
+			tg_ticket wt;
+
+			while (tb_now_ns() < end)
+				if (tg_try_acquire(wc, wk, NULL, &wt, &r) == 0) {
+					atomic_fetch_add(&s->n, 1);
+					tg_release(wc, &wt);
+				}
+			tg_close(wc);
+			_exit(0);
+		}
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+	print_message("remaining 2: %llu granted before the reset\n",
+	    (unsigned long long)atomic_load(&s->n));
+	assert_int_equal(atomic_load(&s->n), 2);
+	/* Refused with the time to the reset, not the rate limit's 1 ms. */
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), -EAGAIN);
+	assert_true(retry > 100 * MS && retry <= 600 * MS);
+	tb_sleep_ns(retry + MS);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), 0);
+	tg_release(c, &t);
+	tg_close(c);
+	munmap(s, sizeof(*s));
+}
+
+/* Units left in a limit that refills too slowly to matter in a test. */
+static uint64_t
+left(tg_client *c, uint32_t k, const tg_cost *probe_unit)
+{
+	tg_ticket t;
+	uint64_t lo = 0, hi = 2000, mid;
+
+	/* Binary search with take-and-refund: the largest cost that fits. */
+	while (lo < hi) {
+		tg_cost cost = *probe_unit;
+
+		mid = (lo + hi + 1) / 2;
+		cost.tokens = cost.tokens ? mid : 0;
+		cost.images = cost.images ? mid : 0;
+		if (tg_try_acquire(c, k, &cost, &t, NULL) == 0) {
+			tg_cost none = { cost.requests, 0, 0 };
+
+			lo = mid;
+			assert_int_equal(tg_settle(c, &t, &none), 0);
+			tg_release(c, &t);
+		} else
+			hi = mid - 1;
+	}
+	return lo;
+}
+
+/*
+ * tg_settle: a refund lets the refunded amount through again at once,
+ * never past the burst; an under-estimate is charged.  Rate and window.
+ */
+static void
+test_settle_refunds_and_charges(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "tok");
+	const tg_cost tokens = { 0, 1, 0 }, images = { 0, 0, 1 };
+	tg_cost est = { 1, 800, 60 }, act = { 1, 300, 20 }, big;
+	tg_ticket t;
+
+	assert_int_equal(left(c, k, &tokens), 1000);
+	assert_int_equal(left(c, k, &images), 100);
+	assert_int_equal(tg_try_acquire(c, k, &est, &t, NULL), 0);
+	assert_int_equal(left(c, k, &tokens), 200);
+	assert_int_equal(left(c, k, &images), 40);
+	/* 500 tokens and 40 images come back at once. */
+	assert_int_equal(tg_settle(c, &t, &act), 0);
+	assert_int_equal(left(c, k, &tokens), 700);
+	assert_int_equal(left(c, k, &images), 80);
+	/* Settling the same actual again changes nothing, even released. */
+	tg_release(c, &t);
+	assert_int_equal(tg_settle(c, &t, &act), 0);
+	assert_int_equal(left(c, k, &tokens), 700);
+	/* Used more than estimated: charged. */
+	big = (tg_cost){ 1, 500, 30 };
+	assert_int_equal(tg_settle(c, &t, &big), 0);
+	assert_int_equal(left(c, k, &tokens), 500);
+	assert_int_equal(left(c, k, &images), 70);
+	/* Refund everything: back to full, never past the burst. */
+	act = (tg_cost){ 1, 0, 0 };
+	assert_int_equal(tg_settle(c, &t, &act), 0);
+	assert_int_equal(left(c, k, &tokens), 1000);
+	assert_int_equal(left(c, k, &images), 100);
+	assert_int_equal(tg_try_acquire(c, k, &est, &t, NULL), 0);
+	big = (tg_cost){ 1, 0, 0 };
+	assert_int_equal(tg_settle(c, &t, &big), 0);
+	assert_int_equal(tg_settle(c, &t, &big), 0);
+	assert_int_equal(left(c, k, &tokens), 1000);
+	tg_release(c, &t);
+	tg_close(c);
+}
+
+/*
+ * `concurrency = 8 adaptive': a 429 halves it (once for all the 429s of
+ * requests already in flight), successes grow it back by one per run as
+ * large as the limit, never above 8.
+ */
+static void
+test_adaptive_concurrency(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "adapt"), id = limit_id(&m, k, LIM_CONC);
+	_Atomic uint32_t *eff = &seg_lstates(&m)[id].eff;
+	tg_ticket t[9];
+	int n;
+
+	for (int i = 0; i < 50 && atomic_load(eff) != 8; i++)
+		tb_sleep_ns(20 * MS);
+	assert_int_equal(atomic_load(eff), 8);
+	/* Eight in flight; two come back 429. */
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t[i], NULL), 0);
+	assert_int_equal(observe(c, &t[0], 429, NULL), TG_RETRY);
+	for (int i = 0; i < 100 && atomic_load(eff) == 8; i++)
+		tb_sleep_ns(10 * MS);
+	assert_int_equal(atomic_load(eff), 4);
+	/* The second 429 was sent before the cut: no second halving. */
+	assert_int_equal(observe(c, &t[1], 429, NULL), TG_RETRY);
+	tb_sleep_ns(200 * MS);
+	assert_int_equal(atomic_load(eff), 4);
+	for (int i = 0; i < 8; i++)
+		tg_release(c, &t[i]);
+	/* The pause of the 429s ends; only 4 fit now. */
+	for (n = 0; n < 9; n++)
+		if (tg_acquire(c, k, NULL, n < 4 ? 3 * NS : 0, &t[n]) != 0)
+			break;
+	assert_int_equal(n, 4);
+	/* Four successes: one more. */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(observe(c, &t[i], 200, NULL), TG_OK);
+	for (int i = 0; i < 100 && atomic_load(eff) == 4; i++)
+		tb_sleep_ns(10 * MS);
+	assert_int_equal(atomic_load(eff), 5);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[4], NULL), 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[5], NULL), -EAGAIN);
+	/* Many successes: back to 8 and no further. */
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(observe(c, &t[0], 200, NULL), TG_OK);
+	for (int i = 0; i < 100 && atomic_load(eff) != 8; i++)
+		tb_sleep_ns(10 * MS);
+	tb_sleep_ns(100 * MS);
+	assert_int_equal(atomic_load(eff), 8);
+	for (int i = 0; i < 5; i++)
+		tg_release(c, &t[i]);
+	assert_true(tb_log_count(tb, "[adapt] concurrency 4 of 8") >= 1);
+	tg_close(c);
+	seg_detach(&m);
+}
+
+/*
+ * A server limit unlike the config's: logged once per value; adopted in
+ * place where the key learns, so what was taken stays taken.
+ */
+static void
+test_learned_limits(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "learner"), s = tb_key(c, "stubborn");
+	uint32_t kid = limit_id(&m, k, LIM_RATE), sid = limit_id(&m, s,
+	    LIM_RATE);
+	const char *h = "HTTP/2 200\r\nx-ratelimit-limit-requests: 50\r\n\r\n";
+	uint64_t tat0;
+	tg_ticket t;
+
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	tat0 = atomic_load(&seg_lstates(&m)[kid].tat_ns);
+	assert_int_equal(observe(c, &t, 200, h), TG_OK);
+	assert_int_equal(observe(c, &t, 200, h), TG_OK);
+	tg_release(c, &t);
+	assert_int_equal(tg_try_acquire(c, s, NULL, &t, NULL), 0);
+	assert_int_equal(observe(c, &t, 200, h), TG_OK);
+	assert_int_equal(observe(c, &t, 200, h), TG_OK);
+	tg_release(c, &t);
+	for (int i = 0; i < 100 && limit_count(&m, kid) != 50; i++)
+		tb_sleep_ns(10 * MS);
+	assert_int_equal(limit_count(&m, kid), 50);
+	/* The limit kept its state: the TAT is where the take left it. */
+	assert_true(atomic_load(&seg_lstates(&m)[kid].tat_ns) >= tat0);
+	tb_sleep_ns(150 * MS);
+	assert_int_equal(limit_count(&m, sid), 100);
+	assert_int_equal(tb_log_count(tb, "[learner] limit `100 requests/min':"
+	    " adopting the server's 50"), 1);
+	assert_int_equal(tb_log_count(tb, "[stubborn] limit `100 requests/min'"
+	    ": the server says 50"), 1);
+	tg_close(c);
+	seg_detach(&m);
+}
+
+/* A hint-less 429 on a limit with cooldown pauses for the cooldown. */
+static void
+test_cooldown_and_clamp(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "cool"), cl = tb_key(c, "clamp");
+	uint64_t retry;
+	tg_ticket t;
+
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	assert_int_equal(observe(c, &t, 429, NULL), TG_RETRY);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), -EAGAIN);
+	assert_true(retry > 600 * MS && retry <= 700 * MS);
+	/* A retry hint beyond max_pause (1 s) is cut to it. */
+	assert_int_equal(tg_try_acquire(c, cl, NULL, &t, NULL), 0);
+	assert_int_equal(observe(c, &t, 429, "retry-after: 3600"), TG_RETRY);
+	assert_int_equal(tg_try_acquire(c, cl, NULL, &t, &retry), -EAGAIN);
+	assert_true(retry > 900 * MS && retry <= NS);
+	tg_close(c);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_retry_after_pauses_others),
+		cmocka_unit_test(test_storm_one_growing_pause),
+		cmocka_unit_test(test_remaining_two_lets_two),
+		cmocka_unit_test(test_settle_refunds_and_charges),
+		cmocka_unit_test(test_adaptive_concurrency),
+		cmocka_unit_test(test_learned_limits),
+		cmocka_unit_test(test_cooldown_and_clamp),
+	};
+
+	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
+}
