@@ -34,7 +34,13 @@ aimd(struct broker *b, uint32_t id, uint64_t now)
 	ok = atomic_load_explicit(&ls->fb_ok, memory_order_relaxed);
 	limited = atomic_load_explicit(&ls->fb_limited, memory_order_relaxed);
 	if (!l->aimd_on) {
-		/* First sight (start, reload): carry on where it stood. */
+		/*
+		 * First sight of a limit the broker did not create (it
+		 * restarted, or a reload made the limit adaptive): carry on
+		 * where it stood.  A limit it created starts from zeroed
+		 * counters instead (segment_publish), so that what clients
+		 * posted before the first tick counts.
+		 */
 		was = atomic_load_explicit(&ls->eff, memory_order_relaxed);
 		l->eff = was >= 1 && was <= n ? was : n;
 		l->acc = 0;

@@ -667,7 +667,11 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 			lims[id].spec = *sp;
 			lims[id].conf = *sp;
 			lims[id].srv_seen = 0;
-			lims[id].aimd_on = 0;
+			/* Its state is zeroed below: AIMD counts from zero. */
+			lims[id].aimd_on = lid[j] == id && !matched[id];
+			lims[id].eff = (uint32_t)sp->count;
+			lims[id].acc = lims[id].last_ok = 0;
+			lims[id].last_limited = 0;
 			lims[id].cells = (uint32_t)first;
 			lims[id].ncells = need;
 			if (lid[j] == id && !matched[id]) {

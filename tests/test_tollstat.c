@@ -21,7 +21,10 @@ static const char conf[] =
     "limit = 100 requests/min\n"
     "concurrency = 2\n"
     "[api/chat]\n"
-    "limit = 10000 tokens/day window\n";
+    "limit = 10000 tokens/day window\n"
+    "[gen]\n"
+    "limit = 100 requests/min\n"
+    "concurrency = 8 adaptive\n";
 
 #define OUT_MAX	65536
 
@@ -162,6 +165,54 @@ test_table(void **state)
 	free(out);
 }
 
+/*
+ * What responses did shows: the key's pause and status classes, the
+ * server's remaining and limit beside a limit, adaptive concurrency's
+ * effective size beside the configured one.
+ */
+static void
+test_feedback_notes(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "gen");
+	static const char ok[] = "HTTP/2 200\r\n"
+	    "x-ratelimit-limit-requests: 90\r\n"
+	    "x-ratelimit-remaining-requests: 2\r\n"
+	    "x-ratelimit-reset-requests: 30s\r\n\r\n";
+	char *out = malloc(OUT_MAX), args[128], f[4][32];
+	tg_ticket t[2];
+	int tries;
+
+	assert_non_null(out);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[0], NULL), 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[1], NULL), 0);
+	assert_int_equal(tg_observe(c, &t[0], 429, NULL, 0), TG_RETRY);
+	assert_int_equal(tg_observe(c, &t[1], 200, ok, sizeof(ok) - 1), TG_OK);
+	tg_release(c, &t[0]);
+	snprintf(args, sizeof(args), "-s %s", tb->segment);
+	/* The broker halves the concurrency on its next tick. */
+	for (tries = 0; tries < 40; tries++) {
+		assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+		if (strstr(out, "adaptive: 4 of 8") != NULL)
+			break;
+		tb_sleep_ns(25000000);
+	}
+	print_message("%s", out);
+	assert_true(tries < 40);
+	assert_non_null(strstr(out, "ok 1; limited 1"));
+	assert_non_null(strstr(out, "paused "));
+	assert_non_null(strstr(out, "server: 2 left for "));
+	assert_non_null(strstr(out, "server says 90"));
+	/* Available: the effective 4 less the one still in flight. */
+	assert_int_equal(row(out, "  concurrency 8 adaptive", f), 4);
+	assert_string_equal(f[0], "3");
+	assert_string_equal(f[1], "1");
+	tg_release(c, &t[1]);
+	tg_close(c);
+	free(out);
+}
+
 static void
 test_missing_segment(void **state)
 {
@@ -222,6 +273,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_table),
+		cmocka_unit_test(test_feedback_notes),
 		cmocka_unit_test(test_missing_segment),
 		cmocka_unit_test(test_usage),
 		cmocka_unit_test(test_no_broker),

@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "gcra.h"
 #include "lease.h"
 #include "seg.h"
+#include "srvcap.h"
 #include "window.h"
 
 #define NS_PER_MS	UINT64_C(1000000)
@@ -46,6 +48,11 @@ struct st_limit {
 	uint64_t	in_flight;	/* LIM_CONC: leases held; else 0 */
 	uint64_t	granted;	/* units; leases for LIM_CONC */
 	uint64_t	denied;		/* refusals */
+	uint64_t	conf_count;	/* the config file's; count if learned */
+	uint32_t	eff;		/* adaptive: leases allowed now */
+	uint64_t	srv_left;	/* server's remaining; UINT64_MAX none */
+	uint64_t	srv_reset_ns;	/* until then */
+	uint64_t	srv_limit;	/* server's limit unlike ours; 0 none */
 	/* where its state lives, as the config copy says */
 	uint64_t	tau_ns;		/* rate: GCRA limit; window: sub */
 	uint32_t	cells;
@@ -62,6 +69,7 @@ struct st_key {
 	uint64_t	granted;	/* tickets */
 	uint64_t	denied;		/* tickets refused */
 	uint64_t	paused_ns;	/* pause left at now_ns; 0: none */
+	uint64_t	status[ST_COUNT]; /* responses by class, paused ns */
 };
 
 struct snap {
@@ -220,6 +228,8 @@ read_config(const struct seg_map *m, struct snap *s)
 				sl->spec.period_ns = l->period_ns;
 				sl->spec.burst = l->burst;
 				sl->spec.cooldown_ns = l->cooldown_ns;
+				sl->conf_count = l->conf_count ?
+				    l->conf_count : l->count;
 				sl->tau_ns = l->tau_ns;
 				sl->cells = l->cells;
 				sl->ncells = l->ncells;
@@ -286,7 +296,7 @@ read_state(const struct seg_map *m, struct snap *s)
 	struct seg_kstate *ks = seg_kstates(m);
 	struct seg_lstate *ls = seg_lstates(m);
 	_Atomic uint64_t *cells = seg_cells(m);
-	uint64_t now, hb, since, start, paused, tat, sum;
+	uint64_t now, hb, since, start, paused, tat, sum, cap;
 	int32_t pid;
 
 	if (sigsetjmp(bus_env, 1) != 0)
@@ -348,6 +358,9 @@ read_state(const struct seg_map *m, struct snap *s)
 		paused = atomic_load_explicit(&k->paused_until_ns,
 		    memory_order_relaxed);
 		sk->paused_ns = paused > now ? paused - now : 0;
+		for (int c = 0; c < ST_COUNT; c++)
+			sk->status[c] = atomic_load_explicit(&k->status[c],
+			    memory_order_relaxed);
 	}
 
 	for (unsigned i = 0; i < s->nlimits; i++) {
@@ -358,6 +371,16 @@ read_state(const struct seg_map *m, struct snap *s)
 		    memory_order_relaxed);
 		sl->denied = atomic_load_explicit(&l->denied,
 		    memory_order_relaxed);
+		cap = atomic_load_explicit(&l->srv_cap, memory_order_relaxed);
+		sl->srv_left = UINT64_MAX;
+		if (sl->spec.kind != LIM_CONC && cap_live(cap, now)) {
+			sl->srv_left = cap_left(cap);
+			sl->srv_reset_ns = cap_until_ns(cap) - now;
+		}
+		sl->srv_limit = atomic_load_explicit(&l->srv_limit,
+		    memory_order_relaxed);
+		if (sl->srv_limit == sl->spec.count)
+			sl->srv_limit = 0;
 		if (!sl->ok)
 			continue;
 		switch (sl->spec.kind) {
@@ -376,8 +399,17 @@ read_state(const struct seg_map *m, struct snap *s)
 		case LIM_CONC:
 			sl->in_flight = lease_count(&cells[sl->cells],
 			    sl->ncells);
-			sl->available = sl->in_flight < sl->spec.count ?
-			    sl->spec.count - sl->in_flight : 0;
+			/* What takes honour: eff while adaptive cut it. */
+			sl->eff = (uint32_t)sl->spec.count;
+			if (sl->spec.adaptive) {
+				uint32_t e = atomic_load_explicit(&l->eff,
+				    memory_order_relaxed);
+
+				if (e >= 1 && e < sl->eff)
+					sl->eff = e;
+			}
+			sl->available = sl->in_flight < sl->eff ?
+			    sl->eff - sl->in_flight : 0;
 			break;
 		}
 	}
@@ -467,7 +499,7 @@ struct row {
 	char		inflight[16];
 	char		granted[16];
 	char		denied[16];
-	char		note[48];	/* "paused 12s" */
+	char		note[160];	/* "paused 12s; ok 120; limited 3" */
 };
 
 #define NCOLS	5
@@ -528,6 +560,76 @@ print_header(FILE *f, const struct snap *s)
 	    "tickets", a, b, c, d);
 }
 
+/* Append to a note, "; "-separated. */
+static void
+note_add(char *note, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+note_add(char *note, size_t len, const char *fmt, ...)
+{
+	size_t n = strlen(note);
+	va_list ap;
+
+	if (n > 0 && n + 2 < len) {
+		memcpy(note + n, "; ", 3);
+		n += 2;
+	}
+	if (n + 1 >= len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(note + n, len - n, fmt, ap);
+	va_end(ap);
+}
+
+/* A key's pause and the responses its tickets saw, by class. */
+static void
+key_note(const struct st_key *k, char *note, size_t len)
+{
+	static const char *const cls[ST_PAUSED_NS] = {
+		[ST_OK] = "ok", [ST_LIMITED] = "limited", [ST_AUTH] = "auth",
+		[ST_CLIENT] = "4xx", [ST_SERVER] = "5xx",
+	};
+	char a[32], dur[32];
+
+	note[0] = '\0';
+	if (k->paused_ns > 0) {
+		fmt_dur(dur, sizeof(dur), k->paused_ns);
+		note_add(note, len, "paused %s", dur);
+	}
+	for (int c = 0; c < ST_PAUSED_NS; c++)
+		if (k->status[c] > 0) {
+			fmt_count(a, sizeof(a), k->status[c]);
+			note_add(note, len, "%s %s", cls[c], a);
+		}
+	if (k->status[ST_PAUSED_NS] > 0) {
+		fmt_dur(dur, sizeof(dur), k->status[ST_PAUSED_NS]);
+		note_add(note, len, "paused %s in all", dur);
+	}
+}
+
+/* What responses changed on a limit: server figures, learned, adaptive. */
+static void
+limit_note(const struct st_limit *l, char *note, size_t len)
+{
+	char a[32], dur[32];
+
+	note[0] = '\0';
+	if (l->spec.kind == LIM_CONC && l->spec.adaptive)
+		note_add(note, len, "adaptive: %" PRIu32 " of %" PRIu64,
+		    l->eff, l->spec.count);
+	if (l->srv_left != UINT64_MAX) {
+		fmt_count(a, sizeof(a), l->srv_left);
+		fmt_dur(dur, sizeof(dur), l->srv_reset_ns);
+		note_add(note, len, "server: %s left for %s", a, dur);
+	}
+	if (l->conf_count != l->spec.count)
+		note_add(note, len, "learned (config %" PRIu64 ")",
+		    l->conf_count);
+	if (l->srv_limit != 0)
+		note_add(note, len, "server says %" PRIu64, l->srv_limit);
+}
+
 static void
 print_table(FILE *f, const struct snap *s)
 {
@@ -547,15 +649,11 @@ print_table(FILE *f, const struct snap *s)
 	for (unsigned i = 0; i < s->nkeys; i++) {
 		const struct st_key *k = &s->keys[i];
 		struct row *r = &rows[nrows++];
-		char dur[32];
 
 		snprintf(r->name, sizeof(r->name), "%s", k->name);
 		fmt_count(r->granted, sizeof(r->granted), k->granted);
 		fmt_count(r->denied, sizeof(r->denied), k->denied);
-		if (k->paused_ns > 0) {
-			fmt_dur(dur, sizeof(dur), k->paused_ns);
-			snprintf(r->note, sizeof(r->note), "paused %s", dur);
-		}
+		key_note(k, r->note, sizeof(r->note));
 		for (unsigned j = k->first; j < k->first + k->nlimits; j++) {
 			const struct st_limit *l = &s->limits[j];
 
@@ -576,6 +674,7 @@ print_table(FILE *f, const struct snap *s)
 				    l->spec.kind == LIM_CONC ? "?" : "-");
 			fmt_count(r->granted, sizeof(r->granted), l->granted);
 			fmt_count(r->denied, sizeof(r->denied), l->denied);
+			limit_note(l, r->note, sizeof(r->note));
 		}
 	}
 	for (int c = 0; c < NCOLS; c++)
