@@ -41,6 +41,7 @@ test_readme_program_takes_a_ticket(void **state)
 	out[n] = '\0';
 	assert_int_equal(pclose(f), 0);
 	assert_non_null(strstr(out, "ticket taken"));
+	assert_non_null(strstr(out, "response observed: ok"));
 	/* And it resolved the installed libtollgate.so.0, not a static copy. */
 	snprintf(cmd, sizeof(cmd), "LD_LIBRARY_PATH=%s ldd %s", lib, bin);
 	assert_non_null(f = popen(cmd, "r"));
