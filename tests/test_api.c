@@ -125,6 +125,49 @@ test_bad_arguments(void **state)
 	tg_close(c);
 }
 
+/* tg_observe and tg_settle refuse nonsense with -EINVAL, change nothing. */
+static void
+test_feedback_bad_arguments(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "gone");
+	const tg_cost cost = { 1, 0, 0 };
+	tg_ticket t, empty;
+	uint64_t retry;
+
+	memset(&empty, 0, sizeof(empty));
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), 0);
+	assert_int_equal(tg_observe(NULL, &t, 200, NULL, 0), -EINVAL);
+	assert_int_equal(tg_observe(c, NULL, 200, NULL, 0), -EINVAL);
+	/* A status that is no final HTTP status. */
+	assert_int_equal(tg_observe(c, &t, 0, NULL, 0), -EINVAL);
+	assert_int_equal(tg_observe(c, &t, 100, NULL, 0), -EINVAL);
+	assert_int_equal(tg_observe(c, &t, 199, NULL, 0), -EINVAL);
+	assert_int_equal(tg_observe(c, &t, 600, NULL, 0), -EINVAL);
+	assert_int_equal(tg_observe(c, &t, -429, NULL, 0), -EINVAL);
+	/* Headers promised but not given. */
+	assert_int_equal(tg_observe(c, &t, 429, NULL, 10), -EINVAL);
+	/* A ticket never filled, or filled with garbage. */
+	assert_int_equal(tg_observe(c, &empty, 429, NULL, 0), -EINVAL);
+	assert_int_equal(tg_settle(c, &empty, &cost), -EINVAL);
+	memset(&empty, 0x5a, sizeof(empty));
+	assert_int_equal(tg_observe(c, &empty, 429, NULL, 0), -EINVAL);
+	assert_int_equal(tg_settle(NULL, &t, &cost), -EINVAL);
+	assert_int_equal(tg_settle(c, NULL, &cost), -EINVAL);
+	assert_int_equal(tg_settle(c, &t, NULL), -EINVAL);
+	/* None of it paused the key. */
+	tg_release(c, &t);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), 0);
+	/* Observe and settle still work once the ticket is released. */
+	tg_release(c, &t);
+	assert_int_equal(tg_observe(c, &t, 200, "", 0), TG_OK);
+	assert_int_equal(tg_observe(c, &t, 401, NULL, 0), TG_GIVE_UP);
+	assert_int_equal(tg_observe(c, &t, 404, NULL, 0), TG_GIVE_UP);
+	assert_int_equal(tg_settle(c, &t, &cost), 0);
+	tg_close(c);
+}
+
 static void
 test_release_idempotent(void **state)
 {
@@ -173,6 +216,7 @@ test_removed_key_is_stale(void **state)
 	struct tbroker *tb = TB_NEED(state);
 	tg_client *c = tb_client(tb);
 	uint32_t k = tb_key(c, "gone"), k2;
+	const tg_cost one = { 1, 0, 0 };
 	tg_ticket t;
 	uint64_t retry;
 	static const char without[] =
@@ -182,7 +226,12 @@ test_removed_key_is_stale(void **state)
 	    "[api/child]\n"
 	    "limit = 10 tokens/min\n";
 
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), 0);
 	assert_int_equal(tb_reload(tb, without), 0);
+	/* A response to a ticket of a removed key: nowhere to land. */
+	assert_int_equal(tg_observe(c, &t, 429, NULL, 0), -ESTALE);
+	assert_int_equal(tg_settle(c, &t, &one), -ESTALE);
+	tg_release(c, &t);
 	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), -ESTALE);
 	assert_int_equal(tg_key(c, "gone", &k2), -ENOENT);
 	tg_close(c);
@@ -197,6 +246,7 @@ main(void)
 		cmocka_unit_test(test_burst_then_eagain),
 		cmocka_unit_test(test_e2big),
 		cmocka_unit_test(test_bad_arguments),
+		cmocka_unit_test(test_feedback_bad_arguments),
 		cmocka_unit_test(test_release_idempotent),
 		cmocka_unit_test(test_acquire_timeout_fails_fast),
 		cmocka_unit_test(test_strerror),
