@@ -33,11 +33,12 @@ LIB_OBJS  = $(LIB_SRCS:%.c=$(B)/%.o)
 INT_OBJS  = $(INT_SRCS:%.c=$(B)/%.o)
 BROKER_OBJS = $(BROKER_SRCS:%.c=$(B)/%.o)
 TESTS     = $(TEST_SRCS:tests/%.c=$(B)/tests/%)
-TOOLS     = $(B)/tollstat
+TOOL_SRCS = $(wildcard tools/*.c)
+TOOLS     = $(TOOL_SRCS:tools/%.c=$(B)/%)
 
 ALL_OBJS  = $(LIB_OBJS) $(INT_OBJS) $(BROKER_OBJS) \
 	    $(TEST_SRCS:%.c=$(B)/%.o) $(TEST_HELP:%.c=$(B)/%.o) \
-	    $(B)/tools/tollstat.o $(FUZZ_SRCS:%.c=$(B)/%.o) \
+	    $(TOOL_SRCS:%.c=$(B)/%.o) $(FUZZ_SRCS:%.c=$(B)/%.o) \
 	    $(B)/tests/fuzz/replay.o
 
 .PHONY: all deps run test asan tsan fuzz install clean
@@ -71,7 +72,8 @@ $(B)/libtollgate.so: $(LIB_OBJS) libclient/libtollgate.map
 $(B)/tollgated: $(BROKER_OBJS) $(B)/libtgint.a $(B)/libtollgate.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/tollstat: $(B)/tools/tollstat.o $(B)/libtgint.a $(B)/libtollgate.a
+# Each tools/NAME.c is one program, build/NAME.
+$(TOOLS): $(B)/%: $(B)/tools/%.o $(B)/libtgint.a $(B)/libtollgate.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/tests/%: $(B)/tests/%.o $(B)/tests/helpers.o $(B)/libtgint.a \
@@ -167,7 +169,7 @@ install: all
 	    'Cflags: -I$${includedir}' \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tollgate.pc
 	install -m 0755 $(B)/tollgated $(DESTDIR)$(PREFIX)/sbin/
-	install -m 0755 $(B)/tollstat $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 broker/tollgate.conf \
 	    $(DESTDIR)$(PREFIX)/share/tollgate/tollgate.conf.example
 
