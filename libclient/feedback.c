@@ -270,8 +270,8 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 				pause_key(c, ch.key, now, now +
 				    clamp_pause(&ch, hint));
 		} else if (cls == ST_LIMITED && (cd = cooldown_limit(&ch)) >= 0)
-			/* A lockout we know the length of, on its owner. */
-			pause_key(c, ch.lim[cd].key, now, now + clamp_pause(&ch,
+			/* A lockout we know the length of. */
+			pause_key(c, ch.key, now, now + clamp_pause(&ch,
 			    ch.lim[cd].cooldown_ns));
 		else
 			backoff(c, &ch, tk, now);
