@@ -70,7 +70,7 @@ static const char ok_headers[] =
 static const char limited_headers[] =
     "HTTP/1.1 429 Too Many Requests\r\n"
     "retry-after-ms: 1\r\n"
-    "retry-after: Mon, 23 Nov 2026 10:00:01 GMT\r\n\r\n";
+    "retry-after: Mon, 23 Nov 2020 10:00:01 GMT\r\n\r\n";
 
 /* In the child: enter strict mode, hammer, report through the pipe. */
 static void
