@@ -34,6 +34,9 @@ INT_OBJS  = $(INT_SRCS:%.c=$(B)/%.o)
 BROKER_OBJS = $(BROKER_SRCS:%.c=$(B)/%.o)
 TESTS     = $(TEST_SRCS:tests/%.c=$(B)/tests/%)
 TOOL_SRCS = $(wildcard tools/*.c)
+# Names man/tollgate.3 answers to (man tg_acquire).
+MANLINKS  = tg_open tg_close tg_key tg_try_acquire tg_acquire tg_observe \
+	    tg_settle tg_release tg_strerror
 TOOLS     = $(TOOL_SRCS:tools/%.c=$(B)/%)
 
 ALL_OBJS  = $(LIB_OBJS) $(INT_OBJS) $(BROKER_OBJS) \
@@ -172,6 +175,22 @@ install: all
 	install -m 0755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 broker/tollgate.conf \
 	    $(DESTDIR)$(PREFIX)/share/tollgate/tollgate.conf.example
+	install -d $(DESTDIR)$(PREFIX)/share/man/man3 \
+	    $(DESTDIR)$(PREFIX)/share/man/man5 \
+	    $(DESTDIR)$(PREFIX)/share/man/man8 \
+	    $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0644 man/tollgate.3 $(DESTDIR)$(PREFIX)/share/man/man3/
+	for f in $(MANLINKS); do \
+	    ln -sf tollgate.3 $(DESTDIR)$(PREFIX)/share/man/man3/$$f.3; done
+	install -m 0644 man/tollgate.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 0644 man/tollgated.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	sed 's|/usr/sbin/tollgated|$(PREFIX)/sbin/tollgated|' \
+	    broker/tollgated.service \
+	    > $(DESTDIR)$(PREFIX)/lib/systemd/system/tollgated.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/tollgated.service
+	sed 's|/usr/sbin/tollgated|$(PREFIX)/sbin/tollgated|' \
+	    broker/tollgated.run > $(DESTDIR)$(PREFIX)/share/tollgate/tollgated.run
+	chmod 0755 $(DESTDIR)$(PREFIX)/share/tollgate/tollgated.run
 
 clean:
 	rm -rf build

@@ -1,5 +1,6 @@
 /* main.c: tollgated, the tollgate broker: parse, own the segment, loop. */
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <bsd/libutil.h>
 #include <bsd/string.h>
@@ -95,6 +96,27 @@ pidfile_dir(const char *path)
 	(void)mkdir(d, 0755);
 }
 
+/*
+ * The broker holds a pidfd per client: with the usual soft limit of 1024
+ * open files, max_clients = 1024 would run out.  Raise the soft limit as
+ * far as the hard one allows, and say so if that is still too few.
+ */
+static void
+fd_limit(uint32_t max_clients)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)max_clients + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ?
+	    want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+		log_warnx("open files limited to %llu: fewer than max_clients "
+		    "= %u clients can be watched", (unsigned long long)
+		    rl.rlim_cur, max_clients);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -144,6 +166,7 @@ main(int argc, char *argv[])
 		return 0;
 	}
 
+	fd_limit(b.cfg.max_clients);
 	pidfile_dir(b.cfg.pidfile);
 	if ((pfh = pidfile_open(b.cfg.pidfile, 0644, &other)) == NULL) {
 		if (errno == EEXIST)

@@ -72,7 +72,8 @@ int	tg_key(tg_client *c, const char *name, uint32_t *key);
  *               of a concurrency lease;
  *   -E2BIG      the cost exceeds a limit's capacity: it never fits;
  *   -ESTALE     the key was removed by a reload;
- *   -EINVAL     a bad argument (NULL client or ticket, unknown handle).
+ *   -EINVAL     a bad argument (NULL client or ticket, unknown handle);
+ *   -EBADMSG    the segment's config is malformed (a broker bug).
  */
 int	tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 	    tg_ticket *t, uint64_t *retry_in_ns);

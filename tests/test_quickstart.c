@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -54,11 +55,39 @@ test_readme_program_takes_a_ticket(void **state)
 	tb_cleanup(&tb);
 }
 
+/*
+ * The README's config is one tollgated accepts, as printed but for the
+ * machine-specific lines: its group, which may not exist here, and its
+ * pidfile, in a directory only root may write.
+ */
+static void
+test_readme_config_parses(void **state)
+{
+	char bin[256], cmd[PATH_MAX + 1024], out[512];
+	FILE *f;
+	size_t n;
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "awk '/^```ini$/{p=1;next} /^```$/{p=0} p' "
+	    "README.md | sed 's/^group = .*//; s|^pidfile = .*|pidfile = "
+	    "/tmp/tg-readme.pid|' > /tmp/tg-readme-%d.conf && %s -n -c "
+	    "/tmp/tg-readme-%d.conf 2>&1; rm -f /tmp/tg-readme-%d.conf",
+	    (int)getpid(), tb_bin("tollgated", bin, sizeof(bin)),
+	    (int)getpid(), (int)getpid());
+	assert_non_null(f = popen(cmd, "r"));
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	print_message("%s", out);
+	assert_int_equal(pclose(f), 0);
+	assert_non_null(strstr(out, "configuration OK"));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_readme_program_takes_a_ticket),
+		cmocka_unit_test(test_readme_config_parses),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
