@@ -15,7 +15,10 @@ override LDFLAGS  += $(SAN)
 
 SOVER     = 0
 VERSION   = 0.1.0
-PKGS      = liburing-dev libbsd-dev libinih-dev libcmocka-dev pkg-config
+# Build and test dependencies; python3 reads tollstat -j in the tests and
+# prometheus brings promtool, which checks tollstat -p.
+PKGS      = liburing-dev libbsd-dev libinih-dev libcmocka-dev pkg-config \
+	    python3 prometheus
 LIBS      = -linih -luring -lbsd -lpthread
 
 # The library: the hot path and what it needs, nothing of the broker.

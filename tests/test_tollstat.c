@@ -1,17 +1,27 @@
-/* test_tollstat.c: tollstat's table against a real broker, and its errors. */
+/*
+ * test_tollstat.c: tollstat against a real broker: its table, clients, JSON
+ * and Prometheus output, -k, and its errors.
+ */
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helpers.h"
+#include "seg.h"
 #include "tollgate.h"
 
 static const char conf[] =
@@ -24,7 +34,17 @@ static const char conf[] =
     "limit = 10000 tokens/day window\n"
     "[gen]\n"
     "limit = 100 requests/min\n"
-    "concurrency = 8 adaptive\n";
+    "concurrency = 8 adaptive\n"
+    "[web]\n"
+    "limit = 3 requests/min\n"
+    "concurrency = 3\n"
+    "[web/search]\n"
+    "limit = 50 tokens/min window\n"
+    "[web-b]\n"
+    "limit = 10 requests/s\n"
+    "[dup]\n"
+    "limit = 5 requests/min\n"
+    "limit = 5 requests/min\n";
 
 #define OUT_MAX	65536
 
@@ -32,6 +52,52 @@ static int
 setup(void **state)
 {
 	return tb_group_setup(state, conf);
+}
+
+/*
+ * What a test holds, undone by its teardown even when an assertion ends
+ * it early: tickets left held would skew the tests after it.
+ */
+static struct {
+	tg_client	*c;		/* closed: its tickets released */
+	pid_t		kid;		/* a child: killed and reaped */
+	int		fd;		/* the child's pipe: closed */
+	struct tbroker	*tb2;		/* a second broker: cleaned up */
+} held = { NULL, 0, -1, NULL };
+
+static tg_client *
+client(const struct tbroker *tb)
+{
+	held.c = tb_client(tb);
+	return held.c;
+}
+
+static void
+client_close(void)
+{
+	tg_close(held.c);
+	held.c = NULL;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	if (held.fd >= 0)
+		close(held.fd);
+	if (held.kid > 0) {
+		kill(held.kid, SIGKILL);
+		tb_wait_child(held.kid);
+	}
+	client_close();
+	if (held.tb2 != NULL) {
+		tb_cleanup(held.tb2);
+		free(held.tb2);
+	}
+	held.kid = 0;
+	held.fd = -1;
+	held.tb2 = NULL;
+	return 0;
 }
 
 /*
@@ -60,11 +126,12 @@ tollstat(const char *args, char *out, size_t len)
 
 /*
  * Find the row whose first column is exactly label (a key name, or two
- * spaces and a spec) and split the cells after it into f.  Returns how
- * many cells it found, 0 if there is no such row.
+ * spaces and a spec) and split the cells after it into f: a limit's
+ * AVAILABLE, NEXT, IN FLIGHT, GRANTED, DENIED; a key's GRANTED, DENIED.
+ * Returns how many cells it found, 0 if there is no such row.
  */
 static int
-row(const char *out, const char *label, char f[4][32])
+row(const char *out, const char *label, char f[5][32])
 {
 	size_t len = strlen(label), n;
 	const char *end;
@@ -82,8 +149,114 @@ row(const char *out, const char *label, char f[4][32])
 			n = sizeof(cells) - 1;
 		memcpy(cells, l + len, n);
 		cells[n] = '\0';
-		return sscanf(cells, "%31s %31s %31s %31s", f[0], f[1], f[2],
-		    f[3]);
+		return sscanf(cells, "%31s %31s %31s %31s %31s", f[0], f[1],
+		    f[2], f[3], f[4]);
+	}
+	return 0;
+}
+
+/* Whether prog is on PATH. */
+static int
+have(const char *prog)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", prog);
+	return system(cmd) == 0;
+}
+
+/* `tollstat -j -s SEGMENT EXTRA' into path; asserts it succeeded. */
+static void
+json_to(const char *segment, const char *extra, const char *path)
+{
+	char args[PATH_MAX + 256], out[256];
+
+	snprintf(args, sizeof(args), "-j -s %s %s > %s", segment, extra, path);
+	assert_int_equal(tollstat(args, out, sizeof(out)), 0);
+}
+
+/* What every JSON check starts with: the document, and lookups in it. */
+static const char py_prelude[] =
+    "import json, sys\n"
+    "d = json.load(open(sys.argv[1]))\n"
+    "a = sys.argv[2:]\n"
+    "def eq(got, want, what):\n"
+    "    assert got == want, '%s: %r, not %r' % (what, got, want)\n"
+    "def key(n):\n"
+    "    ks = [k for k in d['keys'] if k['name'] == n]\n"
+    "    assert len(ks) == 1, (n, [k['name'] for k in d['keys']])\n"
+    "    return ks[0]\n"
+    "def lim(n, spec):\n"
+    "    ls = [l for l in key(n)['limits'] if l['spec'] == spec]\n"
+    "    assert len(ls) == 1, (n, spec, key(n)['limits'])\n"
+    "    return ls[0]\n"
+    "def client(pid):\n"
+    "    cs = [c for c in d['clients']['list'] if c['pid'] == pid]\n"
+    "    assert len(cs) == 1, (pid, d['clients'])\n"
+    "    return cs[0]\n";
+
+/*
+ * Check the JSON in path: `python3 -m json.tool' must accept it as it is,
+ * then python3 runs the prelude and body on it with pyargs as a[].
+ * Returns the script's exit status; what it wrote is printed.
+ */
+static int
+pycheck(const char *path, const char *body, const char *pyargs)
+{
+	char script[PATH_MAX], cmd[2 * PATH_MAX + 256], buf[4096];
+	size_t n;
+	FILE *f;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "python3 -m json.tool %s >/dev/null", path);
+	assert_int_equal(system(cmd), 0);
+	snprintf(script, sizeof(script), "%s.py", path);
+	assert_non_null(f = fopen(script, "w"));
+	fputs(py_prelude, f);
+	fputs(body, f);
+	assert_int_equal(fclose(f), 0);
+	snprintf(cmd, sizeof(cmd), "python3 %s %s %s 2>&1", script, path,
+	    pyargs);
+	assert_non_null(f = popen(cmd, "r"));
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	st = pclose(f);
+	if (n > 0)
+		print_message("%s", buf);
+	assert_true(st != -1 && WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/* Whether out has the whole line `line'. */
+static int
+has_line(const char *out, const char *line)
+{
+	size_t len = strlen(line);
+
+	for (const char *l = out; (l = strstr(l, line)) != NULL; l++)
+		if ((l == out || l[-1] == '\n') && l[len] == '\n')
+			return 1;
+	return 0;
+}
+
+/*
+ * -c's row for pid: SLOT PID NAME STATE LEASES ACQUIRED ...; 0 if none.
+ * name and st hold 32 bytes.
+ */
+static int
+client_row(const char *out, int pid, char *name, char *st,
+    unsigned *leases, unsigned long *acquired)
+{
+	const char *end;
+	unsigned slot;
+	int p;
+
+	for (const char *l = out; *l != '\0'; l = end + 1) {
+		if ((end = strchr(l, '\n')) == NULL)
+			break;
+		if (sscanf(l, "%u %d %31s %31s %u %lu", &slot, &p, name, st,
+		    leases, acquired) == 6 && p == pid)
+			return 1;
 	}
 	return 0;
 }
@@ -93,13 +266,14 @@ static void
 test_table(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
-	tg_client *c = tb_client(tb);
+	tg_client *c = client(tb);
 	uint32_t ki = tb_key(c, "images"), ka = tb_key(c, "api");
 	uint32_t kc = tb_key(c, "api/chat");
 	tg_cost five = { 0, 0, 5 }, one = { 0, 0, 1 }, words = { 0, 300, 0 };
 	tg_ticket t[4];
 	uint64_t retry;
-	char *out = malloc(OUT_MAX), args[128], f[4][32], line[64];
+	char *out = malloc(OUT_MAX), args[128], f[5][32], line[64], *end;
+	double next;
 	long avail;
 
 	assert_non_null(out);
@@ -137,31 +311,38 @@ test_table(void **state)
 	assert_int_equal(row(out, "api/chat", f), 2);
 	assert_string_equal(f[0], "1");
 
-	/* Limit rows: available, in flight, granted, denied. */
-	assert_int_equal(row(out, "  5 images/min", f), 4);
+	/* Limit rows: available, next, in flight, granted, denied. */
+	assert_int_equal(row(out, "  5 images/min", f), 5);
 	assert_string_equal(f[0], "0");
-	assert_string_equal(f[1], "-");
-	assert_string_equal(f[2], "5");
-	assert_string_equal(f[3], "1");
-	assert_int_equal(row(out, "  100 requests/min", f), 4);
+	/* The bucket is empty: the next image in a little under 12 s. */
+	next = strtod(f[1], &end);
+	assert_string_equal(end, "s");
+	assert_true(next > 5 && next <= 12);
+	assert_string_equal(f[2], "-");
+	assert_string_equal(f[3], "5");
+	assert_string_equal(f[4], "1");
+	assert_int_equal(row(out, "  100 requests/min", f), 5);
 	/* 3 of 100 taken; one comes back every 0.6 s. */
 	avail = strtol(f[0], NULL, 10);
 	assert_in_range(avail, 97, 100);
-	assert_string_equal(f[1], "-");
-	assert_string_equal(f[2], "3");
-	assert_string_equal(f[3], "0");
-	assert_int_equal(row(out, "  concurrency 2", f), 4);
+	assert_string_equal(f[1], "now");
+	assert_string_equal(f[2], "-");
+	assert_string_equal(f[3], "3");
+	assert_string_equal(f[4], "0");
+	assert_int_equal(row(out, "  concurrency 2", f), 5);
 	assert_string_equal(f[0], "1");
-	assert_string_equal(f[1], "1");
-	assert_string_equal(f[2], "4");
-	assert_string_equal(f[3], "0");
-	assert_int_equal(row(out, "  10000 tokens/day window", f), 4);
+	assert_string_equal(f[1], "now");
+	assert_string_equal(f[2], "1");
+	assert_string_equal(f[3], "4");
+	assert_string_equal(f[4], "0");
+	assert_int_equal(row(out, "  10000 tokens/day window", f), 5);
 	assert_string_equal(f[0], "9700");
-	assert_string_equal(f[1], "-");
-	assert_string_equal(f[2], "300");
+	assert_string_equal(f[1], "now");
+	assert_string_equal(f[2], "-");
+	assert_string_equal(f[3], "300");
 
 	tg_release(c, &t[3]);
-	tg_close(c);
+	client_close();
 	free(out);
 }
 
@@ -174,13 +355,13 @@ static void
 test_feedback_notes(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
-	tg_client *c = tb_client(tb);
+	tg_client *c = client(tb);
 	uint32_t k = tb_key(c, "gen");
 	static const char ok[] = "HTTP/2 200\r\n"
 	    "x-ratelimit-limit-requests: 90\r\n"
 	    "x-ratelimit-remaining-requests: 2\r\n"
 	    "x-ratelimit-reset-requests: 30s\r\n\r\n";
-	char *out = malloc(OUT_MAX), args[128], f[4][32];
+	char *out = malloc(OUT_MAX), args[128], f[5][32];
 	tg_ticket t[2];
 	int tries;
 
@@ -205,11 +386,11 @@ test_feedback_notes(void **state)
 	assert_non_null(strstr(out, "server: 2 left for "));
 	assert_non_null(strstr(out, "server says 90"));
 	/* Available: the effective 4 less the one still in flight. */
-	assert_int_equal(row(out, "  concurrency 8 adaptive", f), 4);
+	assert_int_equal(row(out, "  concurrency 8 adaptive", f), 5);
 	assert_string_equal(f[0], "3");
-	assert_string_equal(f[1], "1");
+	assert_string_equal(f[2], "1");
 	tg_release(c, &t[1]);
-	tg_close(c);
+	client_close();
 	free(out);
 }
 
@@ -241,30 +422,591 @@ test_usage(void **state)
 	assert_non_null(strstr(out, "usage: tollstat"));
 }
 
-/* A segment whose broker stopped still shows, and says so. */
+/*
+ * -j against known state: two tickets on web and one on web/search, one
+ * of them released, one refused.  Each figure is checked.
+ */
+static void
+test_json(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	static const char body[] =
+	    "me, broker = int(a[0]), int(a[1])\n"
+	    "eq(d['schema'], 1, 'schema')\n"
+	    "eq(d['segment'], a[2], 'segment')\n"
+	    "eq(d['key_filter'], None, 'key_filter')\n"
+	    "assert d['now_ns'] > 0\n"
+	    "b = d['broker']\n"
+	    "eq(b['state'], 'live', 'broker state')\n"
+	    "eq(b['pid'], broker, 'broker pid')\n"
+	    "eq(b['stale'], False, 'stale')\n"
+	    "assert 0 < b['uptime_ns'] and b['heartbeat_age_ns'] < 10**9\n"
+	    "eq(b['repairs'], 0, 'repairs')\n"
+	    "eq(d['config']['keys'], 8, 'keys')\n"
+	    "eq(d['config']['limits'], 12, 'limits')\n"
+	    "assert d['config']['generation'] >= 1\n"
+	    "eq(d['clients']['live'], 1, 'live clients')\n"
+	    "assert d['clients']['slots'] >= 1\n"
+	    "c = client(me)\n"
+	    "eq((c['state'], c['comm'], c['leases']),\n"
+	    "    ('live', 'test_tollstat', 2), 'me')\n"
+	    "assert c['acquired'] >= 3 and c['denied'] >= 1\n"
+	    "assert d['tickets']['acquired'] >= 3\n"
+	    "eq([k['name'] for k in d['keys']], ['api', 'api/chat', 'dup',\n"
+	    "    'gen', 'images', 'web', 'web/search', 'web-b'], 'order')\n"
+	    "k = key('web')\n"
+	    "eq((k['parent'], k['granted'], k['denied'], k['paused_ns']),\n"
+	    "    (None, 2, 1, 0), 'web')\n"
+	    "eq(k['status'], {'ok': 0, 'limited': 0, 'auth': 0,\n"
+	    "    'client_error': 0, 'server_error': 0,\n"
+	    "    'paused_total_ns': 0}, 'status')\n"
+	    "r = lim('web', '3 requests/min')\n"
+	    "eq((r['kind'], r['unit'], r['count'], r['configured_count'],\n"
+	    "    r['period_ns'], r['burst'], r['cooldown_ns'],\n"
+	    "    r['adaptive']),\n"
+	    "    ('rate', 'requests', 3, 3, 60 * 10**9, 3, 0, False), 'rate')\n"
+	    "eq((r['effective'], r['available'], r['in_flight'],\n"
+	    "    r['holders'], r['server'], r['server_limit'], r['granted'],\n"
+	    "    r['denied']), (None, 0, None, [], None, None, 3, 1), 'rate')\n"
+	    "assert 0 < r['next_ns'] <= 20 * 10**9, r['next_ns']\n"
+	    "l = lim('web', 'concurrency 3')\n"
+	    "eq((l['kind'], l['count'], l['period_ns'], l['effective'],\n"
+	    "    l['available'], l['next_ns'], l['in_flight'], l['holders'],\n"
+	    "    l['granted']), ('concurrency', 3, 0, 3, 1, 0, 2, [me], 3),\n"
+	    "    'concurrency')\n"
+	    "s = key('web/search')\n"
+	    "eq((s['parent'], s['granted']), ('web', 1), 'web/search')\n"
+	    "w = lim('web/search', '50 tokens/min window')\n"
+	    "eq((w['kind'], w['unit'], w['available'], w['next_ns'],\n"
+	    "    w['in_flight'], w['granted']),\n"
+	    "    ('window', 'tokens', 30, 0, None, 20), 'window')\n"
+	    "eq([l['spec'] for l in key('dup')['limits']],\n"
+	    "    ['5 requests/min'] * 2, 'dup')\n";
+	tg_client *c = client(tb);
+	uint32_t kw = tb_key(c, "web"), ks = tb_key(c, "web/search");
+	tg_cost search = { 1, 20, 0 };
+	char path[PATH_MAX], pyargs[256];
+	tg_ticket t[4];
+	uint64_t retry;
+
+	if (!have("python3")) {
+		client_close();
+		print_message("python3 not found: the JSON checks skip\n");
+		skip();
+	}
+	memset(t, 0, sizeof(t));
+	assert_int_equal(tg_try_acquire(c, kw, NULL, &t[0], &retry), 0);
+	assert_int_equal(tg_try_acquire(c, kw, NULL, &t[1], &retry), 0);
+	assert_int_equal(tg_try_acquire(c, ks, &search, &t[2], &retry), 0);
+	/* web's bucket of 3 requests is empty now. */
+	assert_int_equal(tg_try_acquire(c, kw, NULL, &t[3], &retry), -EAGAIN);
+	tg_release(c, &t[0]);
+
+	snprintf(path, sizeof(path), "%s/stat.json", tb->dir);
+	json_to(tb->segment, "", path);
+	snprintf(pyargs, sizeof(pyargs), "%d %d %s", (int)getpid(),
+	    (int)tb->pid, tb->segment);
+	assert_int_equal(pycheck(path, body, pyargs), 0);
+	tg_release(c, &t[1]);
+	tg_release(c, &t[2]);
+	client_close();
+}
+
+/* The name a child gives itself: JSON must carry every byte of it. */
+static const char odd_name[] = "a\"b\\c\n\x01\xff";
+
+/*
+ * Two processes hold api's two leases: holders names both, the full
+ * limit has no next_ns, and the child's odd process name survives JSON
+ * escaping (and shows tamed in -c).
+ */
+static void
+test_json_holders(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	static const char body[] =
+	    "me, kid = int(a[0]), int(a[1])\n"
+	    "k = client(kid)\n"
+	    "eq(k['comm'], 'a\"b\\\\c\\n\\x01\\ufffd', 'comm')\n"
+	    "eq((k['state'], k['leases']), ('live', 1), 'child')\n"
+	    "eq(client(me)['leases'], 1, 'my leases')\n"
+	    "l = lim('api', 'concurrency 2')\n"
+	    "eq((l['in_flight'], l['available'], l['next_ns'], l['holders']),\n"
+	    "    (2, 0, None, sorted([me, kid])), 'full')\n";
+	char *out = malloc(OUT_MAX), path[PATH_MAX], args[128], pyargs[64];
+	char f[5][32], name[32], st[32], ready;
+	int up[2], down[2], ok;
+	unsigned leases;
+	unsigned long acq;
+	tg_client *c;
+	tg_ticket t;
+	pid_t kid;
+
+	if (!have("python3")) {
+		free(out);
+		print_message("python3 not found: the JSON checks skip\n");
+		skip();
+	}
+	assert_non_null(out);
+	assert_int_equal(pipe(up), 0);
+	assert_int_equal(pipe(down), 0);
+	if ((kid = fork()) == 0) {
+		tg_client *kc = NULL;
+		uint32_t k;
+
+		close(up[0]);
+		close(down[1]);
+		if (prctl(PR_SET_NAME, odd_name) < 0)
+			_exit(10);
+		if (tg_open(tb->segment, &kc) < 0 ||
+		    tg_key(kc, "api", &k) < 0)
+			_exit(11);
+		memset(&t, 0, sizeof(t));
+		if (tg_try_acquire(kc, k, NULL, &t, NULL) < 0)
+			_exit(12);
+		if (write(up[1], "x", 1) != 1)
+			_exit(13);
+		/* Hold the lease until the parent closes its end. */
+		while (read(down[0], &ready, 1) > 0)
+			;
+		tg_release(kc, &t);
+		tg_close(kc);
+		_exit(0);
+	}
+	assert_true(kid > 0);
+	held.kid = kid;
+	held.fd = down[1];
+	close(up[1]);
+	close(down[0]);
+	ok = read(up[0], &ready, 1) == 1;
+	close(up[0]);
+	if (!ok)
+		fail_msg("the child failed before taking its lease");
+	c = client(tb);
+	memset(&t, 0, sizeof(t));
+	assert_int_equal(tg_try_acquire(c, tb_key(c, "api"), NULL, &t, NULL),
+	    0);
+
+	snprintf(path, sizeof(path), "%s/holders.json", tb->dir);
+	json_to(tb->segment, "-k api", path);
+	snprintf(pyargs, sizeof(pyargs), "%d %d", (int)getpid(), (int)kid);
+	assert_int_equal(pycheck(path, body, pyargs), 0);
+
+	/* The table: nothing fits until a release. */
+	snprintf(args, sizeof(args), "-s %s", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_int_equal(row(out, "  concurrency 2", f), 5);
+	assert_string_equal(f[0], "0");
+	assert_string_equal(f[1], "release");
+	assert_string_equal(f[2], "2");
+	/* -c: control characters and stray bytes as '?', none raw. */
+	snprintf(args, sizeof(args), "-c -s %s", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	print_message("%s", out);
+	assert_true(client_row(out, kid, name, st, &leases, &acq));
+	assert_string_equal(name, "a\"b\\c???");
+	assert_string_equal(st, "live");
+	assert_int_equal(leases, 1);
+	assert_null(strchr(out, '\x01'));
+
+	/* Its end closed, the child releases, closes and exits 0. */
+	close(held.fd);
+	held.fd = -1;
+	held.kid = 0;
+	assert_int_equal(tb_wait_child(kid), 0);
+	tg_release(c, &t);
+	client_close();
+	free(out);
+}
+
+/* Families -p must have, with their types. */
+static const char *const prom_families[][2] = {
+	{ "tollgate_broker_up", "gauge" },
+	{ "tollgate_broker_uptime_seconds", "gauge" },
+	{ "tollgate_heartbeat_age_seconds", "gauge" },
+	{ "tollgate_broker_repairs_total", "counter" },
+	{ "tollgate_config_generation", "gauge" },
+	{ "tollgate_clients", "gauge" },
+	{ "tollgate_client_slots", "gauge" },
+	{ "tollgate_tickets_acquired_total", "counter" },
+	{ "tollgate_tickets_denied_total", "counter" },
+	{ "tollgate_tickets_released_total", "counter" },
+	{ "tollgate_acquire_waits_total", "counter" },
+	{ "tollgate_key_granted_total", "counter" },
+	{ "tollgate_key_denied_total", "counter" },
+	{ "tollgate_key_responses_total", "counter" },
+	{ "tollgate_key_pause_remaining_seconds", "gauge" },
+	{ "tollgate_key_paused_seconds_total", "counter" },
+	{ "tollgate_limit_available", "gauge" },
+	{ "tollgate_limit_next_seconds", "gauge" },
+	{ "tollgate_limit_in_flight", "gauge" },
+	{ "tollgate_limit_effective", "gauge" },
+	{ "tollgate_limit_size", "gauge" },
+	{ "tollgate_limit_granted_total", "counter" },
+	{ "tollgate_limit_denied_total", "counter" },
+	{ "tollgate_limit_server_remaining", "gauge" },
+	{ "tollgate_limit_server_reset_seconds", "gauge" },
+	{ "tollgate_limit_server_limit", "gauge" },
+};
+
+#define NFAMILIES	(sizeof(prom_families) / sizeof(prom_families[0]))
+
+/*
+ * The exposition's shape: each family's HELP, then its TYPE, once; a
+ * counter's name ends in _total and only a counter's does; every sample
+ * sits under its own family's TYPE, so no family is split.  Returns how
+ * many families there are.
+ */
+static unsigned
+prom_shape(const char *out)
+{
+	char seen[64][64], cur[64] = "", help[64] = "", type[16], name[64];
+	const char *end;
+	unsigned nseen = 0;
+	size_t n;
+
+	for (const char *l = out; *l != '\0'; l = end + 1) {
+		assert_non_null(end = strchr(l, '\n'));
+		if (strncmp(l, "# HELP ", 7) == 0) {
+			assert_int_equal(sscanf(l + 7, "%63s", help), 1);
+			for (unsigned i = 0; i < nseen; i++)
+				assert_string_not_equal(seen[i], help);
+			cur[0] = '\0';
+		} else if (strncmp(l, "# TYPE ", 7) == 0) {
+			assert_int_equal(sscanf(l + 7, "%63s %15s", cur, type),
+			    2);
+			assert_string_equal(cur, help);
+			n = strlen(cur);
+			assert_int_equal(strcmp(type, "counter") == 0,
+			    n > 6 && strcmp(cur + n - 6, "_total") == 0);
+			assert_true(nseen < 64);
+			strcpy(seen[nseen++], cur);
+			help[0] = '\0';
+		} else {
+			n = strcspn(l, "{ ");
+			assert_true(n > 0 && n < sizeof(name));
+			memcpy(name, l, n);
+			name[n] = '\0';
+			assert_string_equal(name, cur);
+		}
+	}
+	return nseen;
+}
+
+/* -p: every family, its samples, and promtool's verdict if it is here. */
+static void
+test_prom(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	static const char *const lines[] = {
+		"tollgate_broker_up 1",
+		"tollgate_clients 1",
+		"tollgate_key_granted_total{key=\"dup\"} 2",
+		"tollgate_key_responses_total{key=\"dup\",class=\"limited\"} 0",
+		"tollgate_key_pause_remaining_seconds{key=\"dup\"} 0",
+		"tollgate_limit_available{key=\"dup\","
+		    "limit=\"5 requests/min\"} 3",
+		/* The second of two equal specs: still its own series. */
+		"tollgate_limit_available{key=\"dup\","
+		    "limit=\"5 requests/min (2)\"} 3",
+		"tollgate_limit_granted_total{key=\"dup\","
+		    "limit=\"5 requests/min (2)\"} 2",
+		"tollgate_limit_next_seconds{key=\"dup\","
+		    "limit=\"5 requests/min\"} 0",
+		"tollgate_limit_in_flight{key=\"api\","
+		    "limit=\"concurrency 2\"} 1",
+		"tollgate_limit_available{key=\"api\","
+		    "limit=\"concurrency 2\"} 1",
+		"tollgate_limit_effective{key=\"api\","
+		    "limit=\"concurrency 2\"} 2",
+		"tollgate_limit_size{key=\"web/search\","
+		    "limit=\"50 tokens/min window\"} 50",
+	};
+	tg_client *c = client(tb);
+	uint32_t kd = tb_key(c, "dup");
+	char *out = malloc(OUT_MAX), args[256], want[128];
+	tg_ticket t[3];
+
+	assert_non_null(out);
+	memset(t, 0, sizeof(t));
+	assert_int_equal(tg_try_acquire(c, kd, NULL, &t[0], NULL), 0);
+	assert_int_equal(tg_try_acquire(c, kd, NULL, &t[1], NULL), 0);
+	assert_int_equal(tg_try_acquire(c, tb_key(c, "api"), NULL, &t[2],
+	    NULL), 0);
+
+	snprintf(args, sizeof(args), "-p -s %s", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_int_equal(prom_shape(out), NFAMILIES);
+	for (size_t i = 0; i < NFAMILIES; i++) {
+		snprintf(want, sizeof(want), "# TYPE %s %s",
+		    prom_families[i][0], prom_families[i][1]);
+		if (!has_line(out, want))
+			fail_msg("no `%s'", want);
+	}
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		if (!has_line(out, lines[i]))
+			fail_msg("no `%s'", lines[i]);
+	/* Nothing in flight on a rate limit; no server figures on dup. */
+	assert_null(strstr(out, "tollgate_limit_in_flight{key=\"dup\""));
+	assert_null(strstr(out, "tollgate_limit_server_remaining{key=\"dup\""));
+
+	if (have("promtool")) {
+		snprintf(args, sizeof(args), "-p -s %s | "
+		    "promtool check metrics 2>&1", tb->segment);
+		if (tollstat(args, out, OUT_MAX) != 0)
+			fail_msg("promtool check metrics: %s", out);
+	} else {
+		print_message("promtool not found (Debian: prometheus): "
+		    "its check skips\n");
+	}
+	for (int i = 0; i < 3; i++)
+		tg_release(c, &t[i]);
+	client_close();
+	free(out);
+}
+
+/* -c: the test process's slot, its name and the lease it holds. */
+static void
+test_clients(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = client(tb);
+	char *out = malloc(OUT_MAX), args[128], name[32], st[32];
+	unsigned leases;
+	unsigned long acq;
+	tg_ticket t;
+
+	assert_non_null(out);
+	memset(&t, 0, sizeof(t));
+	assert_int_equal(tg_try_acquire(c, tb_key(c, "api"), NULL, &t, NULL),
+	    0);
+	snprintf(args, sizeof(args), "-c -s %s", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	print_message("%s", out);
+	assert_non_null(strstr(out, "clients    1 of "));
+	assert_non_null(strstr(out, "SLOT"));
+	assert_true(client_row(out, (int)getpid(), name, st, &leases, &acq));
+	assert_string_equal(name, "test_tollstat");
+	assert_string_equal(st, "live");
+	assert_int_equal(leases, 1);
+	assert_true(acq >= 1);
+	/* Clients only: no key rows. */
+	assert_null(strstr(out, "KEY / LIMIT"));
+
+	/* Released: no lease; closed: no slot. */
+	tg_release(c, &t);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_true(client_row(out, (int)getpid(), name, st, &leases, &acq));
+	assert_int_equal(leases, 0);
+	client_close();
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_false(client_row(out, (int)getpid(), name, st, &leases, &acq));
+	assert_non_null(strstr(out, "(no clients)"));
+	free(out);
+}
+
+/* -k: the key and its subtree in the table, -c, JSON and -p. */
+static void
+test_filter(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	static const char body[] =
+	    "me = int(a[0])\n"
+	    "eq(d['key_filter'], a[1], 'key_filter')\n"
+	    "eq([k['name'] for k in d['keys']], a[2].split(','), 'keys')\n"
+	    "eq(d['config']['keys'], 8, 'config keys')\n"
+	    "eq(client(me)['leases'], int(a[3]), 'leases')\n";
+	tg_client *c = client(tb);
+	char *out = malloc(OUT_MAX), args[256], path[PATH_MAX], pyargs[128];
+	char f[5][32], name[32], st[32];
+	unsigned leases;
+	unsigned long acq;
+	tg_ticket t;
+
+	assert_non_null(out);
+	memset(&t, 0, sizeof(t));
+	assert_int_equal(tg_try_acquire(c, tb_key(c, "api"), NULL, &t, NULL),
+	    0);
+
+	/* "web" is web and web/search, not web-b. */
+	snprintf(args, sizeof(args), "-k web -s %s", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_int_equal(row(out, "web", f), 2);
+	assert_int_equal(row(out, "web/search", f), 2);
+	assert_int_equal(row(out, "  50 tokens/min window", f), 5);
+	assert_int_equal(row(out, "web-b", f), 0);
+	assert_int_equal(row(out, "api", f), 0);
+	assert_int_equal(row(out, "images", f), 0);
+	/* The header still tells the whole config. */
+	assert_non_null(strstr(out, ": 8 keys, 12 limits"));
+	snprintf(args, sizeof(args), "-k web/search -s %s", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_int_equal(row(out, "web/search", f), 2);
+	assert_int_equal(row(out, "web", f), 0);
+
+	/* -c counts the leases of the keys shown. */
+	snprintf(args, sizeof(args), "-c -k api -s %s", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_true(client_row(out, (int)getpid(), name, st, &leases, &acq));
+	assert_int_equal(leases, 1);
+	snprintf(args, sizeof(args), "-c -k images -s %s", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_true(client_row(out, (int)getpid(), name, st, &leases, &acq));
+	assert_int_equal(leases, 0);
+
+	/* -p: only web-b's key and limit samples, the broker's still. */
+	snprintf(args, sizeof(args), "-p -k web-b -s %s", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_true(has_line(out, "tollgate_broker_up 1"));
+	assert_true(has_line(out, "tollgate_key_granted_total{key=\"web-b\"} "
+	    "0"));
+	assert_true(has_line(out, "tollgate_limit_available{key=\"web-b\","
+	    "limit=\"10 requests/s\"} 10"));
+	assert_null(strstr(out, "key=\"web\""));
+	assert_null(strstr(out, "key=\"api\""));
+	assert_int_equal(prom_shape(out), NFAMILIES);
+
+	if (have("python3")) {
+		snprintf(path, sizeof(path), "%s/filter.json", tb->dir);
+		json_to(tb->segment, "-k web", path);
+		snprintf(pyargs, sizeof(pyargs), "%d web web,web/search 0",
+		    (int)getpid());
+		assert_int_equal(pycheck(path, body, pyargs), 0);
+		json_to(tb->segment, "-k api", path);
+		snprintf(pyargs, sizeof(pyargs), "%d api api,api/chat 1",
+		    (int)getpid());
+		assert_int_equal(pycheck(path, body, pyargs), 0);
+	} else {
+		print_message("python3 not found: the JSON checks skip\n");
+	}
+	tg_release(c, &t);
+	client_close();
+	free(out);
+}
+
+/* Bad options and keys: a usage error (2), or 1 naming the key. */
+static void
+test_option_errors(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	static const char *const usage_errs[] = {
+		"-j -p", "-c -p", "-k", "-j extra",
+	};
+	static const char *const no_keys[] = {
+		"nope", "ap", "api/", "web/search/x",
+	};
+	char out[1024], args[256];
+
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(args, sizeof(args), "-s %s %s 2>&1 >/dev/null",
+		    tb->segment, usage_errs[i]);
+		assert_int_equal(tollstat(args, out, sizeof(out)), 2);
+		assert_non_null(strstr(out, "usage: tollstat"));
+	}
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(args, sizeof(args), "-j -s %s -k %s 2>&1 >/dev/null",
+		    tb->segment, no_keys[i]);
+		assert_int_equal(tollstat(args, out, sizeof(out)), 1);
+		snprintf(args, sizeof(args), "no key %s ", no_keys[i]);
+		assert_non_null(strstr(out, args));
+		/* Nothing on stdout: no half a document. */
+		snprintf(args, sizeof(args), "-j -s %s -k %s 2>/dev/null",
+		    tb->segment, no_keys[i]);
+		assert_int_equal(tollstat(args, out, sizeof(out)), 1);
+		assert_string_equal(out, "");
+	}
+}
+
+/*
+ * Rename key `from' to `to' in the live config copy of a segment that no
+ * broker serves, so nothing rewrites it: a name no config allows, to see
+ * that tollstat escapes what it prints.
+ */
+static void
+rename_key(const char *segment, const char *from, const char *to)
+{
+	char conf_name[256], state_name[256];
+	struct seg_map m = { 0 };
+	struct seg_key *k;
+	struct stat sb;
+	void *p;
+	int fd, done = 0;
+
+	assert_int_equal(seg_names(segment, conf_name, state_name,
+	    sizeof(conf_name)), 0);
+	assert_true((fd = shm_open(conf_name, O_RDWR, 0)) >= 0);
+	assert_int_equal(fstat(fd, &sb), 0);
+	p = mmap(NULL, (size_t)sb.st_size, PROT_READ | PROT_WRITE,
+	    MAP_SHARED, fd, 0);
+	close(fd);
+	assert_true(p != MAP_FAILED);
+	m.hdr = p;
+	k = seg_keys(seg_cfg(&m, atomic_load(&m.hdr->config_idx)));
+	for (uint32_t i = 0; i < m.hdr->max_keys; i++)
+		if (strcmp(k[i].name, from) == 0) {
+			snprintf(k[i].name, sizeof(k[i].name), "%s", to);
+			done = 1;
+		}
+	munmap(p, (size_t)sb.st_size);
+	assert_true(done);
+}
+
+/*
+ * A segment whose broker stopped still shows, and says so, in every
+ * format; and a key name full of what JSON and Prometheus must escape
+ * comes out escaped.
+ */
 static void
 test_no_broker(void **state)
 {
-	struct tbroker tb2;
-	char *out, args[128];
+	static const char body[] =
+	    "assert d['broker']['state'] in ('none', 'dead'), d['broker']\n"
+	    "eq((d['broker']['uptime_ns'], d['clients']['live']), (0, 0),\n"
+	    "    'stopped')\n"
+	    "eq(lim('i\"m\\\\a\\ng', '5 images/min')['available'], 5, 'odd')\n";
+	static const char *const lines[] = {
+		"tollgate_broker_up 0",
+		"tollgate_key_granted_total{key=\"i\\\"m\\\\a\\ng\"} 0",
+		"tollgate_limit_available{key=\"i\\\"m\\\\a\\ng\","
+		    "limit=\"5 images/min\"} 5",
+	};
+	struct tbroker *tb2 = calloc(1, sizeof(*tb2));
+	char *out = malloc(OUT_MAX), args[256], path[PATH_MAX];
 	int r;
 
 	(void)TB_NEED(state);
-	r = tb_start(&tb2, conf);
-	if (r == -ENOSYS) {
-		tb_cleanup(&tb2);
-		skip();
-	}
-	assert_int_equal(r, 0);
-	assert_int_equal(tb_stop(&tb2), 0);
-	out = malloc(OUT_MAX);
+	assert_non_null(tb2);
 	assert_non_null(out);
-	snprintf(args, sizeof(args), "-s %s", tb2.segment);
-	r = tollstat(args, out, OUT_MAX);
-	tb_cleanup(&tb2);
+	held.tb2 = tb2;
+	r = tb_start(tb2, conf);
+	if (r == -ENOSYS)
+		skip();
 	assert_int_equal(r, 0);
+	assert_int_equal(tb_stop(tb2), 0);
+	snprintf(args, sizeof(args), "-s %s", tb2->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
 	assert_non_null(strstr(out, "no broker"));
 	assert_non_null(strstr(out, "  5 images/min"));
+
+	/* i " m \ a newline g */
+	rename_key(tb2->segment, "images", "i\"m\\a\ng");
+	snprintf(args, sizeof(args), "-p -s %s", tb2->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_int_equal(prom_shape(out), NFAMILIES);
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		if (!has_line(out, lines[i]))
+			fail_msg("no `%s'", lines[i]);
+	if (have("promtool")) {
+		snprintf(args, sizeof(args), "-p -s %s | "
+		    "promtool check metrics 2>&1", tb2->segment);
+		if (tollstat(args, out, OUT_MAX) != 0)
+			fail_msg("promtool check metrics: %s", out);
+	}
+	if (have("python3")) {
+		snprintf(path, sizeof(path), "%s/stopped.json", tb2->dir);
+		json_to(tb2->segment, "", path);
+		assert_int_equal(pycheck(path, body, ""), 0);
+	}
 	free(out);
 }
 
@@ -272,11 +1014,17 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_table),
-		cmocka_unit_test(test_feedback_notes),
-		cmocka_unit_test(test_missing_segment),
-		cmocka_unit_test(test_usage),
-		cmocka_unit_test(test_no_broker),
+		cmocka_unit_test_teardown(test_table, teardown),
+		cmocka_unit_test_teardown(test_feedback_notes, teardown),
+		cmocka_unit_test_teardown(test_missing_segment, teardown),
+		cmocka_unit_test_teardown(test_usage, teardown),
+		cmocka_unit_test_teardown(test_json, teardown),
+		cmocka_unit_test_teardown(test_json_holders, teardown),
+		cmocka_unit_test_teardown(test_prom, teardown),
+		cmocka_unit_test_teardown(test_clients, teardown),
+		cmocka_unit_test_teardown(test_filter, teardown),
+		cmocka_unit_test_teardown(test_option_errors, teardown),
+		cmocka_unit_test_teardown(test_no_broker, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
