@@ -15,10 +15,11 @@ override LDFLAGS  += $(SAN)
 
 SOVER     = 0
 VERSION   = 0.1.0
-# Build and test dependencies; python3 reads tollstat -j in the tests and
-# prometheus brings promtool, which checks tollstat -p.
+# Build and test dependencies; python3 reads tollstat -j in the tests,
+# prometheus brings promtool, which checks tollstat -p, and man-db and
+# groff-base render the man pages test_man checks.
 PKGS      = liburing-dev libbsd-dev libinih-dev libcmocka-dev pkg-config \
-	    python3 prometheus
+	    python3 prometheus man-db groff-base
 LIBS      = -linih -luring -lbsd -lpthread
 
 # The library: the hot path and what it needs, nothing of the broker.
@@ -178,10 +179,13 @@ install: all
 	install -m 0755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 broker/tollgate.conf \
 	    $(DESTDIR)$(PREFIX)/share/tollgate/tollgate.conf.example
-	install -d $(DESTDIR)$(PREFIX)/share/man/man3 \
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 \
+	    $(DESTDIR)$(PREFIX)/share/man/man3 \
 	    $(DESTDIR)$(PREFIX)/share/man/man5 \
 	    $(DESTDIR)$(PREFIX)/share/man/man8 \
 	    $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0644 man/tollstat.1 man/tollsim.1 man/tollrun.1 \
+	    $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 0644 man/tollgate.3 $(DESTDIR)$(PREFIX)/share/man/man3/
 	for f in $(MANLINKS); do \
 	    ln -sf tollgate.3 $(DESTDIR)$(PREFIX)/share/man/man3/$$f.3; done

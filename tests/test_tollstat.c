@@ -967,8 +967,8 @@ test_no_broker(void **state)
 	static const char *const lines[] = {
 		"tollgate_broker_up 0",
 		"tollgate_key_granted_total{key=\"i\\\"m\\\\a\\ng\"} 0",
-		"tollgate_limit_available{key=\"i\\\"m\\\\a\\ng\","
-		    "limit=\"5 images/min\"} 5",
+		("tollgate_limit_available{key=\"i\\\"m\\\\a\\ng\","
+		    "limit=\"5 images/min\"} 5"),
 	};
 	struct tbroker *tb2 = calloc(1, sizeof(*tb2));
 	char *out = malloc(OUT_MAX), args[256], path[PATH_MAX];
