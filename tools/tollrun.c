@@ -34,12 +34,7 @@
 static const int fwd_sigs[] = { SIGINT, SIGTERM, SIGHUP };
 #define NFWD	(sizeof(fwd_sigs) / sizeof(fwd_sigs[0]))
 
-/*
- * The child a forwarded signal goes to, 0 when none; set and cleared only
- * with the forwarded signals blocked, so the handler never sees it change.
- */
-static volatile sig_atomic_t child_pid;
-static volatile sig_atomic_t got_sig;	/* the last signal we caught */
+static int got_sig;		/* the last forwarded signal */
 
 static void
 usage(FILE *f, int status)
@@ -229,24 +224,6 @@ observe(tg_client *c, tg_ticket *t, const char *path, int *code)
 }
 
 /*
- * Forward a signal to the command.  One the kernel sent (si_code
- * SI_KERNEL: a terminal's ^C, ^\, hangup) went to the whole foreground
- * process group, the command included: sending it again would make a
- * second ^C of it.  A kill(1) aimed at tollrun (SI_USER) is passed on.
- */
-static void
-forward(int sig, siginfo_t *si, void *uc)
-{
-	int saved = errno;
-
-	(void)uc;
-	got_sig = sig;
-	if (child_pid > 0 && si->si_code != SI_KERNEL)
-		(void)kill((pid_t)child_pid, sig);
-	errno = saved;
-}
-
-/*
  * Run argv with fork and execvp, stdin, stdout and stderr its own, the
  * forwarded signals going to it while it runs.  Returns its status as a
  * shell gives it (exit code, or 128+N if signal N killed it), or -1 if it
@@ -256,11 +233,12 @@ forward(int sig, siginfo_t *si, void *uc)
 static int
 run(char *const argv[], const sigset_t *fwd, const sigset_t *orig)
 {
-	struct sigaction sa, old[NFWD];
-	siginfo_t si;
+	sigset_t wait_set, was;
+	siginfo_t si, info;
 	pid_t pid;
-	int e;
+	int e, sig;
 
+	sigprocmask(SIG_SETMASK, NULL, &was);
 	if ((pid = fork()) < 0) {
 		warn("fork");
 		return -1;
@@ -279,31 +257,48 @@ run(char *const argv[], const sigset_t *fwd, const sigset_t *orig)
 		    EXIT_NOEXEC);
 	}
 
-	child_pid = pid;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = forward;
-	sa.sa_flags = SA_SIGINFO | SA_RESTART;
-	sigfillset(&sa.sa_mask);
+	/*
+	 * Wait for the child and the forwarded signals synchronously, all
+	 * of them blocked (SIGCHLD too: blocked, it stays pending though
+	 * its default is to be ignored): no handler runs inside a restarted
+	 * wait, which sanitizer runtimes would hold back until the child
+	 * exits of its own accord.
+	 */
+	sigemptyset(&wait_set);
+	sigaddset(&wait_set, SIGCHLD);
 	for (size_t i = 0; i < NFWD; i++) {
+		struct sigaction cur;
+
 		/* As a shell: a signal ignored when we started stays so. */
-		sigaction(fwd_sigs[i], NULL, &old[i]);
-		if (old[i].sa_handler != SIG_IGN)
-			sigaction(fwd_sigs[i], &sa, NULL);
+		sigaction(fwd_sigs[i], NULL, &cur);
+		if (cur.sa_handler != SIG_IGN)
+			sigaddset(&wait_set, fwd_sigs[i]);
 	}
-	/* One that came since the fork is delivered now, and forwarded. */
-	sigprocmask(SIG_UNBLOCK, fwd, NULL);
-	/* Don't reap yet: until we do, no other process can have its pid. */
-	while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0)
-		if (errno != EINTR)
+	sigprocmask(SIG_BLOCK, &wait_set, NULL);
+	for (;;) {
+		/* Don't reap yet: until we do, no other process has its pid. */
+		si.si_pid = 0;
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT |
+		    WNOHANG) < 0 && errno != EINTR)
 			err(EX_OSERR, "waitid %d", (int)pid);
-	sigprocmask(SIG_BLOCK, fwd, NULL);
-	child_pid = 0;
+		if (si.si_pid == pid)
+			break;
+		if ((sig = sigwaitinfo(&wait_set, &info)) < 0 || sig == SIGCHLD)
+			continue;
+		got_sig = sig;
+		/*
+		 * One the kernel sent (SI_KERNEL: a terminal's ^C, ^\,
+		 * hangup) went to the whole foreground process group, the
+		 * command included: sending it again would make a second ^C.
+		 */
+		if (info.si_code != SI_KERNEL)
+			(void)kill(pid, sig);
+	}
 	while (waitpid(pid, NULL, 0) < 0)
 		if (errno != EINTR)
 			err(EX_OSERR, "waitpid %d", (int)pid);
-	for (size_t i = 0; i < NFWD; i++)
-		if (old[i].sa_handler != SIG_IGN)
-			sigaction(fwd_sigs[i], &old[i], NULL);
+	sigprocmask(SIG_SETMASK, &was, NULL);
+	sigprocmask(SIG_BLOCK, fwd, NULL);
 	return si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
 }
 
