@@ -222,7 +222,7 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 	struct tk *tk = (struct tk *)t;
 	struct hdr_result hr;
 	struct chain ch;
-	uint64_t now, hint = HDR_UNKNOWN, zero_reset = HDR_UNKNOWN;
+	uint64_t now, hint, zero_reset = HDR_UNKNOWN;
 	int evidence, cls, advice, r, cd;
 
 	if (c == NULL || t == NULL || http_status < 200 || http_status > 599 ||
@@ -233,15 +233,20 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 		return r;
 	(void)hdr_parse(headers != NULL ? headers : "", len, wall_ns(), &hr);
 
-	/* Rate-limit evidence: a retry hint, or a count of 0 left. */
-	for (unsigned u = 0; u < UNIT_COUNT; u++)
-		if (hr.unit[u].remaining == 0 && hr.unit[u].reset_ns !=
-		    HDR_UNKNOWN && (zero_reset == HDR_UNKNOWN ||
-		    hr.unit[u].reset_ns > zero_reset))
-			zero_reset = hr.unit[u].reset_ns;
+	/*
+	 * Rate-limit evidence: a retry hint, or a count of 0 left.  With no
+	 * hint, the latest reset of a unit with 0 left says how long.
+	 */
 	evidence = hr.retry_after_ns != HDR_UNKNOWN;
-	for (unsigned u = 0; u < UNIT_COUNT; u++)
-		evidence |= hr.unit[u].remaining == 0;
+	for (unsigned u = 0; u < UNIT_COUNT; u++) {
+		if (hr.unit[u].remaining != 0)
+			continue;
+		evidence = 1;
+		if (hr.unit[u].reset_ns != HDR_UNKNOWN &&
+		    (zero_reset == HDR_UNKNOWN || hr.unit[u].reset_ns >
+		    zero_reset))
+			zero_reset = hr.unit[u].reset_ns;
+	}
 	hint = hr.retry_after_ns != HDR_UNKNOWN ? hr.retry_after_ns :
 	    zero_reset;
 

@@ -322,3 +322,40 @@ tb_group_teardown(void **state)
 	free(tb);
 	return 0;
 }
+
+size_t
+tb_slurp(FILE *f, char *buf, size_t len)
+{
+	size_t n = 0, got;
+
+	while (n + 1 < len && (got = fread(buf + n, 1, len - 1 - n, f)) > 0)
+		n += got;
+	buf[n] = '\0';
+	return n;
+}
+
+int
+tb_run(const char *cmd, char *out, size_t len)
+{
+	FILE *p;
+	int st;
+
+	if ((p = popen(cmd, "r")) == NULL)
+		fail_msg("cannot run %s", cmd);
+	tb_slurp(p, out, len);
+	st = pclose(p);
+	if (st == -1)
+		fail_msg("cannot wait for %s", cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+void *
+tb_shared(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED |
+	    MAP_ANONYMOUS, -1, 0);
+
+	assert_true(p != MAP_FAILED);
+	memset(p, 0, size);
+	return p;
+}

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tollgate.h"
 
@@ -69,6 +70,19 @@ int	tb_group_teardown(void **state);
 /* In a test: the broker of the group setup, or skip() without one. */
 #define TB_NEED(state)	(*(state) != NULL ? (struct tbroker *)*(state) : \
 	    (skip(), (struct tbroker *)NULL))
+
+/* Read all of f (up to len - 1 bytes) into buf, NUL-terminated; bytes read. */
+size_t	tb_slurp(FILE *f, char *buf, size_t len);
+
+/*
+ * Run cmd through the shell with what it writes on stdout (redirect in
+ * cmd for stderr) in out, NUL-terminated.  Returns its exit status,
+ * 128 + N if signal N killed it; the test fails if it cannot be run.
+ */
+int	tb_run(const char *cmd, char *out, size_t len);
+
+/* size zeroed bytes that fork()ed children share with the parent. */
+void	*tb_shared(size_t size);
 
 uint64_t tb_now_ns(void);
 

@@ -26,21 +26,6 @@
 
 static const char keys[] = "[k]\nlimit = 5 requests/s\n";
 
-/* Run a command; its output (stdout and stderr) in out, its exit code. */
-static int
-run(const char *cmd, char *out, size_t len)
-{
-	FILE *f;
-	size_t n;
-	int st;
-
-	assert_non_null(f = popen(cmd, "r"));
-	n = fread(out, 1, len - 1, f);
-	out[n] = '\0';
-	st = pclose(f);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
 static void
 write_file(const char *path, const char *text)
 {
@@ -64,12 +49,12 @@ test_check_good_and_bad(void **state)
 	    "limit = 5 requests/min\n");
 	snprintf(cmd, sizeof(cmd), "%s -n -c %s 2>&1",
 	    tb_bin("tollgated", bin, sizeof(bin)), path);
-	assert_int_equal(run(cmd, out, sizeof(out)), 0);
+	assert_int_equal(tb_run(cmd, out, sizeof(out)), 0);
 	assert_string_equal(out, "configuration OK\n");
 	/* Two errors, each with file and line; nothing created. */
 	write_file(path, "[broker]\nsegment = tgtest-check\n[a]\n"
 	    "limit = 5 bananas/min\n[b/c]\nlimit = 1 requests/s\n");
-	assert_int_equal(run(cmd, out, sizeof(out)), 1);
+	assert_int_equal(tb_run(cmd, out, sizeof(out)), 1);
 	assert_non_null(strstr(out, ":4: "));
 	assert_non_null(strstr(out, "bananas"));
 	assert_non_null(strstr(out, ":5: "));
@@ -77,7 +62,7 @@ test_check_good_and_bad(void **state)
 	/* Without -n the broker refuses to start on it, the same way. */
 	snprintf(cmd, sizeof(cmd), "%s -c %s 2>&1",
 	    tb_bin("tollgated", bin, sizeof(bin)), path);
-	assert_int_equal(run(cmd, out, sizeof(out)), 1);
+	assert_int_equal(tb_run(cmd, out, sizeof(out)), 1);
 	assert_int_equal(access("/dev/shm/tgtest-check", F_OK), -1);
 	unlink(path);
 }
@@ -168,7 +153,7 @@ test_other_version_needs_reset(void **state)
 	h->version = TG_SEG_VERSION + 1;
 	snprintf(cmd, sizeof(cmd), "%s -c %s 2>&1",
 	    tb_bin("tollgated", bin, sizeof(bin)), tb.conf);
-	assert_int_equal(run(cmd, out, sizeof(out)), 1);
+	assert_int_equal(tb_run(cmd, out, sizeof(out)), 1);
 	assert_non_null(strstr(out, "--reset"));
 	assert_int_equal(h->version, TG_SEG_VERSION + 1);	/* untouched */
 	assert_int_equal(tg_open(tb.segment, &c), -EPROTO);

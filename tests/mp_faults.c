@@ -283,7 +283,6 @@ second_broker(const struct tbroker *tb, const char *pidfile, char *out,
 {
 	char bin[256], cmd[PATH_MAX + 512], path[PATH_MAX];
 	FILE *f;
-	size_t n;
 
 	snprintf(path, sizeof(path), "%s/second.conf", tb->dir);
 	assert_non_null(f = fopen(path, "w"));
@@ -292,10 +291,7 @@ second_broker(const struct tbroker *tb, const char *pidfile, char *out,
 	fclose(f);
 	snprintf(cmd, sizeof(cmd), "%s -c %s 2>&1; echo rc=$?",
 	    tb_bin("tollgated", bin, sizeof(bin)), path);
-	assert_non_null(f = popen(cmd, "r"));
-	n = fread(out, 1, len - 1, f);
-	out[n] = '\0';
-	pclose(f);
+	(void)tb_run(cmd, out, len);	/* the status is echoed as rc= */
 }
 
 /* A second broker on the same segment refuses, naming the first. */

@@ -123,17 +123,6 @@ struct shared {
 	int			rc[8];
 };
 
-static struct shared *
-shared_new(void)
-{
-	struct shared *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
-	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	assert_true(s != MAP_FAILED);
-	memset(s, 0, sizeof(*s));
-	return s;
-}
-
 static void
 wait_for(_Atomic int *flag, int value)
 {
@@ -149,7 +138,7 @@ static void
 test_retry_after_pauses_others(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
-	struct shared *s = shared_new();
+	struct shared *s = tb_shared(sizeof(*s));
 	tg_client *c = tb_client(tb);
 	uint32_t k = tb_key(c, "hint");
 	uint64_t t0, after;
@@ -246,7 +235,7 @@ static void
 test_storm_one_growing_pause(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
-	struct shared *s = shared_new();
+	struct shared *s = tb_shared(sizeof(*s));
 	struct seg_map m = view(tb);
 	tg_client *c = tb_client(tb);
 	uint32_t k = tb_key(c, "storm"), child = tb_key(c, "storm/child");
@@ -294,7 +283,7 @@ static void
 test_remaining_two_lets_two(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
-	struct shared *s = shared_new();
+	struct shared *s = tb_shared(sizeof(*s));
 	tg_client *c = tb_client(tb);
 	uint32_t k = tb_key(c, "two");
 	uint64_t t0, retry;

@@ -53,17 +53,6 @@ setup(void **state)
 	return tb_group_setup(state, conf);
 }
 
-static struct shared *
-shared_new(void)
-{
-	struct shared *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
-	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	assert_true(s != MAP_FAILED);
-	memset(s, 0, sizeof(*s));
-	return s;
-}
-
 static void
 wait_go(struct shared *s)
 {
@@ -76,7 +65,7 @@ static void
 test_rate_four_processes(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
-	struct shared *s = shared_new();
+	struct shared *s = tb_shared(sizeof(*s));
 	const uint64_t run = 2 * NS;
 	uint64_t t0, t1, cap, got;
 	pid_t pid[4];
@@ -131,7 +120,7 @@ static void
 test_window_never_exceeds(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
-	struct shared *s = shared_new();
+	struct shared *s = tb_shared(sizeof(*s));
 	const uint64_t win = 2 * NS, run = 5 * NS;
 	/*
 	 * Stamps are read just before each call, so a stamp can be earlier
@@ -189,7 +178,7 @@ static void
 test_concurrency_eight_on_three(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
-	struct shared *s = shared_new();
+	struct shared *s = tb_shared(sizeof(*s));
 	pid_t pid[8];
 
 	for (int i = 0; i < 8; i++)
@@ -238,7 +227,7 @@ static void
 test_acquire_paces_in_slots(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
-	struct shared *s = shared_new();
+	struct shared *s = tb_shared(sizeof(*s));
 	const uint64_t slot = NS / 10;
 	uint64_t t_go;
 	uint32_t n;

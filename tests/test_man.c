@@ -118,35 +118,6 @@ need(const char *prog, const char *pkg)
 		    "man-db groff-base", prog, pkg);
 }
 
-/* Read all of f into buf, NUL-terminated. */
-static void
-slurp(FILE *f, char *buf, size_t len)
-{
-	size_t n = 0, got;
-
-	while (n + 1 < len && (got = fread(buf + n, 1, len - 1 - n, f)) > 0)
-		n += got;
-	buf[n] = '\0';
-}
-
-/*
- * Run cmd through the shell; out gets what it wrote on the stream the
- * command line sends to the pipe.  Returns its exit status, or -1 if it
- * did not exit.
- */
-static int
-run(const char *cmd, char *out, size_t len)
-{
-	FILE *p;
-	int st;
-
-	if ((p = popen(cmd, "r")) == NULL)
-		fail_msg("popen %s", cmd);
-	slurp(p, out, len);
-	st = pclose(p);
-	return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* The page's path, checked to be safe inside single quotes. */
 static void
 page_path(const char *name, char *buf, size_t len)
@@ -184,14 +155,14 @@ test_pages_render(void **state)
 		page_path(pages[i], path, sizeof(path));
 		snprintf(cmd, sizeof(cmd), "MANWIDTH=80 man -l --warnings=all "
 		    "-Tutf8 '%s' 2>&1 >/dev/null", path);
-		r = run(cmd, out, sizeof(out));
+		r = tb_run(cmd, out, sizeof(out));
 		if (r != 0 || out[0] != '\0') {
 			print_message("%s: man exit %d:\n%s\n", path, r, out);
 			bad++;
 		}
 		snprintf(cmd, sizeof(cmd), "groff -mdoc -ww -z '%s' 2>&1",
 		    path);
-		r = run(cmd, out, sizeof(out));
+		r = tb_run(cmd, out, sizeof(out));
 		if (r != 0 || out[0] != '\0') {
 			print_message("%s: groff exit %d:\n%s\n", path, r, out);
 			bad++;
@@ -390,7 +361,7 @@ test_options_documented(void **state)
 		if (access(bin, X_OK) < 0)
 			fail_msg("%s: not built (make %s)", bin, bin);
 		snprintf(cmd, sizeof(cmd), "'%s' -h 2>&1", bin);
-		r = run(cmd, help, sizeof(help));
+		r = tb_run(cmd, help, sizeof(help));
 		if (r != 0)
 			fail_msg("%s -h: exit %d:\n%s", bin, r, help);
 		n = help_opts(help, opts);
@@ -401,7 +372,7 @@ test_options_documented(void **state)
 		snprintf(path, sizeof(path), "%s/%s.1", MAN_DIR, tools[t]);
 		if ((f = fopen(path, "r")) == NULL)
 			fail_msg("%s: no page for %s", path, tools[t]);
-		slurp(f, page, sizeof(page));
+		tb_slurp(f, page, sizeof(page));
 		fclose(f);
 		for (size_t i = 0; i < n; i++)
 			if (!page_has_fl(page, opts[i])) {

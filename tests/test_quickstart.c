@@ -21,8 +21,6 @@ test_readme_program_takes_a_ticket(void **state)
 {
 	struct tbroker tb;
 	char bin[256], lib[256], cmd[PATH_MAX + 1024], out[256];
-	FILE *f;
-	size_t n;
 	int r;
 
 	(void)state;
@@ -37,18 +35,12 @@ test_readme_program_takes_a_ticket(void **state)
 	tb_bin("stage/usr/lib", lib, sizeof(lib));
 	snprintf(cmd, sizeof(cmd), "LD_LIBRARY_PATH=%s %s %s 2>&1", lib,
 	    tb_bin("quickstart", bin, sizeof(bin)), tb.segment);
-	assert_non_null(f = popen(cmd, "r"));
-	n = fread(out, 1, sizeof(out) - 1, f);
-	out[n] = '\0';
-	assert_int_equal(pclose(f), 0);
+	assert_int_equal(tb_run(cmd, out, sizeof(out)), 0);
 	assert_non_null(strstr(out, "ticket taken"));
 	assert_non_null(strstr(out, "response observed: ok"));
 	/* And it resolved the installed libtollgate.so.0, not a static copy. */
 	snprintf(cmd, sizeof(cmd), "LD_LIBRARY_PATH=%s ldd %s", lib, bin);
-	assert_non_null(f = popen(cmd, "r"));
-	n = fread(out, 1, sizeof(out) - 1, f);
-	out[n] = '\0';
-	pclose(f);
+	assert_int_equal(tb_run(cmd, out, sizeof(out)), 0);
 	assert_non_null(strstr(out, "libtollgate.so.0"));
 	assert_non_null(strstr(out, "stage/usr/lib"));
 	assert_int_equal(tb_stop(&tb), 0);
@@ -64,8 +56,7 @@ static void
 test_readme_config_parses(void **state)
 {
 	char bin[256], cmd[PATH_MAX + 1024], out[512];
-	FILE *f;
-	size_t n;
+	int r;
 
 	(void)state;
 	snprintf(cmd, sizeof(cmd), "awk '/^```ini$/{p=1;next} /^```$/{p=0} p' "
@@ -74,11 +65,9 @@ test_readme_config_parses(void **state)
 	    "/tmp/tg-readme-%d.conf 2>&1; rm -f /tmp/tg-readme-%d.conf",
 	    (int)getpid(), tb_bin("tollgated", bin, sizeof(bin)),
 	    (int)getpid(), (int)getpid());
-	assert_non_null(f = popen(cmd, "r"));
-	n = fread(out, 1, sizeof(out) - 1, f);
-	out[n] = '\0';
+	r = tb_run(cmd, out, sizeof(out));
 	print_message("%s", out);
-	assert_int_equal(pclose(f), 0);
+	assert_int_equal(r, 0);
 	assert_non_null(strstr(out, "configuration OK"));
 }
 

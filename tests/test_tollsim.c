@@ -19,17 +19,6 @@
 /* What the last run wrote: stdout and stderr apart. */
 static char out[OUT_MAX], errout[OUT_MAX];
 
-/* Read all of f into buf, NUL-terminated. */
-static void
-slurp(FILE *f, char *buf, size_t len)
-{
-	size_t n = 0, got;
-
-	while (n + 1 < len && (got = fread(buf + n, 1, len - 1 - n, f)) > 0)
-		n += got;
-	buf[n] = '\0';
-}
-
 /*
  * Run `tollsim ARGS' through the shell with input (NULL: none) on its
  * standard input.  Returns its exit status; out and errout hold what it
@@ -53,10 +42,10 @@ sim(const char *input, const char *args)
 	snprintf(cmd, sizeof(cmd), "%s %s <%s 2>%s", tb_bin("tollsim", bin,
 	    sizeof(bin)), args, in, er);
 	assert_non_null(p = popen(cmd, "r"));
-	slurp(p, out, sizeof(out));
+	tb_slurp(p, out, sizeof(out));
 	st = pclose(p);
 	assert_non_null(f = fopen(er, "r"));
-	slurp(f, errout, sizeof(errout));
+	tb_slurp(f, errout, sizeof(errout));
 	fclose(f);
 	unlink(in);
 	unlink(er);

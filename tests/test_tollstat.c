@@ -108,20 +108,11 @@ static int
 tollstat(const char *args, char *out, size_t len)
 {
 	char bin[PATH_MAX], cmd[PATH_MAX + 256];
-	size_t n = 0, got;
-	FILE *p;
-	int st;
 
-	snprintf(cmd, sizeof(cmd), "%s %s", tb_bin("tollstat", bin,
-	    sizeof(bin)), args);
-	p = popen(cmd, "r");
-	assert_non_null(p);
-	while (n + 1 < len && (got = fread(out + n, 1, len - 1 - n, p)) > 0)
-		n += got;
-	out[n] = '\0';
-	st = pclose(p);
-	assert_true(st != -1 && WIFEXITED(st));
-	return WEXITSTATUS(st);
+	if (snprintf(cmd, sizeof(cmd), "%s %s", tb_bin("tollstat", bin,
+	    sizeof(bin)), args) >= (int)sizeof(cmd))
+		fail_msg("command too long: %s", args);
+	return tb_run(cmd, out, len);
 }
 
 /*
@@ -204,7 +195,6 @@ static int
 pycheck(const char *path, const char *body, const char *pyargs)
 {
 	char script[PATH_MAX], cmd[2 * PATH_MAX + 256], buf[4096];
-	size_t n;
 	FILE *f;
 	int st;
 
@@ -217,14 +207,10 @@ pycheck(const char *path, const char *body, const char *pyargs)
 	assert_int_equal(fclose(f), 0);
 	snprintf(cmd, sizeof(cmd), "python3 %s %s %s 2>&1", script, path,
 	    pyargs);
-	assert_non_null(f = popen(cmd, "r"));
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[n] = '\0';
-	st = pclose(f);
-	if (n > 0)
+	st = tb_run(cmd, buf, sizeof(buf));
+	if (buf[0] != '\0')
 		print_message("%s", buf);
-	assert_true(st != -1 && WIFEXITED(st));
-	return WEXITSTATUS(st);
+	return st;
 }
 
 /* Whether out has the whole line `line'. */
