@@ -15,12 +15,17 @@ override LDFLAGS  += $(SAN)
 
 SOVER     = 0
 VERSION   = 0.1.0
-# Build and test dependencies; python3 reads tollstat -j in the tests,
-# prometheus brings promtool, which checks tollstat -p, and man-db and
-# groff-base render the man pages test_man checks.
+# Build and test dependencies; python3 reads tollstat -j in the tests and
+# runs the binding's tests (python3-httpx: the README's worker runs for
+# real), prometheus brings promtool, which checks tollstat -p, man-db and
+# groff-base render the man pages test_man checks; hiredis and
+# redis-server are the Redis alternative tollbench measures against.
 PKGS      = liburing-dev libbsd-dev libinih-dev libcmocka-dev pkg-config \
-	    python3 prometheus man-db groff-base
+	    python3 python3-httpx prometheus man-db groff-base \
+	    libhiredis-dev redis-server
 LIBS      = -linih -luring -lbsd -lpthread
+# Debian's interpreter, which sees Debian's python3-* packages.
+PYTHON   ?= /usr/bin/python3
 
 # The library: the hot path and what it needs, nothing of the broker.
 LIB_SRCS  = libclient/client.c libclient/seg.c libclient/gcra.c \
@@ -42,13 +47,17 @@ TOOL_SRCS = $(wildcard tools/*.c)
 MANLINKS  = tg_open tg_close tg_key tg_try_acquire tg_acquire tg_observe \
 	    tg_settle tg_release tg_strerror
 TOOLS     = $(TOOL_SRCS:tools/%.c=$(B)/%)
+STAT_SRCS = $(wildcard tools/stat/*.c)
+# tollbench: measured, never installed.
+BENCH_SRCS = $(wildcard tools/bench/*.c)
 
 ALL_OBJS  = $(LIB_OBJS) $(INT_OBJS) $(BROKER_OBJS) \
 	    $(TEST_SRCS:%.c=$(B)/%.o) $(TEST_HELP:%.c=$(B)/%.o) \
 	    $(TOOL_SRCS:%.c=$(B)/%.o) $(FUZZ_SRCS:%.c=$(B)/%.o) \
-	    $(B)/tests/fuzz/replay.o
+	    $(B)/tests/fuzz/replay.o $(BENCH_SRCS:%.c=$(B)/%.o) \
+	    $(STAT_SRCS:%.c=$(B)/%.o)
 
-.PHONY: all deps run test asan tsan fuzz install clean
+.PHONY: all deps run test bench asan tsan fuzz install clean
 # Keep test objects: they are intermediate, and make would delete them.
 .SECONDARY:
 
@@ -79,9 +88,19 @@ $(B)/libtollgate.so: $(LIB_OBJS) libclient/libtollgate.map
 $(B)/tollgated: $(BROKER_OBJS) $(B)/libtgint.a $(B)/libtollgate.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-# Each tools/NAME.c is one program, build/NAME.
-$(TOOLS): $(B)/%: $(B)/tools/%.o $(B)/libtgint.a $(B)/libtollgate.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+# Each tools/NAME.c is one program, build/NAME; a program in parts keeps
+# them in tools/NAME/ (tollstat: tools/stat/).
+TOOL_LIBS = $(B)/libtgint.a $(B)/libtollgate.a
+$(TOOLS): $(B)/%: $(B)/tools/%.o $(TOOL_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(TOOL_LIBS) $(LIBS)
+$(B)/tollstat: $(STAT_SRCS:%.c=$(B)/%.o)
+
+$(B)/tollbench: $(BENCH_SRCS:%.c=$(B)/%.o) $(B)/libtgint.a $(B)/libtollgate.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lhiredis
+
+# The benchmark table (not part of `make test', which runs a smoke pass).
+bench: deps all $(B)/tollbench
+	$(B)/tollbench $(BENCH_ARGS)
 
 $(B)/tests/%: $(B)/tests/%.o $(B)/tests/helpers.o $(B)/libtgint.a \
 	    $(B)/libtollgate.a
@@ -134,7 +153,7 @@ test: deps all $(TESTS) $(REPLAYS) $(B)/quickstart
 	    pass=$$((pass+1)); else fail=$$((fail+1)); \
 	    echo "FAILED: $$r"; fi; done; \
 	for t in $(TESTS); do echo "== $$t"; \
-	    if TG_BUILD=$(B) $$t; then pass=$$((pass+1)); \
+	    if TG_BUILD=$(B) TG_PYTHON=$(PYTHON) $$t; then pass=$$((pass+1)); \
 	    else fail=$$((fail+1)); echo "FAILED: $$t"; fi; done; \
 	    echo "summary: $$pass passed, $$fail failed"; \
 	    [ $$fail -eq 0 ]

@@ -996,6 +996,197 @@ test_no_broker(void **state)
 	free(out);
 }
 
+/*
+ * The frames of `tollstat -w' written to a pipe, split in place: each
+ * starts at a "segment " line.  Returns how many (at most max).
+ */
+static int
+frames(char *out, char **fr, int max)
+{
+	int n = 0;
+
+	for (char *p = out; p != NULL && n < max; ) {
+		fr[n++] = p;
+		if ((p = strstr(p, "\n\nsegment ")) != NULL) {
+			p[1] = '\0';
+			p += 2;
+		}
+	}
+	return n;
+}
+
+/* A -w row's ten cells: GRANTED/s, its 3 averages, DENIED/s, its 3... */
+static int
+wrow(const char *frame, const char *label, char f[10][32])
+{
+	size_t len = strlen(label);
+	const char *end;
+
+	for (const char *l = frame; *l != '\0'; l = end + 1) {
+		if ((end = strchr(l, '\n')) == NULL)
+			return 0;
+		if (strncmp(l, label, len) == 0 && l[len] == ' ')
+			return sscanf(l + len, "%31s %31s %31s %31s %31s %31s "
+			    "%31s %31s %31s %31s", f[0], f[1], f[2], f[3],
+			    f[4], f[5], f[6], f[7], f[8], f[9]);
+	}
+	return 0;
+}
+
+/*
+ * -w: a child hammers web-b (10 requests/s) while tollstat redraws every
+ * 0.4 s.  The first frame has no interval yet; later ones show granted and
+ * denied per second, and each average is the mean of the intervals seen
+ * so far (fewer than 10): frame 2's equals its rate, frame 3's the mean
+ * of frames 2 and 3.
+ */
+static void
+test_watch(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	char *out = malloc(OUT_MAX), *fr[8], args[256], f[4][10][32];
+	pid_t kid;
+	double r2, r3, avg;
+
+	assert_non_null(out);
+	assert_true((kid = fork()) >= 0);
+	if (kid == 0) {
+		tg_client *c;
+		tg_ticket t;
+		uint32_t k;
+		uint64_t end = tb_now_ns() + 2500000000ull;
+
+		if (tg_open(tb->segment, &c) < 0 ||
+		    tg_key(c, "web-b", &k) < 0)
+			_exit(1);
+		while (tb_now_ns() < end) {
+			if (tg_try_acquire(c, k, NULL, &t, NULL) == 0)
+				tg_release(c, &t);
+			tb_sleep_ns(10000000);
+		}
+		_exit(0);
+	}
+	held.kid = kid;
+	tb_sleep_ns(200000000);
+	snprintf(args, sizeof(args), "-s %s -k web-b -w 0.4 -n 4",
+	    tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_int_equal(frames(out, fr, 8), 4);
+	for (int i = 0; i < 4; i++) {
+		assert_non_null(strstr(fr[i], "every 400ms"));
+		/* -k: web-b alone; web is another key. */
+		assert_null(strstr(fr[i], "\nweb "));
+		/* a key has no AVAILABLE or NEXT; a note may follow */
+		assert_true(wrow(fr[i], "web-b", f[i]) >= 8);
+		assert_int_equal(wrow(fr[i], "  10 requests/s", f[i]), 10);
+	}
+	for (int c = 0; c < 8; c++)
+		assert_string_equal(f[0][c], "-");
+	for (int i = 1; i < 4; i++) {
+		assert_true(strtod(f[i][0], NULL) > 0);	/* granted/s */
+		assert_true(strtod(f[i][4], NULL) > 0);	/* denied/s */
+	}
+	for (int c = 1; c < 4; c++) {
+		assert_string_equal(f[1][c], f[1][0]);
+		assert_string_equal(f[1][4 + c], f[1][4]);
+	}
+	r2 = strtod(f[1][0], NULL);
+	r3 = strtod(f[2][0], NULL);
+	for (int c = 1; c < 4; c++) {
+		avg = strtod(f[2][c], NULL);
+		assert_true(avg > (r2 + r3) / 2 - 0.02 &&
+		    avg < (r2 + r3) / 2 + 0.02);
+	}
+	assert_int_equal(tb_wait_child(kid), 0);
+	held.kid = 0;
+	free(out);
+}
+
+/*
+ * -w outlives its broker: a frame says the broker is gone after SIGKILL,
+ * a later one shows the restarted broker, a later one that the segment
+ * is gone; tollstat goes on to the last frame and exits 0.
+ */
+static void
+test_watch_broker_gone(void **state)
+{
+	struct tbroker *tb2 = calloc(1, sizeof(*tb2));
+	char bin[PATH_MAX], path[PATH_MAX], up[64], *out = malloc(OUT_MAX);
+	char *fr[16], *gone, *back, *none;
+	pid_t kid;
+	FILE *f;
+	int r, n;
+
+	(void)TB_NEED(state);
+	assert_non_null(tb2);
+	assert_non_null(out);
+	held.tb2 = tb2;
+	r = tb_start(tb2, conf);
+	if (r == -ENOSYS)
+		skip();
+	assert_int_equal(r, 0);
+	/* Not in tb2->dir, which tb_cleanup removes. */
+	snprintf(path, sizeof(path), "/tmp/tgwatch-%d.out", (int)getpid());
+	tb_bin("tollstat", bin, sizeof(bin));
+	assert_true((kid = fork()) >= 0);
+	if (kid == 0) {
+		if (freopen(path, "w", stdout) == NULL)
+			_exit(126);
+		execl(bin, "tollstat", "-s", tb2->segment, "-w", "0.3", "-n",
+		    "12", (char *)NULL);
+		_exit(127);
+	}
+	held.kid = kid;
+	tb_sleep_ns(900000000);
+	tb_kill(tb2);
+	tb_sleep_ns(900000000);
+	assert_int_equal(tb_restart(tb2), 0);
+	snprintf(up, sizeof(up), "broker     pid %d, up", (int)tb2->pid);
+	tb_sleep_ns(900000000);
+	tb_cleanup(tb2);	/* stops it and unlinks the segment */
+	assert_int_equal(tb_wait_child(kid), 0);
+	held.kid = 0;
+	assert_non_null(f = fopen(path, "r"));
+	tb_slurp(f, out, OUT_MAX);
+	fclose(f);
+	unlink(path);
+	assert_non_null(gone = strstr(out, "is gone)"));
+	assert_non_null(back = strstr(gone, up));
+	assert_non_null(none = strstr(back, "no such segment"));
+	assert_non_null(strstr(none, "(frame 12;"));
+	/* 12 frames: the ones with a segment to show, then messages */
+	n = frames(out, fr, 16);
+	assert_true(n >= 3 && n <= 12);
+	free(out);
+}
+
+/* -w's interval and -n: typos are usage errors, not a 0 s redraw loop. */
+static void
+test_watch_errors(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	static const char *const bad[] = {
+		"-w 0", "-w 0.05", "-w abc", "-w 1.", "-w .5", "-w 3601",
+		"-w 1.0000000001", "-w 1 -j", "-w -p", "-w -c", "-n 3",
+		"-w -n 0", "-w -n x", "-w 1 2",
+	};
+	char *out = malloc(OUT_MAX), args[256];
+
+	assert_non_null(out);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(args, sizeof(args), "-s %s %s 2>&1 >/dev/null",
+		    tb->segment, bad[i]);
+		if (tollstat(args, out, OUT_MAX) != 2)
+			fail_msg("tollstat %s: not a usage error", bad[i]);
+		assert_non_null(strstr(out, "tollstat"));
+	}
+	/* The smallest and a fractional interval are fine. */
+	snprintf(args, sizeof(args), "-s %s -w 0.1 -n 2", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_non_null(strstr(out, "every 100ms, frame 2"));
+	free(out);
+}
+
 int
 main(void)
 {
@@ -1011,6 +1202,9 @@ main(void)
 		cmocka_unit_test_teardown(test_filter, teardown),
 		cmocka_unit_test_teardown(test_option_errors, teardown),
 		cmocka_unit_test_teardown(test_no_broker, teardown),
+		cmocka_unit_test_teardown(test_watch, teardown),
+		cmocka_unit_test_teardown(test_watch_broker_gone, teardown),
+		cmocka_unit_test_teardown(test_watch_errors, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
