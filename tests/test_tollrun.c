@@ -42,6 +42,8 @@ static const char conf[] =
     "limit = 10 images/day\n"
     "[spent]\n"
     "limit = 1 requests/day\n"
+    "[once]\n"			/* one ticket: none spent on a bad command */
+    "limit = 1 requests/day\n"
     "[held]\n"
     "concurrency = 1\n"
     "[xargs]\n"
@@ -297,6 +299,20 @@ test_exit_codes(void **state)
 	chmod(path, 0644);
 	assert_int_equal(TOLLRUN(tb, err, "-k", "free", "--", path), 126);
 	assert_non_null(strstr(err, "noexec"));
+	/*
+	 * Neither spends a ticket: "once" has one a day, still there for
+	 * `true' after them.  Nor does an unknown key wait for the command.
+	 */
+	assert_int_equal(TOLLRUN(tb, err, "-k", "once", "-t", "0", "--",
+	    "tgtest-no-such-command"), 127);
+	assert_int_equal(TOLLRUN(tb, err, "-k", "once", "-t", "0", "--",
+	    path), 126);
+	assert_int_equal(TOLLRUN(tb, err, "-k", "once", "-t", "0", "--",
+	    "/"), 126);
+	assert_int_equal(TOLLRUN(tb, err, "-k", "once", "-t", "0", "--",
+	    "true"), 0);
+	assert_int_equal(TOLLRUN(tb, err, "-k", "once", "-t", "0", "--",
+	    "true"), 75);
 	/* Without `--' too: COMMAND's own options are not tollrun's. */
 	assert_int_equal(TOLLRUN(tb, err, "-k", "free", "sh", "-c", "exit 3",
 	    "-k"), 3);

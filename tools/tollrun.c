@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,6 +224,64 @@ observe(tg_client *c, tg_ticket *t, const char *path, int *code)
 	return r;
 }
 
+/* Whether path is a file exec could run: 0, -ENOENT or -EACCES. */
+static int
+runnable(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return errno == EACCES ? -EACCES : -ENOENT;
+	if (!S_ISREG(st.st_mode) || access(path, X_OK) < 0)
+		return -EACCES;
+	return 0;
+}
+
+/*
+ * Find cmd as execvp will, before a ticket is taken for it: a command
+ * that cannot run must not spend the fleet's quota.  Returns 0, or the
+ * exit status a shell gives (127 not found, 126 not executable), warned.
+ * exec can still fail later (the file changes); run() reports that.
+ */
+static int
+command_check(const char *cmd)
+{
+	const char *path = getenv("PATH"), *p, *colon;
+	char buf[PATH_MAX], def[256];
+	int r, denied = 0;
+
+	if (strchr(cmd, '/') != NULL)
+		r = runnable(cmd);
+	else {
+		if (path == NULL) {
+			/* execvp's default search path */
+			confstr(_CS_PATH, def, sizeof(def));
+			path = def;
+		}
+		r = -ENOENT;
+		for (p = path; r != 0; p = colon + 1) {
+			size_t n;
+
+			colon = strchrnul(p, ':');
+			n = (size_t)(colon - p);
+			/* an empty entry is the current directory */
+			if (snprintf(buf, sizeof(buf), "%.*s%s%s", (int)n, p,
+			    n == 0 ? "" : "/", cmd) < (int)sizeof(buf) &&
+			    (r = runnable(buf)) == -EACCES)
+				denied = 1;
+			if (*colon == '\0')
+				break;
+		}
+		if (r != 0 && denied)
+			r = -EACCES;
+	}
+	if (r == 0)
+		return 0;
+	warnx("%s: %s", cmd, r == -EACCES ? "not executable" :
+	    "command not found");
+	return r == -EACCES ? EXIT_NOEXEC : EXIT_NOTFOUND;
+}
+
 /*
  * Run argv with fork and execvp, stdin, stdout and stderr its own, the
  * forwarded signals going to it while it runs.  Returns its status as a
@@ -396,6 +455,8 @@ main(int argc, char *argv[])
 	if (headers != NULL && stat(headers, &st) == 0 &&
 	    !S_ISREG(st.st_mode))
 		errx(EXIT_USAGE, "--headers %s: not a regular file", headers);
+	if ((r = command_check(argv[0])) != 0)
+		return r;
 
 	if ((r = tg_open(segment, &c)) < 0) {
 		if (r == -ENOENT)
