@@ -997,6 +997,41 @@ test_no_broker(void **state)
 }
 
 /*
+ * A stopped broker (SIGSTOP) still has a live pid, but no heartbeat:
+ * Prometheus says it is down, the table and JSON that it is stale.
+ */
+static void
+test_hung_broker(void **state)
+{
+	struct tbroker *tb2 = calloc(1, sizeof(*tb2));
+	char *out = malloc(OUT_MAX), args[256];
+	int r;
+
+	(void)TB_NEED(state);
+	assert_non_null(tb2);
+	assert_non_null(out);
+	held.tb2 = tb2;
+	r = tb_start(tb2, conf);
+	if (r == -ENOSYS)
+		skip();
+	assert_int_equal(r, 0);
+	snprintf(args, sizeof(args), "-p -s %s", tb2->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_true(has_line(out, "tollgate_broker_up 1"));
+	assert_int_equal(kill(tb2->pid, SIGSTOP), 0);
+	tb_sleep_ns(1300000000);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	kill(tb2->pid, SIGCONT);
+	assert_true(has_line(out, "tollgate_broker_up 0"));
+	snprintf(args, sizeof(args), "-s %s", tb2->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	/* it may have ticked since SIGCONT; its pid is there either way */
+	snprintf(args, sizeof(args), "pid %d, up", (int)tb2->pid);
+	assert_non_null(strstr(out, args));
+	free(out);
+}
+
+/*
  * The frames of `tollstat -w' written to a pipe, split in place: each
  * starts at a "segment " line.  Returns how many (at most max).
  */
@@ -1202,6 +1237,7 @@ main(void)
 		cmocka_unit_test_teardown(test_filter, teardown),
 		cmocka_unit_test_teardown(test_option_errors, teardown),
 		cmocka_unit_test_teardown(test_no_broker, teardown),
+		cmocka_unit_test_teardown(test_hung_broker, teardown),
 		cmocka_unit_test_teardown(test_watch, teardown),
 		cmocka_unit_test_teardown(test_watch_broker_gone, teardown),
 		cmocka_unit_test_teardown(test_watch_errors, teardown),

@@ -202,9 +202,10 @@ print_prom(FILE *f, const struct snap *s)
 	char buf[SPEC_MAX + 16];
 	uint64_t v;
 
+	/* A hung broker is down: nothing is reclaimed, nothing scrubbed. */
 	prom_one(f, "tollgate_broker_up", "gauge",
-	    "1 if the segment's broker is running.", 0,
-	    s->broker == BROKER_LIVE);
+	    "1 if the segment's broker runs and ticked within 1 s.", 0,
+	    s->broker == BROKER_LIVE && s->heartbeat_age_ns <= STALE_NS);
 	prom_one(f, "tollgate_broker_uptime_seconds", "gauge",
 	    "Time since the broker attached; 0 without one.", 1,
 	    s->uptime_ns);
