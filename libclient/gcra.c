@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "casstat.h"
 #include "gcra.h"
 
 uint64_t
@@ -72,8 +73,8 @@ gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 		 * Relaxed: the TAT publishes no other memory, and the CAS alone
 		 * orders updates of this one word.  On failure it reloads tat.
 		 */
-	} while (!atomic_compare_exchange_weak_explicit(tatp, &tat, next,
-	    memory_order_relaxed, memory_order_relaxed));
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
+	    next, memory_order_relaxed, memory_order_relaxed)));
 	return 0;
 }
 
@@ -90,8 +91,8 @@ gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns)
 	tat = atomic_load_explicit(tatp, memory_order_relaxed);
 	do {
 		prev = tat > cost_ns ? tat - cost_ns : 0;
-	} while (!atomic_compare_exchange_weak_explicit(tatp, &tat, prev,
-	    memory_order_relaxed, memory_order_relaxed));
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
+	    prev, memory_order_relaxed, memory_order_relaxed)));
 }
 
 void
@@ -109,8 +110,8 @@ gcra_charge(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 		    next + cost_ns;
 		if (next <= tat)
 			return;		/* already that far in debt */
-	} while (!atomic_compare_exchange_weak_explicit(tatp, &tat, next,
-	    memory_order_relaxed, memory_order_relaxed));
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
+	    next, memory_order_relaxed, memory_order_relaxed)));
 }
 
 uint64_t

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "casstat.h"
 #include "futex.h"
 #include "lease.h"
 #include "seg.h"
@@ -26,9 +27,9 @@ lease_take(_Atomic uint64_t *cells, uint32_t ncells, uint64_t val,
 		 * seq_cst: pairs with lease_wait_prepare's store of `waiting'
 		 * (a Dekker pair with lease_put's free and its load of it).
 		 */
-		if (atomic_compare_exchange_strong_explicit(&cells[i],
-		    &free_val, val, memory_order_seq_cst,
-		    memory_order_relaxed)) {
+		if (TG_CAS_COUNT(atomic_compare_exchange_strong_explicit(
+		    &cells[i], &free_val, val, memory_order_seq_cst,
+		    memory_order_relaxed))) {
 			*cell = i;
 			return 0;
 		}

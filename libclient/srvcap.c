@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "casstat.h"
 #include "srvcap.h"
 
 #define CAP_Q_MAX	((UINT64_C(1) << (64 - CAP_LEFT_BITS)) - 1)
@@ -41,8 +42,8 @@ cap_take(_Atomic uint64_t *cap, uint64_t now_ns, uint64_t n,
 			*retry_in_ns = cap_until_ns(w) - now_ns;
 			return -EAGAIN;
 		}
-	} while (!atomic_compare_exchange_weak_explicit(cap, &w, w - n,
-	    memory_order_relaxed, memory_order_relaxed));
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(cap, &w,
+	    w - n, memory_order_relaxed, memory_order_relaxed)));
 	return 1;
 }
 
@@ -64,9 +65,9 @@ cap_untake(_Atomic uint64_t *cap, uint64_t now_ns, uint64_t n)
 		left = cap_left(w) + n;
 		if (left > CAP_LEFT_MAX)
 			left = CAP_LEFT_MAX;
-	} while (!atomic_compare_exchange_weak_explicit(cap, &w,
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(cap, &w,
 	    (w & ~CAP_LEFT_MAX) | left, memory_order_relaxed,
-	    memory_order_relaxed));
+	    memory_order_relaxed)));
 }
 
 void
@@ -78,9 +79,9 @@ cap_charge(_Atomic uint64_t *cap, uint64_t now_ns, uint64_t n)
 		if (!cap_live(w, now_ns))
 			return;
 		left = cap_left(w) > n ? cap_left(w) - n : 0;
-	} while (!atomic_compare_exchange_weak_explicit(cap, &w,
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(cap, &w,
 	    (w & ~CAP_LEFT_MAX) | left, memory_order_relaxed,
-	    memory_order_relaxed));
+	    memory_order_relaxed)));
 }
 
 void
@@ -110,6 +111,6 @@ cap_post(_Atomic uint64_t *cap, uint64_t now_ns, uint64_t remaining,
 			if (next == w)
 				return;	/* nothing new: no write */
 		}
-	} while (!atomic_compare_exchange_weak_explicit(cap, &w, next,
-	    memory_order_relaxed, memory_order_relaxed));
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(cap, &w,
+	    next, memory_order_relaxed, memory_order_relaxed)));
 }

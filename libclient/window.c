@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "casstat.h"
 #include "seg.h"
 #include "window.h"
 
@@ -135,8 +136,8 @@ win_take(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
 			next = w + n;
 		} else
 			next = SLOT(e, n);
-	} while (!atomic_compare_exchange_weak_explicit(slot, &w, next,
-	    memory_order_seq_cst, memory_order_relaxed));
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(slot, &w,
+	    next, memory_order_seq_cst, memory_order_relaxed)));
 	atomic_thread_fence(memory_order_seq_cst);
 	sum = ring_sum(ring, e);
 	if (sum <= limit)
@@ -163,8 +164,8 @@ win_undo(_Atomic uint64_t *ring, uint64_t then_ns, uint64_t sub_ns,
 			return;
 		if (SLOT_COUNT(w) < n)	/* scribbled on: don't borrow */
 			return;
-	} while (!atomic_compare_exchange_weak_explicit(slot, &w, w - n,
-	    memory_order_seq_cst, memory_order_relaxed));
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(slot, &w,
+	    w - n, memory_order_seq_cst, memory_order_relaxed)));
 }
 
 void
@@ -187,6 +188,6 @@ win_charge(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
 			    (w | WIN_COUNT_MAX) : w + n;
 		else
 			next = SLOT(e, n > WIN_COUNT_MAX ? WIN_COUNT_MAX : n);
-	} while (!atomic_compare_exchange_weak_explicit(slot, &w, next,
-	    memory_order_seq_cst, memory_order_relaxed));
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(slot, &w,
+	    next, memory_order_seq_cst, memory_order_relaxed)));
 }
