@@ -108,7 +108,7 @@ segment_create(struct broker *b, const char *conf, const char *state)
 {
 	struct seg_header *h;
 	struct seg_state *s;
-	uint64_t offs[4], cfgsz, need_cells = 0, hsz, ssz;
+	uint64_t offs[5], cfgsz, need_cells = 0, hsz, ssz;
 	uint32_t mk, ml, mc;
 	void *p;
 	int r;
@@ -155,6 +155,7 @@ segment_create(struct broker *b, const char *conf, const char *state)
 	h->off_keys = offs[1];
 	h->off_limits = offs[2];
 	h->off_cells = offs[3];
+	h->off_grants = offs[4];
 	h->created_ns = now_ns();
 	s = (struct seg_state *)b->m.state;
 	s->version = TG_SEG_VERSION;
@@ -566,6 +567,7 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 			/* A fresh id: no pause or counts of its last owner. */
 			memset(&seg_kstates(&b->m)[id], 0,
 			    sizeof(struct seg_kstate));
+			seg_grant_zero(&b->m, (uint64_t)id);
 		}
 		kid[i] = id;
 		keys[id].learn = ks->learn;
@@ -680,6 +682,8 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 				    &seg_lstates(&b->m)[id];
 
 				memset(st, 0, sizeof(*st));
+				seg_grant_zero(&b->m, (uint64_t)h->max_keys +
+				    (uint64_t)id);
 				memset(&seg_cells(&b->m)[first], 0,
 				    need * sizeof(uint64_t));
 			}

@@ -301,21 +301,18 @@ static void
 granted(tg_client *c, const struct chain *ch, const tg_cost *cost,
     uint64_t now, struct tk *tk)
 {
-	struct seg_kstate *ks = seg_kstates(&c->m);
-	struct seg_lstate *ls = seg_lstates(&c->m);
-
 	for (unsigned i = 0; i < ch->nlim; i++) {
 		uint64_t units = ch->lim[i].kind == LIM_CONC ? 1 :
 		    unit_cost(cost, ch->lim[i].unit);
 
-		/* Relaxed: statistics; the line is ours after the CAS anyway. */
+		/* Relaxed: statistics, on lines of this slot's stripe. */
 		if (units)
-			atomic_fetch_add_explicit(&ls[ch->lim[i].id].granted,
+			atomic_fetch_add_explicit(&c->lgrants[ch->lim[i].id],
 			    units, memory_order_relaxed);
 	}
-	atomic_fetch_add_explicit(&ks[ch->key].granted, 1,
+	atomic_fetch_add_explicit(&c->kgrants[ch->key], 1,
 	    memory_order_relaxed);
-	atomic_fetch_add_explicit(&c->me->acquired, 1, memory_order_relaxed);
+	slot_count(&c->me->acquired, 1);
 	tk->key = ch->key;
 	tk->kgen = ch->kgen;
 	tk->now_ns = now;
@@ -332,7 +329,7 @@ denied(tg_client *c, const struct chain *ch)
 {
 	atomic_fetch_add_explicit(&seg_kstates(&c->m)[ch->key].denied, 1,
 	    memory_order_relaxed);
-	atomic_fetch_add_explicit(&c->me->denied, 1, memory_order_relaxed);
+	slot_count(&c->me->denied, 1);
 }
 
 int
@@ -491,16 +488,28 @@ tg_release(tg_client *c, tg_ticket *t)
 	if (c == NULL || t == NULL)
 		return;
 	/*
-	 * CAS: of two racing releases of one ticket, one does it.  SPENT,
-	 * not empty: tg_observe and tg_settle may still come after.
+	 * SPENT, not empty: tg_observe and tg_settle may still come after.
+	 * Acquire: pairs with granted()'s release, for the fields below.
 	 */
-	if (!atomic_compare_exchange_strong_explicit(&tk->state,
-	    &(uint32_t){ TK_LIVE }, TK_SPENT, memory_order_acquire,
-	    memory_order_relaxed))
+	if (atomic_load_explicit(&tk->state, memory_order_acquire) != TK_LIVE)
 		return;
-	if (tk->slot == c->slot && tk->nlease > 0)
+	if (tk->slot == c->slot && tk->nlease > 0) {
+		/* CAS: of two racing releases of one ticket, one puts. */
+		if (!atomic_compare_exchange_strong_explicit(&tk->state,
+		    &(uint32_t){ TK_LIVE }, TK_SPENT, memory_order_relaxed,
+		    memory_order_relaxed))
+			return;
 		leases_put(c, tk);
-	atomic_fetch_add_explicit(&c->me->released, 1, memory_order_relaxed);
+	} else {
+		/*
+		 * Nothing to give back: a store, not a locked CAS, on the
+		 * path every rate-limited ticket takes.  Two racing releases
+		 * (a caller's bug) would count it released twice, no more.
+		 */
+		atomic_store_explicit(&tk->state, TK_SPENT,
+		    memory_order_relaxed);
+	}
+	slot_count(&c->me->released, 1);
 }
 
 int
@@ -562,6 +571,8 @@ slot_claim(tg_client *c)
 		    c->pid), memory_order_release);
 		c->slot = i;
 		c->me = &cl[i];
+		c->kgrants = seg_grants(&c->m, i);
+		c->lgrants = c->kgrants + c->m.hdr->max_keys;
 		return 0;
 	}
 	return -ENOSPC;

@@ -2,6 +2,7 @@
 #ifndef TG_CLIENT_H
 #define TG_CLIENT_H
 
+#include <sys/single_threaded.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -16,6 +17,8 @@ struct tg_client {
 	uint32_t		slot;
 	int			pid;
 	_Atomic uint64_t	rnd;	/* splitmix64 state: backoff jitter */
+	_Atomic uint64_t	*kgrants; /* its stripe: key counters */
+	_Atomic uint64_t	*lgrants; /* and the limits' (seg.h) */
 };
 
 /*
@@ -114,5 +117,21 @@ unit_cost(const tg_cost *cost, unsigned unit)
  * -ESTALE (removed by a reload), -EINVAL (never a handle) or -EBADMSG.
  */
 int	chain_read(const tg_client *c, uint32_t h, struct chain *ch);
+
+/*
+ * Add n to a counter on this client's own slot line, which only this
+ * process writes.  While the process has one thread (glibc's flag, a
+ * plain load), a load and a store are the whole update and no locked
+ * instruction is spent; with threads, an atomic add.
+ */
+static inline void
+slot_count(_Atomic uint64_t *w, uint64_t n)
+{
+	if (__libc_single_threaded)
+		atomic_store_explicit(w, atomic_load_explicit(w,
+		    memory_order_relaxed) + n, memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(w, n, memory_order_relaxed);
+}
 
 #endif /* TG_CLIENT_H */

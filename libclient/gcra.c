@@ -10,9 +10,14 @@ uint64_t
 gcra_cost_ns(uint64_t n, uint64_t period_ns, uint64_t count)
 {
 	unsigned __int128 x;
+	uint64_t np;
 
 	if (count == 0)
 		return UINT64_MAX;
+	/* Every take divides: 64 bits when they do (a 128-bit one is a call). */
+	if (!__builtin_mul_overflow(n, period_ns, &np) && np <= UINT64_MAX -
+	    (count - 1))
+		return (np + count - 1) / count;
 	/* 128 bits: n * period overflows 64 for big token counts. */
 	x = ((unsigned __int128)n * period_ns + count - 1) / count;
 	return x > UINT64_MAX ? UINT64_MAX : (uint64_t)x;

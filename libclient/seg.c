@@ -49,7 +49,7 @@ seg_config_bytes(uint32_t max_keys, uint32_t max_limits)
 
 uint64_t
 seg_state_bytes(uint32_t max_clients, uint32_t max_keys, uint32_t max_limits,
-    uint32_t max_cells, uint64_t offs[4])
+    uint32_t max_cells, uint64_t offs[5])
 {
 	uint64_t off = sizeof(struct seg_state);
 
@@ -61,13 +61,18 @@ seg_state_bytes(uint32_t max_clients, uint32_t max_keys, uint32_t max_limits,
 	off += (uint64_t)max_limits * sizeof(struct seg_lstate);
 	offs[3] = off;
 	off += (uint64_t)max_cells * sizeof(uint64_t);
+	/* On a line of their own, like every region before them. */
+	off = (off + SEG_LINE - 1) & ~(uint64_t)(SEG_LINE - 1);
+	offs[4] = off;
+	off += SEG_STRIPES * seg_grant_stride(max_keys, max_limits) *
+	    sizeof(uint64_t);
 	return off;
 }
 
 int
 seg_check(const struct seg_header *h, size_t hdr_size, size_t state_size)
 {
-	uint64_t cfg, offs[4], st;
+	uint64_t cfg, offs[5], st;
 
 	if (h->max_keys == 0 || h->max_keys > SEG_IDS_MAX ||
 	    h->max_limits == 0 || h->max_limits > SEG_IDS_MAX ||
@@ -80,7 +85,8 @@ seg_check(const struct seg_header *h, size_t hdr_size, size_t state_size)
 	if (h->size != hdr_size || h->state_size != state_size ||
 	    h->config_size != cfg || st != state_size ||
 	    h->off_clients != offs[0] || h->off_keys != offs[1] ||
-	    h->off_limits != offs[2] || h->off_cells != offs[3])
+	    h->off_limits != offs[2] || h->off_cells != offs[3] ||
+	    h->off_grants != offs[4])
 		return -EBADMSG;
 	for (int i = 0; i < 2; i++)
 		if (h->off_config[i] < sizeof(*h) ||

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define TG_SEG_MAGIC	0x31474754u	/* "TGG1"; byte-swapped, it shows */
-#define TG_SEG_VERSION	2u		/* bump on any change in this file */
+#define TG_SEG_VERSION	3u		/* bump on any change in this file */
 #define SEG_LINE	64		/* cache line */
 
 #define SEG_NONE	0xffffu		/* no key, no limit */
@@ -18,6 +18,7 @@
 #define SEG_NAME_MAX	48		/* key name with its NUL */
 #define SEG_IDS_MAX	0xfff0u		/* key and limit ids are 16 bits */
 #define SEG_WIN_SLOTS	64		/* sub-windows in a window ring */
+#define SEG_STRIPES	16		/* copies of the grant counters */
 
 /*
  * The config object, /dev/shm/<segment>.conf: written by the broker only,
@@ -50,7 +51,8 @@ struct seg_header {
 	_Atomic uint32_t	config_idx;	/* live copy, 0 or 1; release */
 	uint32_t		pad1;
 	uint64_t		created_ns;	/* CLOCK_MONOTONIC at creation */
-	uint64_t		pad2[2];
+	uint64_t		off_grants;
+	uint64_t		pad2;
 	/* the broker that owns it now; rewritten when a new one attaches */
 	alignas(SEG_LINE) _Atomic uint64_t heartbeat_ns; /* each tick */
 	_Atomic int32_t		broker_pid;
@@ -125,6 +127,15 @@ struct seg_limit {
  *	off_keys	struct seg_kstate[max_keys]
  *	off_limits	struct seg_lstate[max_limits]
  *	off_cells	_Atomic uint64_t[max_cells]: window rings, lease cells
+ *	off_grants	_Atomic uint64_t[SEG_STRIPES][seg_grant_stride]: what
+ *			was granted, per key (tickets) and limit (units)
+ *
+ * Grants are counted in SEG_STRIPES copies, a client in the copy of its
+ * slot modulo SEG_STRIPES, and read as the sum.  One shared word per key
+ * and limit would be written by every grant of every process: the line
+ * would move between cores on each ticket, the cost the TAT's CAS pays
+ * already.  A stripe is whole lines, so two slots in different stripes
+ * never share one.
  */
 struct seg_state {
 	_Atomic uint32_t	magic;		/* TG_SEG_MAGIC, stored last */
@@ -180,9 +191,9 @@ struct seg_kstate {
 	_Atomic uint64_t	backoff_ns;	/* step of the shared backoff */
 	_Atomic uint64_t	pause_set_ns;	/* when the last pause began */
 	uint64_t		pad0[5];
-	alignas(SEG_LINE) _Atomic uint64_t granted; /* tickets */
-	_Atomic uint64_t	denied;
+	alignas(SEG_LINE) _Atomic uint64_t denied; /* tickets refused */
 	_Atomic uint64_t	status[ST_COUNT];
+	uint64_t		pad1;		/* grants: off_grants */
 };
 
 /*
@@ -192,15 +203,14 @@ struct seg_kstate {
  */
 struct seg_lstate {
 	_Atomic uint64_t	tat_ns;		/* GCRA theoretical arrival */
-	_Atomic uint64_t	granted;	/* units */
-	_Atomic uint64_t	denied;		/* refusals */
+	_Atomic uint64_t	denied;		/* refusals; grants: off_grants */
 	_Atomic uint32_t	wake;		/* futex word: bumped on release */
 	_Atomic uint32_t	waiting;	/* someone sleeps on wake */
 	_Atomic uint64_t	waits;		/* sleeps */
 	_Atomic uint64_t	srv_cap;	/* the server's remaining: srvcap.h */
 	_Atomic uint32_t	eff;		/* adaptive: leases allowed; 0 all */
 	uint32_t		pad0;
-	uint64_t		pad1;
+	uint64_t		pad1[2];
 	/* line 1, written by tg_observe, read by the broker's tick */
 	alignas(SEG_LINE) _Atomic uint64_t srv_limit; /* server's limit; 0 */
 	_Atomic uint64_t	fb_ok;		/* adaptive: successes */
@@ -227,7 +237,7 @@ static_assert(offsetof(struct seg_client, acquired) == 64, "own line");
 static_assert(sizeof(struct seg_kstate) == 128, "seg_kstate changed");
 static_assert(sizeof(struct seg_lstate) == 128, "seg_lstate changed");
 static_assert(offsetof(struct seg_lstate, srv_limit) == 64, "line 1");
-static_assert(offsetof(struct seg_kstate, granted) == 64, "line 1");
+static_assert(offsetof(struct seg_kstate, denied) == 64, "line 1");
 
 /* A mapping of both objects, as the library, tools and broker hold it. */
 struct seg_map {
@@ -282,6 +292,46 @@ seg_cells(const struct seg_map *m)
 	return (_Atomic uint64_t *)(m->state + m->hdr->off_cells);
 }
 
+/* Words in one stripe of grant counters: keys, then limits; whole lines. */
+static inline uint64_t
+seg_grant_stride(uint32_t max_keys, uint32_t max_limits)
+{
+	return ((uint64_t)max_keys + max_limits + 7) & ~(uint64_t)7;
+}
+
+/*
+ * The stripe of grant counters of client slot `slot': key id k counts at
+ * [k], limit id l at [max_keys + l].
+ */
+static inline _Atomic uint64_t *
+seg_grants(const struct seg_map *m, uint32_t slot)
+{
+	return (_Atomic uint64_t *)(m->state + m->hdr->off_grants) +
+	    slot % SEG_STRIPES * seg_grant_stride(m->hdr->max_keys,
+	    m->hdr->max_limits);
+}
+
+/* Grants of counter idx ([k] or [max_keys + l]) over every stripe. */
+static inline uint64_t
+seg_grant_sum(const struct seg_map *m, uint64_t idx)
+{
+	uint64_t sum = 0;
+
+	for (uint32_t s = 0; s < SEG_STRIPES; s++)
+		sum += atomic_load_explicit(&seg_grants(m, s)[idx],
+		    memory_order_relaxed);
+	return sum;
+}
+
+/* Zero counter idx in every stripe: the broker, for a fresh id. */
+static inline void
+seg_grant_zero(const struct seg_map *m, uint64_t idx)
+{
+	for (uint32_t s = 0; s < SEG_STRIPES; s++)
+		atomic_store_explicit(&seg_grants(m, s)[idx], 0,
+		    memory_order_relaxed);
+}
+
 /* Names of the two objects for a segment name; 0 or -ENAMETOOLONG. */
 int	seg_names(const char *segment, char *conf, char *state, size_t len);
 
@@ -306,7 +356,7 @@ int	seg_check(const struct seg_header *h, size_t hdr_size,
 /* Bytes of one config copy and of the state object for these counts. */
 uint64_t seg_config_bytes(uint32_t max_keys, uint32_t max_limits);
 uint64_t seg_state_bytes(uint32_t max_clients, uint32_t max_keys,
-	    uint32_t max_limits, uint32_t max_cells, uint64_t offs[4]);
+	    uint32_t max_limits, uint32_t max_cells, uint64_t offs[5]);
 
 /*
  * Begin and end a read of the live config copy (a sequence lock):

@@ -41,16 +41,27 @@ slot_units(uint64_t w, uint64_t e, uint64_t k)
 	return ahead >= 1 && ahead <= WIN_AHEAD_MAX ? SLOT_COUNT(w) : 0;
 }
 
+/*
+ * The units in the ring at sub-window e.  In storage order, without a
+ * branch per word: every take sums the whole ring, 64 words.
+ */
 static uint64_t
 ring_sum(_Atomic uint64_t *ring, uint64_t e)
 {
-	uint64_t sum = 0, w;
+	uint64_t sum = 0, w, ep, ahead;
 
-	for (uint64_t k = 0; k < SEG_WIN_SLOTS; k++) {
+	for (uint64_t i = 0; i < SEG_WIN_SLOTS; i++) {
 		/* Relaxed: each word is read once; see win_take on why it holds. */
-		w = atomic_load_explicit(&ring[(e - k) % SEG_WIN_SLOTS],
-		    memory_order_relaxed);
-		sum += slot_units(w, e, k);
+		w = atomic_load_explicit(&ring[i], memory_order_relaxed);
+		ep = SLOT_EPOCH(w);
+		ahead = (ep - e) & WIN_EPOCH_MASK;
+		/*
+		 * Index i holds sub-window e - ((e - i) % SLOTS), and the
+		 * same as slot_units: that one, or one a little ahead of e.
+		 */
+		sum += (ep == ((e - ((e - i) % SEG_WIN_SLOTS)) &
+		    WIN_EPOCH_MASK) || ahead - 1 < WIN_AHEAD_MAX) ?
+		    SLOT_COUNT(w) : 0;
 	}
 	return sum;
 }
@@ -100,12 +111,10 @@ win_take(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
 		*retry_in_ns = UINT64_MAX;
 		return -EAGAIN;
 	}
-	/* Cheap refusal first: no write when the ring is already full. */
-	sum = ring_sum(ring, e);
-	if (sum + n > limit)
-		goto refuse;
 	/*
-	 * Add first, then check the sum and undo on excess.  seq_cst on the
+	 * Add first, then check the sum and undo on excess (no sum before
+	 * the add: it would double the cost of every grant to spare a
+	 * refusal its add and undo).  seq_cst on the
 	 * add and on the loads of the sum: of any set of takes that were all
 	 * admitted, the last to add read a sum that included every other's
 	 * add, so it saw them all and the admitted total is never above
@@ -131,8 +140,10 @@ win_take(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
 			return -EAGAIN;
 		}
 		if (SLOT_EPOCH(w) == (e & WIN_EPOCH_MASK)) {
-			if (SLOT_COUNT(w) + n > WIN_COUNT_MAX)
+			if (SLOT_COUNT(w) + n > WIN_COUNT_MAX) {
+				sum = ring_sum(ring, e);
 				goto refuse;
+			}
 			next = w + n;
 		} else
 			next = SLOT(e, n);

@@ -1195,6 +1195,57 @@ test_watch_broker_gone(void **state)
 	free(out);
 }
 
+/*
+ * Grants are counted in stripes by client slot; tollstat shows their
+ * sum.  Five processes (five slots, so several stripes) take 7 tickets
+ * each on "images" (5 images/min: 1 image each, none left, so 0 units)
+ * and on "api" (100 requests/min): its key and limit grow by 35.
+ */
+static void
+test_grants_striped(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	char *out = malloc(OUT_MAX), args[256], f[5][32];
+	unsigned long kb, lb, ka, la;
+	pid_t kids[5];
+
+	assert_non_null(out);
+	snprintf(args, sizeof(args), "-s %s -k api", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_int_equal(row(out, "api", f), 2);
+	kb = strtoul(f[0], NULL, 10);
+	assert_int_equal(row(out, "  100 requests/min", f), 5);
+	lb = strtoul(f[3], NULL, 10);
+	for (int i = 0; i < 5; i++) {
+		assert_true((kids[i] = fork()) >= 0);
+		if (kids[i] == 0) {
+			tg_client *c;
+			tg_ticket t;
+			uint32_t k;
+
+			if (tg_open(tb->segment, &c) < 0 ||
+			    tg_key(c, "api", &k) < 0)
+				_exit(1);
+			for (int j = 0; j < 7; j++) {
+				if (tg_try_acquire(c, k, NULL, &t, NULL) != 0)
+					_exit(2);
+				tg_release(c, &t);
+			}
+			_exit(0);	/* no tg_close: the broker reclaims */
+		}
+	}
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(tb_wait_child(kids[i]), 0);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_int_equal(row(out, "api", f), 2);
+	ka = strtoul(f[0], NULL, 10);
+	assert_int_equal(row(out, "  100 requests/min", f), 5);
+	la = strtoul(f[3], NULL, 10);
+	assert_int_equal(ka - kb, 35);
+	assert_int_equal(la - lb, 35);
+	free(out);
+}
+
 /* -w's interval and -n: typos are usage errors, not a 0 s redraw loop. */
 static void
 test_watch_errors(void **state)
@@ -1241,6 +1292,7 @@ main(void)
 		cmocka_unit_test_teardown(test_watch, teardown),
 		cmocka_unit_test_teardown(test_watch_broker_gone, teardown),
 		cmocka_unit_test_teardown(test_watch_errors, teardown),
+		cmocka_unit_test_teardown(test_grants_striped, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);

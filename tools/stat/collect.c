@@ -315,8 +315,7 @@ read_state(const struct seg_map *m, struct snap *s)
 		struct st_key *sk = &s->keys[i];
 		struct seg_kstate *k = &ks[sk->id];
 
-		sk->granted = atomic_load_explicit(&k->granted,
-		    memory_order_relaxed);
+		sk->granted = seg_grant_sum(m, sk->id);
 		sk->denied = atomic_load_explicit(&k->denied,
 		    memory_order_relaxed);
 		paused = atomic_load_explicit(&k->paused_until_ns,
@@ -331,8 +330,8 @@ read_state(const struct seg_map *m, struct snap *s)
 		struct st_limit *sl = &s->limits[i];
 		struct seg_lstate *l = &ls[sl->id];
 
-		sl->granted = atomic_load_explicit(&l->granted,
-		    memory_order_relaxed);
+		sl->granted = seg_grant_sum(m, (uint64_t)m->hdr->max_keys +
+		    sl->id);
 		sl->denied = atomic_load_explicit(&l->denied,
 		    memory_order_relaxed);
 		cap = atomic_load_explicit(&l->srv_cap, memory_order_relaxed);
