@@ -99,6 +99,10 @@ clients_reclaim(struct broker *b, uint32_t slot, uint64_t owner)
 	    0));
 	atomic_fetch_add(&s->retired_waits, atomic_exchange(&c->waits, 0));
 	atomic_store(&c->wait_ns, 0);
+	/* Its grant stripe, if it had one, is free for the next client. */
+	for (uint32_t i = 1; i < SEG_STRIPES; i++)
+		atomic_compare_exchange_strong(&s->stripe_owner[i],
+		    &(uint32_t){ slot + 1 }, 0);
 	untrack(b, slot);
 	if (!atomic_compare_exchange_strong(&c->owner, &owner, 0))
 		log_debug("slot %u changed owner while reclaimed", slot);

@@ -93,6 +93,7 @@ scrub(struct broker *b, uint64_t now)
 	_Atomic uint64_t *cells = seg_cells(&b->m);
 	unsigned long bad_leases = 0, bad_tats = 0, bad_rings = 0;
 	unsigned long bad_pauses = 0, bad_caps = 0, bad_backoffs = 0;
+	unsigned long bad_stripes = 0;
 
 	if (atomic_load(&s->magic) != TG_SEG_MAGIC ||
 	    s->version != TG_SEG_VERSION || s->size != h->state_size) {
@@ -184,6 +185,26 @@ scrub(struct broker *b, uint64_t now)
 		    &ks[id].backoff_ns, &v, max))
 			bad_backoffs++;
 	}
+	/*
+	 * A grant stripe whose owner slot is free (or no slot) is let go
+	 * of, as orphaned leases are: owner, then slot.  A slot freed and
+	 * claimed again, stripe and all, between the two reads could lose
+	 * its stripe; it then counts with plain stores in a stripe another
+	 * may claim: grant statistics, not limits, would be off.
+	 */
+	for (uint32_t i = 1; i < SEG_STRIPES; i++) {
+		uint32_t v = atomic_load(&s->stripe_owner[i]);
+
+		if (v != 0 && (v > h->max_clients ||
+		    atomic_load(&cl[v - 1].owner) == 0) &&
+		    atomic_compare_exchange_strong(&s->stripe_owner[i], &v, 0))
+			bad_stripes++;
+	}
+	if (atomic_load(&s->stripe_owner[0]) != 0) {
+		atomic_store(&s->stripe_owner[0], 0);	/* never owned */
+		bad_stripes++;
+	}
+	guard_count(b, "grant stripe owner", bad_stripes);
 	guard_count(b, "rate limit TAT", bad_tats);
 	guard_count(b, "window ring slot", bad_rings);
 	guard_count(b, "orphaned lease", bad_leases);

@@ -305,13 +305,10 @@ granted(tg_client *c, const struct chain *ch, const tg_cost *cost,
 		uint64_t units = ch->lim[i].kind == LIM_CONC ? 1 :
 		    unit_cost(cost, ch->lim[i].unit);
 
-		/* Relaxed: statistics, on lines of this slot's stripe. */
 		if (units)
-			atomic_fetch_add_explicit(&c->lgrants[ch->lim[i].id],
-			    units, memory_order_relaxed);
+			grant_count(c, &c->lgrants[ch->lim[i].id], units);
 	}
-	atomic_fetch_add_explicit(&c->kgrants[ch->key], 1,
-	    memory_order_relaxed);
+	grant_count(c, &c->kgrants[ch->key], 1);
 	slot_count(&c->me->acquired, 1);
 	tk->key = ch->key;
 	tk->kgen = ch->kgen;
@@ -541,6 +538,31 @@ tg_key(tg_client *c, const char *name, uint32_t *key)
 }
 
 /* Claim a free client slot for this process; 0 or -ENOSPC. */
+/* A grant stripe of our own if one is free, else the shared stripe 0. */
+static void
+stripe_claim(tg_client *c)
+{
+	struct seg_state *st = (struct seg_state *)c->m.state;
+	uint32_t s, expect;
+
+	c->stripe = 0;
+	for (uint32_t k = 0; k < SEG_STRIPES - 1; k++) {
+		/* Start where the slot says: fewer CAS on a busy array. */
+		s = 1 + (c->slot + k) % (SEG_STRIPES - 1);
+		expect = 0;
+		if (atomic_load_explicit(&st->stripe_owner[s],
+		    memory_order_relaxed) == 0 &&
+		    atomic_compare_exchange_strong_explicit(
+		    &st->stripe_owner[s], &expect, c->slot + 1,
+		    memory_order_acquire, memory_order_relaxed)) {
+			c->stripe = s;
+			break;
+		}
+	}
+	c->kgrants = seg_grants(&c->m, c->stripe);
+	c->lgrants = c->kgrants + c->m.hdr->max_keys;
+}
+
 static int
 slot_claim(tg_client *c)
 {
@@ -571,8 +593,7 @@ slot_claim(tg_client *c)
 		    c->pid), memory_order_release);
 		c->slot = i;
 		c->me = &cl[i];
-		c->kgrants = seg_grants(&c->m, i);
-		c->lgrants = c->kgrants + c->m.hdr->max_keys;
+		stripe_claim(c);
 		return 0;
 	}
 	return -ENOSPC;
@@ -646,6 +667,14 @@ tg_close(tg_client *c)
 	if (c == NULL)
 		return;
 	leases_drop(c);
+	if (c->stripe != 0) {
+		uint32_t mine = c->slot + 1;
+
+		/* Release: our counts are in before another owner's. */
+		atomic_compare_exchange_strong_explicit(&((struct seg_state *)
+		    c->m.state)->stripe_owner[c->stripe], &mine, 0,
+		    memory_order_release, memory_order_relaxed);
+	}
 	/* Release: the slot's counters are final before it is free. */
 	atomic_store_explicit(&c->me->owner, 0, memory_order_release);
 	seg_detach(&c->m);

@@ -19,6 +19,7 @@ struct tg_client {
 	_Atomic uint64_t	rnd;	/* splitmix64 state: backoff jitter */
 	_Atomic uint64_t	*kgrants; /* its stripe: key counters */
 	_Atomic uint64_t	*lgrants; /* and the limits' (seg.h) */
+	uint32_t		stripe;	/* 0: shared; else its own */
 };
 
 /*
@@ -117,6 +118,20 @@ unit_cost(const tg_cost *cost, unsigned unit)
  * -ESTALE (removed by a reload), -EINVAL (never a handle) or -EBADMSG.
  */
 int	chain_read(const tg_client *c, uint32_t h, struct chain *ch);
+
+/*
+ * Add n to a grant counter of this client's stripe: as slot_count on a
+ * stripe of its own, an atomic add on the shared one.
+ */
+static inline void
+grant_count(const struct tg_client *c, _Atomic uint64_t *w, uint64_t n)
+{
+	if (c->stripe != 0 && __libc_single_threaded)
+		atomic_store_explicit(w, atomic_load_explicit(w,
+		    memory_order_relaxed) + n, memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(w, n, memory_order_relaxed);
+}
 
 /*
  * Add n to a counter on this client's own slot line, which only this

@@ -341,8 +341,7 @@ tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual)
 			    est - act);
 		if (act > est) {
 			cap_charge(&ls[v->id].srv_cap, now, act - est);
-			atomic_fetch_add_explicit(&c->lgrants[v->id],
-			    act - est, memory_order_relaxed);
+			grant_count(c, &c->lgrants[v->id], act - est);
 		}
 	}
 	tk->cost[UNIT_REQUESTS] = actual->requests;

@@ -130,8 +130,9 @@ struct seg_limit {
  *	off_grants	_Atomic uint64_t[SEG_STRIPES][seg_grant_stride]: what
  *			was granted, per key (tickets) and limit (units)
  *
- * Grants are counted in SEG_STRIPES copies, a client in the copy of its
- * slot modulo SEG_STRIPES, and read as the sum.  One shared word per key
+ * Grants are counted in SEG_STRIPES copies, a client in a copy of its own
+ * while there is one free (seg_state.stripe_owner), else in the shared
+ * stripe 0, and read as the sum.  One shared word per key
  * and limit would be written by every grant of every process: the line
  * would move between cores on each ticket, the cost the TAT's CAS pays
  * already.  A stripe is whole lines, so two slots in different stripes
@@ -147,6 +148,13 @@ struct seg_state {
 	_Atomic uint64_t	retired_released;
 	_Atomic uint64_t	retired_waits;
 	uint64_t		pad[2];
+	/*
+	 * Grant stripes 1.. each belong to one client slot at a time
+	 * (slot + 1 here; 0 free), which alone writes them and so needs no
+	 * locked instruction while single-threaded.  Stripe 0 is shared by
+	 * the clients that found none free.
+	 */
+	alignas(SEG_LINE) _Atomic uint32_t stripe_owner[SEG_STRIPES];
 };
 
 /* seg_client.owner: 0 free, else state << 32 | pid. */
@@ -231,7 +239,7 @@ static_assert(offsetof(struct seg_header, heartbeat_ns) == 128, "line 2");
 static_assert(sizeof(struct seg_cfg) == 64, "seg_cfg changed");
 static_assert(sizeof(struct seg_key) == 128, "seg_key changed");
 static_assert(sizeof(struct seg_limit) == 64, "seg_limit changed");
-static_assert(sizeof(struct seg_state) == 64, "seg_state changed");
+static_assert(sizeof(struct seg_state) == 128, "seg_state changed");
 static_assert(sizeof(struct seg_client) == 128, "seg_client changed");
 static_assert(offsetof(struct seg_client, acquired) == 64, "own line");
 static_assert(sizeof(struct seg_kstate) == 128, "seg_kstate changed");
@@ -300,15 +308,14 @@ seg_grant_stride(uint32_t max_keys, uint32_t max_limits)
 }
 
 /*
- * The stripe of grant counters of client slot `slot': key id k counts at
- * [k], limit id l at [max_keys + l].
+ * Grant counter stripe s (< SEG_STRIPES): key id k counts at [k], limit
+ * id l at [max_keys + l].
  */
 static inline _Atomic uint64_t *
-seg_grants(const struct seg_map *m, uint32_t slot)
+seg_grants(const struct seg_map *m, uint32_t s)
 {
 	return (_Atomic uint64_t *)(m->state + m->hdr->off_grants) +
-	    slot % SEG_STRIPES * seg_grant_stride(m->hdr->max_keys,
-	    m->hdr->max_limits);
+	    s * seg_grant_stride(m->hdr->max_keys, m->hdr->max_limits);
 }
 
 /* Grants of counter idx ([k] or [max_keys + l]) over every stripe. */

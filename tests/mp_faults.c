@@ -75,7 +75,33 @@ drain(tg_client *c, uint32_t k)
 	return n;
 }
 
-/* A client SIGKILLed holding both leases: the broker frees them. */
+/* Whether some grant stripe names client pid's slot as its owner. */
+static int
+owns_stripe(const struct tbroker *tb, pid_t pid)
+{
+	struct seg_map m;
+	struct seg_state *st;
+	struct seg_client *cl;
+	int found = 0;
+
+	assert_int_equal(seg_attach(tb->segment, 0, &m), 0);
+	st = (struct seg_state *)m.state;
+	cl = seg_clients(&m);
+	for (uint32_t s = 1; s < SEG_STRIPES; s++) {
+		uint32_t v = atomic_load(&st->stripe_owner[s]);
+
+		if (v != 0 && v <= m.hdr->max_clients &&
+		    CLIENT_PID(atomic_load(&cl[v - 1].owner)) == pid)
+			found = 1;
+	}
+	seg_detach(&m);
+	return found;
+}
+
+/*
+ * A client SIGKILLed holding both leases: the broker frees them, and the
+ * grant stripe it had.
+ */
 static void
 test_killed_client_reclaimed(void **state)
 {
@@ -106,6 +132,7 @@ test_killed_client_reclaimed(void **state)
 	assert_int_equal(read(p[0], &ok, 1), 1);
 	close(p[0]);
 	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), -EAGAIN);
+	assert_true(owns_stripe(tb, pid));
 	/* Let a tick pass: the broker watches the child's pidfd by then. */
 	tb_sleep_ns(150 * MS);
 	t0 = tb_now_ns();
@@ -118,6 +145,7 @@ test_killed_client_reclaimed(void **state)
 	dt = tb_now_ns() - t0;
 	print_message("leases of a SIGKILLed client free after %.2f ms\n",
 	    (double)dt / MS);
+	assert_false(owns_stripe(tb, pid));
 	/* Both cells are free again: two tickets, then a refusal. */
 	{
 		tg_ticket t2, t3;
@@ -257,6 +285,7 @@ test_garbage_and_truncate(void **state)
 	tb_sleep_ns(300 * MS);
 	assert_true(tb_alive(tb));
 	assert_true(tb_log_count(tb, "repaired") > 0);
+	assert_true(tb_log_count(tb, "grant stripe owner") > 0);
 
 	assert_int_equal(ftruncate(fd, 0), 0);
 	tb_sleep_ns(300 * MS);

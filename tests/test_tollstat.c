@@ -1196,18 +1196,19 @@ test_watch_broker_gone(void **state)
 }
 
 /*
- * Grants are counted in stripes by client slot; tollstat shows their
- * sum.  Five processes (five slots, so several stripes) take 7 tickets
- * each on "images" (5 images/min: 1 image each, none left, so 0 units)
- * and on "api" (100 requests/min): its key and limit grow by 35.
+ * Grants are counted in stripes, one per client while there are enough,
+ * then a shared one; tollstat shows their sum.  18 processes at once (so
+ * 15 stripes of their own and 3 clients sharing) take 2 tickets each on
+ * "api" (100 requests/min): its key and limit grow by exactly 36.
  */
 static void
 test_grants_striped(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
-	char *out = malloc(OUT_MAX), args[256], f[5][32];
+	char *out = malloc(OUT_MAX), args[256], f[5][32], b;
 	unsigned long kb, lb, ka, la;
-	pid_t kids[5];
+	int go[2], ready[2], n = 0;
+	pid_t kids[18];
 
 	assert_non_null(out);
 	snprintf(args, sizeof(args), "-s %s -k api", tb->segment);
@@ -1216,33 +1217,48 @@ test_grants_striped(void **state)
 	kb = strtoul(f[0], NULL, 10);
 	assert_int_equal(row(out, "  100 requests/min", f), 5);
 	lb = strtoul(f[3], NULL, 10);
-	for (int i = 0; i < 5; i++) {
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(ready), 0);
+	for (int i = 0; i < 18; i++) {
 		assert_true((kids[i] = fork()) >= 0);
 		if (kids[i] == 0) {
 			tg_client *c;
 			tg_ticket t;
 			uint32_t k;
 
+			close(go[1]);
 			if (tg_open(tb->segment, &c) < 0 ||
 			    tg_key(c, "api", &k) < 0)
 				_exit(1);
-			for (int j = 0; j < 7; j++) {
+			for (int j = 0; j < 2; j++) {
 				if (tg_try_acquire(c, k, NULL, &t, NULL) != 0)
 					_exit(2);
 				tg_release(c, &t);
 			}
+			/* Hold the client (and its stripe) until all did. */
+			if (write(ready[1], "x", 1) != 1 ||
+			    read(go[0], &b, 1) != 0)
+				_exit(3);
 			_exit(0);	/* no tg_close: the broker reclaims */
 		}
 	}
-	for (int i = 0; i < 5; i++)
-		assert_int_equal(tb_wait_child(kids[i]), 0);
+	close(go[0]);
+	close(ready[1]);
+	while (n < 18 && read(ready[0], &b, 1) == 1)
+		n++;
+	assert_int_equal(n, 18);
+	/* All 18 live: the sums count owned and shared stripes alike. */
 	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	close(go[1]);
+	close(ready[0]);
+	for (int i = 0; i < 18; i++)
+		assert_int_equal(tb_wait_child(kids[i]), 0);
 	assert_int_equal(row(out, "api", f), 2);
 	ka = strtoul(f[0], NULL, 10);
 	assert_int_equal(row(out, "  100 requests/min", f), 5);
 	la = strtoul(f[3], NULL, 10);
-	assert_int_equal(ka - kb, 35);
-	assert_int_equal(la - lb, 35);
+	assert_int_equal(ka - kb, 36);
+	assert_int_equal(la - lb, 36);
 	free(out);
 }
 
