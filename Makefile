@@ -26,6 +26,12 @@ PKGS      = liburing-dev libbsd-dev libinih-dev libcmocka-dev pkg-config \
 LIBS      = -linih -luring -lbsd -lpthread
 # Debian's interpreter, which sees Debian's python3-* packages.
 PYTHON   ?= /usr/bin/python3
+# Where it looks for packages: /usr/lib/python3/dist-packages for
+# PREFIX=/usr, $(PREFIX)/lib/python3.X/dist-packages otherwise.
+PYVER    := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % \
+	    sys.version_info[:2])' 2>/dev/null)
+PYDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/python3/dist-packages,$\
+	    $(PREFIX)/lib/python$(PYVER)/dist-packages)
 
 # The library: the hot path and what it needs, nothing of the broker.
 LIB_SRCS  = libclient/client.c libclient/seg.c libclient/gcra.c \
@@ -224,6 +230,8 @@ install: all
 	sed 's|/usr/sbin/tollgated|$(PREFIX)/sbin/tollgated|' \
 	    broker/tollgated.run > $(DESTDIR)$(PREFIX)/share/tollgate/tollgated.run
 	chmod 0755 $(DESTDIR)$(PREFIX)/share/tollgate/tollgated.run
+	install -d $(DESTDIR)$(PYDIR)/tollgate
+	install -m 0644 libclient/python/tollgate/*.py $(DESTDIR)$(PYDIR)/tollgate/
 
 clean:
 	rm -rf build
