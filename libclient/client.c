@@ -97,6 +97,53 @@ chain_read(const tg_client *c, uint32_t h, struct chain *ch)
 	return r;
 }
 
+int
+chain_get(tg_client *c, uint32_t h, struct chain *buf,
+    const struct chain **out)
+{
+	struct seg_cfg *cfg;
+	uint32_t seq;
+	int r;
+
+	*out = buf;
+	/* In use by the call a signal handler interrupted: not for us. */
+	if (!__libc_single_threaded || c->cache == NULL || c->cache_busy)
+		return chain_read(c, h, buf);
+	c->cache_busy = 1;
+	atomic_signal_fence(memory_order_seq_cst);
+	/* Acquire, both: as seg_read_begin. */
+	cfg = seg_cfg(&c->m, atomic_load_explicit(&c->m.hdr->config_idx,
+	    memory_order_acquire));
+	seq = atomic_load_explicit(&cfg->seq, memory_order_acquire);
+	*out = c->cache;
+	if (c->cache_h == h && c->cache_cfg == cfg && c->cache_seq == seq &&
+	    (seq & 1) == 0)
+		return 0;
+	/*
+	 * Stamped with what was live before the read: a reload in between
+	 * leaves a chain newer than its stamp, which the next call reads
+	 * again, never one older.
+	 */
+	c->cache_h = 0;
+	if ((r = chain_read(c, h, c->cache)) < 0) {
+		chain_put(c, c->cache);
+		return r;
+	}
+	c->cache_h = h;
+	c->cache_cfg = cfg;
+	c->cache_seq = seq;
+	return 0;
+}
+
+void
+chain_put(tg_client *c, const struct chain *ch)
+{
+	if (ch == c->cache) {
+		atomic_signal_fence(memory_order_seq_cst);
+		c->cache_busy = 0;
+	}
+}
+
 /*
  * Undo what take() did on lim[0..n) of ch; bit i of capped says lim[i]'s
  * server cap counted the units too.
@@ -334,7 +381,8 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
     uint64_t *retry_in_ns)
 {
 	struct tk *tk = (struct tk *)t;
-	struct chain ch;
+	const struct chain *ch;
+	struct chain buf;
 	uint64_t now, wait = 0;
 	int r, blocked;
 
@@ -348,16 +396,17 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 	 * makes ours fail.
 	 */
 	now = now_ns();
-	if ((r = chain_read(c, key, &ch)) < 0)
+	if ((r = chain_get(c, key, &buf, &ch)) < 0)
 		return r;
-	r = take(c, &ch, cost, now, 0, tk, &wait, &blocked);
+	r = take(c, ch, cost, now, 0, tk, &wait, &blocked);
 	if (r == 0)
-		granted(c, &ch, cost, now, tk);
+		granted(c, ch, cost, now, tk);
 	else if (r == -EAGAIN) {
-		denied(c, &ch);
+		denied(c, ch);
 		if (retry_in_ns != NULL)
 			*retry_in_ns = wait;
 	}
+	chain_put(c, ch);
 	return r;
 }
 
@@ -379,7 +428,8 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 	struct tk *tk = (struct tk *)t;
 	struct seg_lstate *ls;
 	struct timespec abs;
-	struct chain ch;
+	const struct chain *ch;
+	struct chain buf;
 	uint64_t start, now, deadline, left, wait;
 	uint32_t seen = 0;
 	int r, blocked, prepared = -1, slept = 0;
@@ -394,12 +444,13 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 	    UINT64_MAX : now + (uint64_t)timeout_ns;
 	for (;;) {
 		/* Re-read each round: a reload may change the chain. */
-		if ((r = chain_read(c, key, &ch)) < 0)
+		if ((r = chain_get(c, key, &buf, &ch)) < 0)
 			return r;
 		left = deadline - now;
-		r = take(c, &ch, cost, now, left, tk, &wait, &blocked);
+		r = take(c, ch, cost, now, left, tk, &wait, &blocked);
 		if (r == 0) {
-			granted(c, &ch, cost, now, tk);
+			granted(c, ch, cost, now, tk);
+			chain_put(c, ch);
 			if (wait > 0) {
 				/* A reserved slot: ours, in arrival order. */
 				sleep_until(now + wait);
@@ -407,13 +458,16 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			}
 			break;
 		}
-		if (r != -EAGAIN)
+		if (r != -EAGAIN) {
+			chain_put(c, ch);
 			return r;
+		}
 		if (wait > 0) {
 			prepared = -1;
 			if (wait > left) {
 				/* It cannot come in time: say so now. */
-				denied(c, &ch);
+				denied(c, ch);
+				chain_put(c, ch);
 				return -ETIMEDOUT;
 			}
 			sleep_until(now + wait);
@@ -431,10 +485,11 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			slept = 1;
 		}
 		now = now_ns();
-		if (now >= deadline) {
-			denied(c, &ch);
+		if (now >= deadline)
+			denied(c, ch);
+		chain_put(c, ch);
+		if (now >= deadline)
 			return -ETIMEDOUT;
-		}
 	}
 	if (slept) {
 		atomic_fetch_add_explicit(&c->me->waits, 1,
@@ -613,6 +668,7 @@ tg_open(const char *segment, tg_client **out)
 		goto out_free;
 	c->pid = getpid();
 	atomic_init(&c->rnd, now_ns() ^ (uint64_t)c->pid << 32);
+	c->cache = malloc(sizeof(*c->cache));	/* none: chain_get reads */
 	if ((r = slot_claim(c)) < 0)
 		goto out_detach;
 	*out = c;
@@ -621,6 +677,7 @@ tg_open(const char *segment, tg_client **out)
 out_detach:
 	seg_detach(&c->m);
 out_free:
+	free(c->cache);
 	free(c);
 	return r;
 }
@@ -678,6 +735,7 @@ tg_close(tg_client *c)
 	/* Release: the slot's counters are final before it is free. */
 	atomic_store_explicit(&c->me->owner, 0, memory_order_release);
 	seg_detach(&c->m);
+	free(c->cache);
 	free(c);
 }
 

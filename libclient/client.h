@@ -20,6 +20,13 @@ struct tg_client {
 	_Atomic uint64_t	*kgrants; /* its stripe: key counters */
 	_Atomic uint64_t	*lgrants; /* and the limits' (seg.h) */
 	uint32_t		stripe;	/* 0: shared; else its own */
+	/* chain_get's cache: the chain of key cache_h, read from cache_cfg at
+	   sequence cache_seq; used while the process has one thread */
+	struct chain		*cache;
+	const void		*cache_cfg;
+	uint32_t		cache_h;
+	uint32_t		cache_seq;
+	volatile int		cache_busy;	/* between get and put */
 };
 
 /*
@@ -118,6 +125,19 @@ unit_cost(const tg_cost *cost, unsigned unit)
  * -ESTALE (removed by a reload), -EINVAL (never a handle) or -EBADMSG.
  */
 int	chain_read(const tg_client *c, uint32_t h, struct chain *ch);
+
+/*
+ * The chain of key handle h, as chain_read gives it: in *out, which is
+ * buf or the client's cache of the last chain read.  The cache serves
+ * while the process has one thread and the live config copy is the very
+ * one it was read from (same copy, same sequence number: a reload
+ * changes either), so a ticket on the same key reads 3 words of the
+ * config, not its chain.  chain_put ends the use of *out: until then a
+ * signal handler's call on the client reads its own copy.
+ */
+int	chain_get(tg_client *c, uint32_t h, struct chain *buf,
+	    const struct chain **out);
+void	chain_put(tg_client *c, const struct chain *ch);
 
 /*
  * Add n to a grant counter of this client's stripe: as slot_count on a

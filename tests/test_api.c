@@ -1,13 +1,19 @@
 /* test_api.c: the public API against a real broker: results and errors. */
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <errno.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "helpers.h"
+#include "seg.h"
 #include "tollgate.h"
 
 static const char conf[] =
@@ -209,6 +215,147 @@ test_strerror(void **state)
 	assert_non_null(tg_strerror(7));
 }
 
+/*
+ * A reload that changes a limit is seen by the very next ticket of a
+ * client that just used the key (its cached chain is read again): 2 per
+ * minute become 5, with a fresh bucket, then 1 again.
+ */
+static void
+test_reload_seen_at_once(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "gone");
+	tg_ticket t;
+	int n;
+	static const char two[] = "[api]\nconcurrency = 2\n"
+	    "[gone]\nlimit = 2 requests/min\n";
+	static const char five[] = "[api]\nconcurrency = 2\n"
+	    "[gone]\nlimit = 5 requests/min\n";
+	static const char one[] = "[api]\nconcurrency = 2\n"
+	    "[gone]\nlimit = 1 requests/min\n";
+
+	assert_int_equal(tb_reload(tb, two), 0);
+	for (n = 0; tg_try_acquire(c, k, NULL, &t, NULL) == 0; n++)
+		tg_release(c, &t);
+	assert_int_equal(n, 2);
+	assert_int_equal(tb_reload(tb, five), 0);
+	for (n = 0; tg_try_acquire(c, k, NULL, &t, NULL) == 0; n++)
+		tg_release(c, &t);
+	assert_int_equal(n, 5);
+	assert_int_equal(tb_reload(tb, one), 0);
+	for (n = 0; tg_acquire(c, k, NULL, 0, &t) == 0; n++)
+		tg_release(c, &t);
+	assert_int_equal(n, 1);
+	assert_int_equal(tb_reload(tb, conf), 0);
+	tg_close(c);
+}
+
+static tg_client *sig_c;
+static uint32_t sig_k;
+static volatile sig_atomic_t sig_got;
+
+static void
+on_alarm(int sig)
+{
+	tg_ticket t;
+
+	(void)sig;
+	if (tg_try_acquire(sig_c, sig_k, NULL, &t, NULL) == 0) {
+		tg_release(sig_c, &t);
+		sig_got++;
+	}
+}
+
+/*
+ * A signal handler takes tickets on key b while the code it interrupts
+ * takes them on key a, on one client: each key's grants are exactly its
+ * own (the handler never uses, nor refills, the chain the interrupted
+ * call holds).  In a child, so that a broken library that hangs fails
+ * the test instead of hanging it.  Exit 0, or which check failed.
+ */
+static int
+signal_tickets(const struct tbroker *tb)
+{
+	struct itimerval it = { { 0, 200 }, { 0, 200 } };
+	struct sigaction sa;
+	struct seg_map m;
+	uint64_t got = 0, end;
+	uint32_t ka;
+	tg_ticket t;
+	int bad = 0;
+
+	if (tg_open(tb->segment, &sig_c) < 0 || tg_key(sig_c, "a", &ka) < 0 ||
+	    tg_key(sig_c, "b", &sig_k) < 0)
+		return 2;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm;
+	if (sigaction(SIGALRM, &sa, NULL) < 0 ||
+	    setitimer(ITIMER_REAL, &it, NULL) < 0)
+		return 3;
+	for (end = tb_now_ns() + 500000000ull; tb_now_ns() < end; )
+		if (tg_try_acquire(sig_c, ka, NULL, &t, NULL) == 0) {
+			tg_release(sig_c, &t);
+			got++;
+		}
+	memset(&it, 0, sizeof(it));
+	setitimer(ITIMER_REAL, &it, NULL);
+	signal(SIGALRM, SIG_DFL);
+	printf("%llu tickets on a, %d on b from the handler\n",
+	    (unsigned long long)got, (int)sig_got);
+	if (sig_got < 100)
+		return 4;
+	if (seg_attach(tb->segment, 0, &m) < 0)
+		return 5;
+	/* key ids are the handles' low 16 bits */
+	if (seg_grant_sum(&m, ka & 0xffff) != got)
+		bad = 6;
+	else if (seg_grant_sum(&m, sig_k & 0xffff) != (uint64_t)sig_got)
+		bad = 7;
+	seg_detach(&m);
+	tg_close(sig_c);
+	return bad;
+}
+
+static void
+test_signal_handler_tickets(void **state)
+{
+	struct tbroker *tb = calloc(1, sizeof(*tb));
+	uint64_t end;
+	pid_t pid;
+	int r, st;
+
+	(void)state;
+	assert_non_null(tb);
+	r = tb_start(tb, "[a]\nlimit = 1000000000 requests/s\n"
+	    "[b]\nlimit = 1000000000 requests/s\n");
+	if (r == -ENOSYS) {
+		free(tb);
+		skip();
+	}
+	assert_int_equal(r, 0);
+	fflush(stdout);
+	if ((pid = fork()) == 0) {
+		r = signal_tickets(tb);
+		fflush(stdout);
+		_exit(r);
+	}
+	assert_true(pid > 0);
+	for (end = tb_now_ns() + 60000000000ull; waitpid(pid, &st, WNOHANG) !=
+	    pid; tb_sleep_ns(10000000))
+		if (tb_now_ns() > end) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			tb_cleanup(tb);
+			free(tb);
+			fail_msg("the child hung");
+		}
+	tb_cleanup(tb);
+	free(tb);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 /* Runs last: removes a key by a reload, so its handle goes stale. */
 static void
 test_removed_key_is_stale(void **state)
@@ -250,6 +397,8 @@ main(void)
 		cmocka_unit_test(test_release_idempotent),
 		cmocka_unit_test(test_acquire_timeout_fails_fast),
 		cmocka_unit_test(test_strerror),
+		cmocka_unit_test(test_reload_seen_at_once),
+		cmocka_unit_test(test_signal_handler_tickets),
 		cmocka_unit_test(test_removed_key_is_stale),
 	};
 
