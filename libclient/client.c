@@ -9,6 +9,7 @@
 
 #include "tollgate.h"
 
+#include "casstat.h"
 #include "client.h"
 #include "clock.h"
 #include "config.h"
@@ -84,6 +85,7 @@ chain_read(const tg_client *c, uint32_t h, struct chain *ch)
 			v->period_ns = l->period_ns;
 			v->burst = l->burst;
 			v->tau_ns = l->tau_ns;
+			v->unit_ns = 0;
 			if ((uint64_t)v->cells + v->ncells > hdr->max_cells ||
 			    (v->kind == LIM_WINDOW &&
 			    (v->ncells != SEG_WIN_SLOTS || v->tau_ns == 0)))
@@ -129,6 +131,12 @@ chain_get(tg_client *c, uint32_t h, struct chain *buf,
 		chain_put(c, c->cache);
 		return r;
 	}
+	/* Divide once per cached chain, not once per ticket. */
+	for (unsigned i = 0; i < c->cache->nlim; i++)
+		if (c->cache->lim[i].kind == LIM_RATE)
+			c->cache->lim[i].unit_ns = gcra_cost_ns(1,
+			    c->cache->lim[i].period_ns,
+			    c->cache->lim[i].count);
 	c->cache_h = h;
 	c->cache_cfg = cfg;
 	c->cache_seq = seq;
@@ -287,9 +295,10 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		case LIM_RATE:
 			if (units == 0)
 				continue;
-			r = gcra_reserve(&ls[v->id].tat_ns, now, gcra_cost_ns(
-			    units, v->period_ns, v->count), v->tau_ns,
-			    max_wait_ns, &w);
+			r = gcra_reserve(&ls[v->id].tat_ns, now,
+			    units == 1 && v->unit_ns ? v->unit_ns :
+			    gcra_cost_ns(units, v->period_ns, v->count),
+			    v->tau_ns, max_wait_ns, &w);
 			break;
 		case LIM_WINDOW:
 			if (units == 0)
@@ -376,6 +385,42 @@ denied(tg_client *c, const struct chain *ch)
 	slot_count(&c->me->denied, 1);
 }
 
+/*
+ * take() for the common shape, straight through: one rate limit whose
+ * unit cost is known (a cached chain), one unit, no pause, no server
+ * cap, and room now.  Returns 0 with the unit taken, or -1 having taken
+ * nothing: take() then decides, refusal and wait included.
+ */
+static int
+take_one_rate(tg_client *c, const struct chain *ch, uint64_t now,
+    struct tk *tk)
+{
+	const struct lview *v = &ch->lim[0];
+	struct seg_kstate *ks = seg_kstates(&c->m);
+	struct seg_lstate *ls = &seg_lstates(&c->m)[v->id];
+	uint64_t tat, next;
+
+	for (unsigned i = 0; i < ch->nkey; i++)
+		if (atomic_load_explicit(&ks[ch->keys[i]].paused_until_ns,
+		    memory_order_relaxed) > now)
+			return -1;
+	if (atomic_load_explicit(&ls->srv_cap, memory_order_relaxed) != 0)
+		return -1;
+	tat = atomic_load_explicit(&ls->tat_ns, memory_order_relaxed);
+	do {
+		/* As gcra_reserve with no wait allowed; relaxed, as there. */
+		next = (tat > now ? tat : now) + v->unit_ns;
+		if (next < now || next - now > v->tau_ns)
+			return -1;
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(
+	    &ls->tat_ns, &tat, next, memory_order_relaxed,
+	    memory_order_relaxed)));
+	tk->nlease = 0;
+	tk->slot = c->slot;
+	tk->gen = 0;
+	return 0;
+}
+
 int
 tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
     uint64_t *retry_in_ns)
@@ -398,7 +443,13 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 	now = now_ns();
 	if ((r = chain_get(c, key, &buf, &ch)) < 0)
 		return r;
-	r = take(c, ch, cost, now, 0, tk, &wait, &blocked);
+	if (ch->nlim == 1 && ch->lim[0].kind == LIM_RATE &&
+	    ch->lim[0].unit_ns != 0 && ch->lim[0].burst >= 1 &&
+	    unit_cost(cost, ch->lim[0].unit) == 1 &&
+	    take_one_rate(c, ch, now, tk) == 0)
+		r = 0;
+	else
+		r = take(c, ch, cost, now, 0, tk, &wait, &blocked);
 	if (r == 0)
 		granted(c, ch, cost, now, tk);
 	else if (r == -EAGAIN) {

@@ -88,6 +88,7 @@ struct lview {
 	uint64_t	burst;
 	uint64_t	tau_ns;
 	uint64_t	cooldown_ns;
+	uint64_t	unit_ns;	/* rate: what one unit costs; 0 unknown */
 };
 
 /* A key's chain: its limits and its keys, as one take needs them. */

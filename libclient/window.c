@@ -42,26 +42,24 @@ slot_units(uint64_t w, uint64_t e, uint64_t k)
 }
 
 /*
- * The units in the ring at sub-window e.  In storage order, without a
- * branch per word: every take sums the whole ring, 64 words.
+ * The units in the ring at sub-window e, as slot_units counts them, in
+ * one test per word: its epoch is within the last SLOTS sub-windows or
+ * at most WIN_AHEAD_MAX ahead, i.e. e - epoch + AHEAD (mod 2^28) is below
+ * SLOTS + AHEAD.  A word's index is its epoch modulo SLOTS, so within the
+ * last SLOTS it is the sub-window slot_units wants; a scribbled word at
+ * the wrong index counts too, which can only refuse more.  Every take
+ * sums the whole ring: no branch per word.
  */
 static uint64_t
 ring_sum(_Atomic uint64_t *ring, uint64_t e)
 {
-	uint64_t sum = 0, w, ep, ahead;
+	uint64_t sum = 0, w;
 
-	for (uint64_t i = 0; i < SEG_WIN_SLOTS; i++) {
+	for (unsigned i = 0; i < SEG_WIN_SLOTS; i++) {
 		/* Relaxed: each word is read once; see win_take on why it holds. */
 		w = atomic_load_explicit(&ring[i], memory_order_relaxed);
-		ep = SLOT_EPOCH(w);
-		ahead = (ep - e) & WIN_EPOCH_MASK;
-		/*
-		 * Index i holds sub-window e - ((e - i) % SLOTS), and the
-		 * same as slot_units: that one, or one a little ahead of e.
-		 */
-		sum += (ep == ((e - ((e - i) % SEG_WIN_SLOTS)) &
-		    WIN_EPOCH_MASK) || ahead - 1 < WIN_AHEAD_MAX) ?
-		    SLOT_COUNT(w) : 0;
+		sum += ((e - SLOT_EPOCH(w) + WIN_AHEAD_MAX) & WIN_EPOCH_MASK) <
+		    SEG_WIN_SLOTS + WIN_AHEAD_MAX ? SLOT_COUNT(w) : 0;
 	}
 	return sum;
 }

@@ -251,6 +251,33 @@ test_reload_seen_at_once(void **state)
 	tg_close(c);
 }
 
+/* A test's broker of its own: cleaned up by own_teardown, failed or not. */
+static struct tbroker *own;
+
+static struct tbroker *
+own_start(const char *body)
+{
+	int r;
+
+	assert_non_null(own = calloc(1, sizeof(*own)));
+	if ((r = tb_start(own, body)) == -ENOSYS)
+		skip();
+	assert_int_equal(r, 0);
+	return own;
+}
+
+static int
+own_teardown(void **state)
+{
+	(void)state;
+	if (own != NULL) {
+		tb_cleanup(own);
+		free(own);
+		own = NULL;
+	}
+	return 0;
+}
+
 static tg_client *sig_c;
 static uint32_t sig_k;
 static volatile sig_atomic_t sig_got;
@@ -320,20 +347,14 @@ signal_tickets(const struct tbroker *tb)
 static void
 test_signal_handler_tickets(void **state)
 {
-	struct tbroker *tb = calloc(1, sizeof(*tb));
+	struct tbroker *tb;
 	uint64_t end;
 	pid_t pid;
 	int r, st;
 
 	(void)state;
-	assert_non_null(tb);
-	r = tb_start(tb, "[a]\nlimit = 1000000000 requests/s\n"
+	tb = own_start("[a]\nlimit = 1000000000 requests/s\n"
 	    "[b]\nlimit = 1000000000 requests/s\n");
-	if (r == -ENOSYS) {
-		free(tb);
-		skip();
-	}
-	assert_int_equal(r, 0);
 	fflush(stdout);
 	if ((pid = fork()) == 0) {
 		r = signal_tickets(tb);
@@ -346,14 +367,48 @@ test_signal_handler_tickets(void **state)
 		if (tb_now_ns() > end) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &st, 0);
-			tb_cleanup(tb);
-			free(tb);
 			fail_msg("the child hung");
 		}
-	tb_cleanup(tb);
-	free(tb);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/*
+ * A key of one rate limit takes the library's straight path; a pause and
+ * a server cap must stop it all the same, with the time to wait.
+ */
+static void
+test_one_rate_pause_and_cap(void **state)
+{
+	struct tbroker *tb;
+	static const char paused[] = "HTTP/1.1 429\r\nretry-after: 2\r\n";
+	static const char capped[] = "HTTP/1.1 200\r\n"
+	    "x-ratelimit-remaining-requests: 0\r\n"
+	    "x-ratelimit-reset-requests: 30s\r\n";
+	tg_client *c;
+	uint32_t kp, kc;
+	uint64_t retry = 0;
+	tg_ticket t;
+
+	(void)state;
+	tb = own_start("[p]\nlimit = 100 requests/s\n"
+	    "[c]\nlimit = 100 requests/s\n");
+	c = tb_client(tb);
+	kp = tb_key(c, "p");
+	kc = tb_key(c, "c");
+	assert_int_equal(tg_try_acquire(c, kp, NULL, &t, NULL), 0);
+	assert_int_equal(tg_observe(c, &t, 429, paused, sizeof(paused) - 1),
+	    TG_RETRY);
+	tg_release(c, &t);
+	assert_int_equal(tg_try_acquire(c, kp, NULL, &t, &retry), -EAGAIN);
+	assert_true(retry > 1500000000ull && retry <= 2000000000ull);
+	assert_int_equal(tg_try_acquire(c, kc, NULL, &t, NULL), 0);
+	assert_int_equal(tg_observe(c, &t, 200, capped, sizeof(capped) - 1),
+	    TG_OK);
+	tg_release(c, &t);
+	assert_int_equal(tg_try_acquire(c, kc, NULL, &t, &retry), -EAGAIN);
+	assert_true(retry > 25000000000ull && retry <= 31000000000ull);
+	tg_close(c);
 }
 
 /* Runs last: removes a key by a reload, so its handle goes stale. */
@@ -398,7 +453,10 @@ main(void)
 		cmocka_unit_test(test_acquire_timeout_fails_fast),
 		cmocka_unit_test(test_strerror),
 		cmocka_unit_test(test_reload_seen_at_once),
-		cmocka_unit_test(test_signal_handler_tickets),
+		cmocka_unit_test_teardown(test_signal_handler_tickets,
+		    own_teardown),
+		cmocka_unit_test_teardown(test_one_rate_pause_and_cap,
+		    own_teardown),
 		cmocka_unit_test(test_removed_key_is_stale),
 	};
 
