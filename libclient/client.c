@@ -409,8 +409,11 @@ take_one_rate(tg_client *c, const struct chain *ch, uint64_t now,
 	tat = atomic_load_explicit(&ls->tat_ns, memory_order_relaxed);
 	do {
 		/* As gcra_reserve with no wait allowed; relaxed, as there. */
-		next = (tat > now ? tat : now) + v->unit_ns;
-		if (next < now || next - now > v->tau_ns)
+		next = tat > now ? tat : now;
+		if (v->unit_ns > UINT64_MAX - next)
+			return -1;	/* a scribbled TAT: take() says */
+		next += v->unit_ns;
+		if (next - now > v->tau_ns)
 			return -1;
 	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(
 	    &ls->tat_ns, &tat, next, memory_order_relaxed,
