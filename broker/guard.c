@@ -133,7 +133,7 @@ scrub(struct broker *b, uint64_t now)
 				ahead = ((w >> WIN_COUNT_BITS) - e) &
 				    WIN_EPOCH_MASK;
 				/* Further ahead than a racing clock can be. */
-				if (w != 0 && ahead > 4 &&
+				if (w != 0 && ahead > WIN_AHEAD_MAX &&
 				    ahead < WIN_EPOCH_MASK / 2 &&
 				    atomic_compare_exchange_strong(
 				    &cells[l->cells + i], &w, 0))

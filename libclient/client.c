@@ -398,7 +398,7 @@ take_one_rate(tg_client *c, const struct chain *ch, uint64_t now,
 	const struct lview *v = &ch->lim[0];
 	struct seg_kstate *ks = seg_kstates(&c->m);
 	struct seg_lstate *ls = &seg_lstates(&c->m)[v->id];
-	uint64_t tat, next;
+	uint64_t wait;
 
 	for (unsigned i = 0; i < ch->nkey; i++)
 		if (atomic_load_explicit(&ks[ch->keys[i]].paused_until_ns,
@@ -406,18 +406,10 @@ take_one_rate(tg_client *c, const struct chain *ch, uint64_t now,
 			return -1;
 	if (atomic_load_explicit(&ls->srv_cap, memory_order_relaxed) != 0)
 		return -1;
-	tat = atomic_load_explicit(&ls->tat_ns, memory_order_relaxed);
-	do {
-		/* As gcra_reserve with no wait allowed; relaxed, as there. */
-		next = tat > now ? tat : now;
-		if (v->unit_ns > UINT64_MAX - next)
-			return -1;	/* a scribbled TAT: take() says */
-		next += v->unit_ns;
-		if (next - now > v->tau_ns)
-			return -1;
-	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(
-	    &ls->tat_ns, &tat, next, memory_order_relaxed,
-	    memory_order_relaxed)));
+	/* The one GCRA, no wait allowed; a refusal is take()'s to explain. */
+	if (gcra_reserve(&ls->tat_ns, now, v->unit_ns, v->tau_ns, 0,
+	    &wait) < 0)
+		return -1;
 	tk->nlease = 0;
 	tk->slot = c->slot;
 	tk->gen = 0;

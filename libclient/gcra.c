@@ -56,33 +56,6 @@ gcra_take(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 	return r;
 }
 
-int
-gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
-    uint64_t tau_ns, uint64_t max_wait_ns, uint64_t *wait_ns)
-{
-	uint64_t tat, next, ahead;
-
-	tat = atomic_load_explicit(tatp, memory_order_relaxed);
-	do {
-		next = (tat > now_ns ? tat : now_ns);
-		if (cost_ns > UINT64_MAX - next) {
-			*wait_ns = UINT64_MAX;
-			return -EAGAIN;
-		}
-		next += cost_ns;
-		ahead = next - now_ns;
-		*wait_ns = ahead > tau_ns ? ahead - tau_ns : 0;
-		if (*wait_ns > max_wait_ns)
-			return -EAGAIN;
-		/*
-		 * Relaxed: the TAT publishes no other memory, and the CAS alone
-		 * orders updates of this one word.  On failure it reloads tat.
-		 */
-	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
-	    next, memory_order_relaxed, memory_order_relaxed)));
-	return 0;
-}
-
 void
 gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns)
 {

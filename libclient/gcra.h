@@ -2,8 +2,11 @@
 #ifndef TG_GCRA_H
 #define TG_GCRA_H
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
+
+#include "casstat.h"
 
 /*
  * Nanoseconds of bucket that n units of a `count per period_ns' limit
@@ -30,9 +33,34 @@ int	gcra_take(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
  * max_wait_ns: *wait_ns is then how long until the slot (0: now).
  * Returns 0, or -EAGAIN with *wait_ns set to the wait it would need.
  * Reservations are served in the order they are made, with no queue.
+ * Inline: every rate-limited ticket runs it, a call was 2-3 ns of ~40.
  */
-int	gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
-	    uint64_t tau_ns, uint64_t max_wait_ns, uint64_t *wait_ns);
+static inline int
+gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
+    uint64_t tau_ns, uint64_t max_wait_ns, uint64_t *wait_ns)
+{
+	uint64_t tat, next, ahead;
+
+	tat = atomic_load_explicit(tatp, memory_order_relaxed);
+	do {
+		next = (tat > now_ns ? tat : now_ns);
+		if (cost_ns > UINT64_MAX - next) {
+			*wait_ns = UINT64_MAX;
+			return -EAGAIN;
+		}
+		next += cost_ns;
+		ahead = next - now_ns;
+		*wait_ns = ahead > tau_ns ? ahead - tau_ns : 0;
+		if (*wait_ns > max_wait_ns)
+			return -EAGAIN;
+		/*
+		 * Relaxed: the TAT publishes no other memory, and the CAS alone
+		 * orders updates of this one word.  On failure it reloads tat.
+		 */
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
+	    next, memory_order_relaxed, memory_order_relaxed)));
+	return 0;
+}
 
 /* Give cost_ns back (undo a take); the bucket never holds more than tau. */
 void	gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns);

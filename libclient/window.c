@@ -22,45 +22,32 @@ win_sub_ns(uint64_t period_ns)
 }
 
 /*
- * The units of ring word w, read at ring index (e - k) % SLOTS while the
- * current sub-window is e: counted if it belongs to sub-window e - k, or
- * to one a little after e (written by a process that read the clock a
- * moment after us: counting it is the safe side).  Anything else expired.
- * Epochs wrap at 2^28 sub-windows; distances are taken modulo that.
+ * The units of ring word w while the current sub-window is e: counted if
+ * its epoch is within the last SLOTS sub-windows, or at most
+ * WIN_AHEAD_MAX ahead of e (written by a process that read the clock a
+ * moment after us: counting it is the safe side); anything else expired.
+ * One test, e - epoch + AHEAD below SLOTS + AHEAD, as epochs wrap at 2^28
+ * sub-windows.  A word's index is its epoch modulo SLOTS, so a counted
+ * word is the one sub-window its index holds; a scribbled word at the
+ * wrong index counts too, which can only refuse more.
  */
-#define WIN_AHEAD_MAX	4
-
-static uint64_t
-slot_units(uint64_t w, uint64_t e, uint64_t k)
+static inline uint64_t
+slot_units(uint64_t w, uint64_t e)
 {
-	uint64_t ep = SLOT_EPOCH(w), ahead;
-
-	if (ep == ((e - k) & WIN_EPOCH_MASK))
-		return SLOT_COUNT(w);
-	ahead = (ep - e) & WIN_EPOCH_MASK;
-	return ahead >= 1 && ahead <= WIN_AHEAD_MAX ? SLOT_COUNT(w) : 0;
+	return ((e - SLOT_EPOCH(w) + WIN_AHEAD_MAX) & WIN_EPOCH_MASK) <
+	    SEG_WIN_SLOTS + WIN_AHEAD_MAX ? SLOT_COUNT(w) : 0;
 }
 
-/*
- * The units in the ring at sub-window e, as slot_units counts them, in
- * one test per word: its epoch is within the last SLOTS sub-windows or
- * at most WIN_AHEAD_MAX ahead, i.e. e - epoch + AHEAD (mod 2^28) is below
- * SLOTS + AHEAD.  A word's index is its epoch modulo SLOTS, so within the
- * last SLOTS it is the sub-window slot_units wants; a scribbled word at
- * the wrong index counts too, which can only refuse more.  Every take
- * sums the whole ring: no branch per word.
- */
+/* The units in the ring at sub-window e; every take sums all 64 words. */
 static uint64_t
 ring_sum(_Atomic uint64_t *ring, uint64_t e)
 {
-	uint64_t sum = 0, w;
+	uint64_t sum = 0;
 
-	for (unsigned i = 0; i < SEG_WIN_SLOTS; i++) {
+	for (unsigned i = 0; i < SEG_WIN_SLOTS; i++)
 		/* Relaxed: each word is read once; see win_take on why it holds. */
-		w = atomic_load_explicit(&ring[i], memory_order_relaxed);
-		sum += ((e - SLOT_EPOCH(w) + WIN_AHEAD_MAX) & WIN_EPOCH_MASK) <
-		    SEG_WIN_SLOTS + WIN_AHEAD_MAX ? SLOT_COUNT(w) : 0;
-	}
+		sum += slot_units(atomic_load_explicit(&ring[i],
+		    memory_order_relaxed), e);
 	return sum;
 }
 
@@ -80,7 +67,7 @@ expiry_wait(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t sub_ns,
 	for (uint64_t k = SEG_WIN_SLOTS - 1; ; k--) {
 		w = atomic_load_explicit(&ring[(e - k) % SEG_WIN_SLOTS],
 		    memory_order_relaxed);
-		freed += slot_units(w, e, k);
+		freed += slot_units(w, e);
 		/* Sub-window e - k leaves the ring when e - k + SLOTS begins. */
 		if (freed >= excess || k == 0)
 			return (e - k + SEG_WIN_SLOTS) * sub_ns - now_ns;

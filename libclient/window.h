@@ -16,6 +16,8 @@
 #define WIN_COUNT_BITS	36
 #define WIN_COUNT_MAX	((UINT64_C(1) << WIN_COUNT_BITS) - 1)
 #define WIN_EPOCH_MASK	((UINT64_C(1) << (64 - WIN_COUNT_BITS)) - 1)
+/* Sub-windows a word may be ahead of a reader's clock and still count. */
+#define WIN_AHEAD_MAX	4
 
 uint64_t win_sub_ns(uint64_t period_ns);
 
