@@ -34,7 +34,8 @@ PYDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/python3/dist-packages,$\
 	    $(PREFIX)/lib/python$(PYVER)/dist-packages)
 
 # The library: the hot path and what it needs, nothing of the broker.
-LIB_SRCS  = libclient/client.c libclient/seg.c libclient/gcra.c \
+LIB_SRCS  = libclient/client.c libclient/seg.c libclient/clock.c \
+	    libclient/gcra.c \
 	    libclient/window.c libclient/lease.c libclient/headers.c \
 	    libclient/srvcap.c libclient/feedback.c
 # Shared by broker, tools and tests, never exported by the library.

@@ -55,12 +55,17 @@ struct lim_slot {
 	uint64_t	last_limited;
 };
 
-/* A client slot as the broker tracks it. */
+/*
+ * A client slot as the broker tracks it.  The pidfd is only a hint that
+ * says at once when a client of our PID namespace exits; whether it is
+ * alive is always its lock's to say (clients.c).
+ */
 struct cl_track {
-	int		pidfd;		/* -1: not tracked */
-	int32_t		pid;
+	int		pidfd;		/* -1: none */
 	uint32_t	gen;		/* tracking generation, in user_data */
-	uint64_t	claim_seen_ns;	/* CLOCK_BOOTTIME, CLAIMING first seen */
+	uint32_t	token;		/* the registration the pidfd is for */
+	uint32_t	claim_tok;	/* CLAIMING without its lock: that claim */
+	uint64_t	claim_seen_ns;	/* and since when */
 };
 
 /* A run of pool words, freed once no reader can use it any more. */
@@ -116,11 +121,10 @@ void	guard_count(struct broker *b, const char *what, unsigned long n);
 
 /* clients.c */
 void	clients_init(struct broker *b);
-void	clients_scan(struct broker *b);
-void	clients_exited(struct broker *b, uint32_t slot, uint32_t gen);
-void	clients_reclaim(struct broker *b, uint32_t slot, uint64_t owner);
+void	clients_scan(struct broker *b, uint64_t now);
+void	clients_exited(struct broker *b, uint32_t slot, uint32_t gen,
+	    uint64_t now);
 void	clients_close(struct broker *b);
-uint32_t leases_free_slot(struct broker *b, uint32_t slot);
 
 /* loop.c */
 int	loop_init(struct broker *b);

@@ -1,9 +1,18 @@
-/* clients.c: finding registered clients, watching their pidfds, reclaiming. */
+/*
+ * clients.c: finding dead clients and reclaiming their slots.  A client is
+ * alive while it holds its slot's liveness lock (seg.h): the broker tests
+ * the locks of occupied slots every tick, which needs no pid, works for
+ * clients in any PID namespace (even ones it cannot see) and, since the
+ * locks are the clients', survives a broker restart.  For a client of our
+ * own PID namespace, a pidfd polled by the loop says at once that it
+ * exited, so its leases come back in microseconds, not at the next tick;
+ * the pidfd is a hint (a pid reused, a client that lies about its pid
+ * only costs a lock test), never a verdict.
+ */
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <errno.h>
-#include <signal.h>
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,22 +22,22 @@
 #include "lease.h"
 #include "log.h"
 
-#define CLAIM_STUCK_NS	(10ull * 1000000000ull)
+/* A claim without its lock this long is a claimer that died. */
+#define CLAIM_STUCK_NS	(2ull * 1000000000ull)
 
-static uint64_t
-boottime_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_BOOTTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+static uint64_t own_pid_ns;	/* the inode of our PID namespace; 0 unknown */
 
 void
 clients_init(struct broker *b)
 {
-	for (uint32_t i = 0; i < b->m.hdr->max_clients; i++)
+	struct stat st;
+
+	own_pid_ns = stat("/proc/self/ns/pid", &st) == 0 ?
+	    (uint64_t)st.st_ino : 0;
+	for (uint32_t i = 0; i < b->m.hdr->max_clients; i++) {
 		b->cl[i].pidfd = -1;
+		b->cl[i].claim_seen_ns = 0;
+	}
 }
 
 static void
@@ -41,189 +50,179 @@ untrack(struct broker *b, uint32_t slot)
 		close(t->pidfd);
 	}
 	t->pidfd = -1;
-	t->pid = 0;
+	t->token = 0;
 	t->gen++;
 }
 
 /*
- * Free every lease cell that holds slot, in every concurrency limit the
- * broker knows (its own table, never the segment's word), and wake
- * sleepers.  Returns how many it freed.
+ * Watch the pidfd of a LIVE client of our PID namespace.  The pid is the
+ * client's word: if it names another process (reused, or a lie), that
+ * one's exit only makes us test the lock early.
  */
-uint32_t
-leases_free_slot(struct broker *b, uint32_t slot)
-{
-	_Atomic uint64_t *cells = seg_cells(&b->m);
-	uint32_t freed = 0;
-
-	for (uint32_t id = 0; id < b->m.hdr->max_limits; id++) {
-		const struct lim_slot *l = &b->lims[id];
-		uint32_t n = 0;
-
-		if (!l->used || l->spec.kind != LIM_CONC)
-			continue;
-		for (uint32_t i = l->cells; i < l->cells + l->ncells; i++) {
-			uint64_t v = atomic_load(&cells[i]);
-
-			/* A CAS from exactly v: the owner may free it too. */
-			if (v != 0 && LEASE_SLOT(v) == slot &&
-			    atomic_compare_exchange_strong(&cells[i], &v, 0))
-				n++;
-		}
-		if (n) {
-			lease_wake(&seg_lstates(&b->m)[id]);
-			freed += n;
-		}
-	}
-	return freed;
-}
-
-/*
- * The client in slot is gone (dead, or its pid reused): free its leases,
- * keep its counters in the retired totals, and free the slot, but only if
- * it still holds `owner' (a CAS, so a live newcomer is never evicted).
- */
-void
-clients_reclaim(struct broker *b, uint32_t slot, uint64_t owner)
-{
-	struct seg_client *c = &seg_clients(&b->m)[slot];
-	struct seg_state *s = (struct seg_state *)b->m.state;
-	uint64_t t0 = now_ns();
-	uint32_t freed;
-
-	freed = leases_free_slot(b, slot);
-	atomic_fetch_add(&s->retired_acquired, atomic_exchange(&c->acquired,
-	    0));
-	atomic_fetch_add(&s->retired_denied, atomic_exchange(&c->denied, 0));
-	atomic_fetch_add(&s->retired_released, atomic_exchange(&c->released,
-	    0));
-	atomic_fetch_add(&s->retired_waits, atomic_exchange(&c->waits, 0));
-	atomic_store(&c->wait_ns, 0);
-	/* Its grant stripe, if it had one, is free for the next client. */
-	for (uint32_t i = 1; i < SEG_STRIPES; i++)
-		atomic_compare_exchange_strong(&s->stripe_owner[i],
-		    &(uint32_t){ slot + 1 }, 0);
-	untrack(b, slot);
-	if (!atomic_compare_exchange_strong(&c->owner, &owner, 0))
-		log_debug("slot %u changed owner while reclaimed", slot);
-	log_info("reclaimed client pid %d (slot %u): %u lease%s freed in "
-	    "%llu us", CLIENT_PID(owner), slot, freed, freed == 1 ? "" : "s",
-	    (unsigned long long)((now_ns() - t0) / 1000));
-}
-
-/* Start watching a live client: its pidfd, checked against pid reuse. */
 static void
-track(struct broker *b, uint32_t slot, uint64_t owner)
+track(struct broker *b, uint32_t slot, uint32_t token)
 {
 	struct seg_client *c = &seg_clients(&b->m)[slot];
 	struct cl_track *t = &b->cl[slot];
-	int32_t pid = CLIENT_PID(owner);
-	uint64_t st, claimed;
+	int32_t pid;
 	int fd;
 
 	untrack(b, slot);
-	if (pid <= 0) {
-		guard_count(b, "client slot with a bad pid", 1);
-		clients_reclaim(b, slot, owner);
-		return;
-	}
-	fd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (fd < 0) {
-		if (errno == ESRCH)
-			clients_reclaim(b, slot, owner);
-		else
-			log_warn("pidfd_open %d", pid);
-		return;
-	}
-	/*
-	 * The pidfd now pins this process; its start time tells whether it
-	 * is the one that registered, or a newcomer that got a dead
-	 * client's pid before we looked.
-	 */
-	claimed = atomic_load_explicit(&c->start_time, memory_order_relaxed);
-	if (proc_starttime(pid, &st) < 0 || st != claimed) {
-		close(fd);
-		clients_reclaim(b, slot, owner);
-		return;
-	}
+	t->token = token;	/* tried: not again for this registration */
+	/* Relaxed: written before LIVE, which the scan loaded with acquire. */
+	pid = atomic_load_explicit(&c->pid, memory_order_relaxed);
+	if (own_pid_ns == 0 || pid <= 0 || atomic_load_explicit(&c->pid_ns,
+	    memory_order_relaxed) != own_pid_ns)
+		return;		/* another namespace: the tick's lock test */
+	if ((fd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0)
+		return;		/* gone already: the lock test says so */
 	t->pidfd = fd;
-	t->pid = pid;
-	if (loop_arm_pidfd(b, slot) < 0)
-		log_warnx("cannot watch pid %d: it is checked every tick",
-		    pid);
+	if (loop_arm_pidfd(b, slot) < 0) {
+		close(fd);
+		t->pidfd = -1;
+		return;
+	}
 	log_debug("client pid %d in slot %u", pid, slot);
 }
 
-/* Every tick: register new slots, forget freed ones, clear dead claims. */
-void
-clients_scan(struct broker *b)
+/*
+ * Take slot away from the registration `owner' and free what it held:
+ * its leases, its grant stripe, its counters (kept in the retired
+ * totals), then the slot.  Claimed first, by a CAS to RECLAIMING: a
+ * client that closed and a newcomer that claimed the slot since the scan
+ * have another token, so the CAS fails and nothing of theirs is touched.
+ * Returns 1 if it reclaimed, 0 if the slot had moved on.
+ */
+static int
+reclaim(struct broker *b, uint32_t slot, uint64_t owner, const char *why)
 {
-	struct seg_client *cl = seg_clients(&b->m);
-	uint64_t st;
+	struct seg_client *c = &seg_clients(&b->m)[slot];
+	struct seg_state *s = (struct seg_state *)b->m.state;
+	uint64_t t0 = now_ns(), mine;
+	uint32_t freed, tok = CLIENT_TOKEN(owner);
 
-	for (uint32_t i = 0; i < b->m.hdr->max_clients; i++) {
-		struct cl_track *t = &b->cl[i];
-		/* Acquire: pairs with the client's release store of LIVE. */
-		uint64_t o = atomic_load_explicit(&cl[i].owner,
-		    memory_order_acquire);
-		int32_t pid = CLIENT_PID(o);
+	mine = CLIENT_OWNER(CLIENT_RECLAIMING, tok);
+	/*
+	 * Acquire: the dead client's last writes to its counters and cells
+	 * are seen below.  A RECLAIMING owner is one a broker that died
+	 * mid-way left: finish its work.
+	 */
+	if (owner != mine && !atomic_compare_exchange_strong_explicit(
+	    &c->owner, &owner, mine, memory_order_acquire,
+	    memory_order_relaxed))
+		return 0;
+	freed = lease_drop_slot(&b->m, slot);
+	/*
+	 * Relaxed throughout: nobody else writes a RECLAIMING slot, and the
+	 * release CAS that frees it orders all of this before a newcomer.
+	 */
+	atomic_fetch_add_explicit(&s->retired_acquired, atomic_exchange_explicit(
+	    &c->acquired, 0, memory_order_relaxed), memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->retired_denied, atomic_exchange_explicit(
+	    &c->denied, 0, memory_order_relaxed), memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->retired_released,
+	    atomic_exchange_explicit(&c->released, 0, memory_order_relaxed),
+	    memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->retired_waits, atomic_exchange_explicit(
+	    &c->waits, 0, memory_order_relaxed), memory_order_relaxed);
+	atomic_store_explicit(&c->wait_ns, 0, memory_order_relaxed);
+	/* Its grant stripe, if it had one, is free for the next client. */
+	for (uint32_t i = 1; i < SEG_STRIPES; i++)
+		atomic_compare_exchange_strong_explicit(&s->stripe_owner[i],
+		    &(uint32_t){ slot + 1 }, 0, memory_order_release,
+		    memory_order_relaxed);
+	/* Release: pairs with slot_claim's acquire CAS of a newcomer. */
+	atomic_store_explicit(&c->owner, 0, memory_order_release);
+	b->cl[slot].claim_seen_ns = 0;
+	untrack(b, slot);
+	log_info("reclaimed client pid %d (slot %u, %s): %u lease%s freed in "
+	    "%llu us", (int)atomic_load_explicit(&c->pid,
+	    memory_order_relaxed), slot, why, freed, freed == 1 ? "" : "s",
+	    (unsigned long long)((now_ns() - t0) / 1000));
+	return 1;
+}
 
-		if (o == 0) {
-			if (t->pidfd >= 0 || t->pid)
-				untrack(b, i);	/* closed by tg_close */
-			t->claim_seen_ns = 0;
-			continue;
+/*
+ * Reclaim slot if its client is gone.  A LIVE slot whose lock nobody
+ * holds is gone: the client took the lock before it went LIVE, and lets
+ * go of it only after it freed the slot.  A CLAIMING slot may be a
+ * claimer between its CAS and its lock: it gets CLAIM_STUCK_NS.
+ */
+static void
+check_slot(struct broker *b, uint32_t i, uint64_t now)
+{
+	struct cl_track *t = &b->cl[i];
+	/* Acquire: pairs with the client's release CAS to LIVE. */
+	uint64_t o = atomic_load_explicit(&seg_clients(&b->m)[i].owner,
+	    memory_order_acquire);
+	int held;
+
+	if (o == 0) {
+		t->claim_seen_ns = 0;
+		if (t->pidfd >= 0)
+			untrack(b, i);		/* closed by tg_close */
+		return;
+	}
+	switch (CLIENT_STATE(o)) {
+	case CLIENT_LIVE:
+	case CLIENT_CLAIMING:
+		if ((held = seg_slot_locked(b->m.state_fd, i)) < 0) {
+			log_warnx("slot %u: lock test: %s", i, strerror(-held));
+			return;
 		}
-		switch (CLIENT_STATE(o)) {
-		case CLIENT_LIVE:
+		if (held && CLIENT_STATE(o) == CLIENT_LIVE) {
 			t->claim_seen_ns = 0;
-			if (t->pidfd >= 0 && t->pid == pid)
-				continue;
-			track(b, i, o);
-			break;
-		case CLIENT_CLAIMING:
-			if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH)) {
-				clients_reclaim(b, i, o);
-				break;
-			}
-			if (t->claim_seen_ns == 0)
-				t->claim_seen_ns = boottime_ns();
-			/*
-			 * Stuck claiming: if that pid started after we first
-			 * saw the claim, it is not the claimer (pid reuse).
-			 */
-			else if (boottime_ns() - t->claim_seen_ns >
-			    CLAIM_STUCK_NS && proc_starttime(pid, &st) == 0 &&
-			    st * (1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK))
-			    > t->claim_seen_ns)
-				clients_reclaim(b, i, o);
-			break;
-		default:
-			guard_count(b, "client slot in an unknown state", 1);
-			clients_reclaim(b, i, o);
-			break;
+			if (t->token != CLIENT_TOKEN(o))
+				track(b, i, CLIENT_TOKEN(o));
+			return;
 		}
+		if (held)
+			return;		/* about to go LIVE */
+		if (CLIENT_STATE(o) == CLIENT_LIVE) {
+			(void)reclaim(b, i, o, "exited");
+			return;
+		}
+		if (t->claim_seen_ns == 0 || t->claim_tok != CLIENT_TOKEN(o)) {
+			t->claim_seen_ns = now ? now : 1;
+			t->claim_tok = CLIENT_TOKEN(o);
+		} else if (now - t->claim_seen_ns > CLAIM_STUCK_NS)
+			(void)reclaim(b, i, o, "claim abandoned");
+		break;
+	case CLIENT_RECLAIMING:
+		(void)reclaim(b, i, o, "left half reclaimed");
+		break;
+	default:
+		guard_count(b, "client slot in an unknown state", 1);
+		(void)reclaim(b, i, o, "bad state");
+		break;
 	}
 }
 
-/* A watched pidfd became readable: that process exited. */
+/* Every tick: reclaim every slot whose client is gone. */
 void
-clients_exited(struct broker *b, uint32_t slot, uint32_t gen)
+clients_scan(struct broker *b, uint64_t now)
+{
+	for (uint32_t i = 0; i < b->m.hdr->max_clients; i++)
+		check_slot(b, i, now);
+}
+
+/* A watched pidfd became readable: that process exited; look now. */
+void
+clients_exited(struct broker *b, uint32_t slot, uint32_t gen, uint64_t now)
 {
 	struct cl_track *t;
-	uint64_t o;
 
 	if (slot >= b->m.hdr->max_clients)
 		return;
 	t = &b->cl[slot];
 	if ((t->gen & 0xffffffu) != gen || t->pidfd < 0)
 		return;			/* an old registration of the slot */
-	o = atomic_load(&seg_clients(&b->m)[slot].owner);
-	if (CLIENT_PID(o) != t->pid) {
-		untrack(b, slot);	/* the slot moved on already */
-		return;
+	check_slot(b, slot, now);
+	/* Still held: the pid was not the client's; the ticks watch it. */
+	if (t->pidfd >= 0 && t->gen == gen) {
+		close(t->pidfd);
+		t->pidfd = -1;
 	}
-	clients_reclaim(b, slot, o);
 }
 
 void

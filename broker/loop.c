@@ -102,7 +102,7 @@ on_tick(struct broker *b)
 	uint64_t now = now_ns();
 
 	segment_tick(b, now);
-	clients_scan(b);
+	clients_scan(b, now);
 	guard_check(b, now);
 	feedback_tick(b, now);
 	if (b->watchdog_ns && now - b->last_watchdog_ns >= b->watchdog_ns / 2) {
@@ -152,7 +152,7 @@ dispatch(struct broker *b, struct io_uring_cqe *cqe)
 	case EV_PIDFD:
 		if (cqe->res == -ECANCELED)
 			break;
-		clients_exited(b, UD_SLOT(ud), UD_GEN(ud));
+		clients_exited(b, UD_SLOT(ud), UD_GEN(ud), now_ns());
 		break;
 	case EV_CANCEL:
 		break;

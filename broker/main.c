@@ -97,7 +97,8 @@ pidfile_dir(const char *path)
 }
 
 /*
- * The broker holds a pidfd per client: with the usual soft limit of 1024
+ * The broker holds a pidfd per client of its PID namespace (a hint that
+ * it exited, clients.c): with the usual soft limit of 1024
  * open files, max_clients = 1024 would run out.  Raise the soft limit as
  * far as the hard one allows, and say so if that is still too few.
  */
@@ -155,6 +156,10 @@ main(int argc, char *argv[])
 	}
 	if (b.config_path == NULL || optind != argc)
 		usage();
+	/* Times in the segment are the host's: know our namespace's offset. */
+	if ((r = clock_init()) < 0)
+		warnx("cannot read the time namespace offset (%s): the clock "
+		    "is taken as the host's", strerror(-r));
 	if ((n = config_load(b.config_path, &b.cfg, report, NULL)) != 0) {
 		fprintf(stderr, "tollgated: %s: %d error%s\n", b.config_path,
 		    n, n == 1 ? "" : "s");

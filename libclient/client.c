@@ -1,5 +1,9 @@
 /* client.c: libtollgate, the client API of include/tollgate.h. */
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -276,7 +280,8 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		return -EAGAIN;
 	}
 	tk->nlease = 0;
-	tk->slot = c->slot;
+	tk->slot = (uint16_t)c->slot;
+	tk->token = c->token;
 	tk->gen = 0;
 	for (i = 0; i < ch->nlim; i++) {
 		const struct lview *v = &ch->lim[i];
@@ -411,7 +416,8 @@ take_one_rate(tg_client *c, const struct chain *ch, uint64_t now,
 	    &wait) < 0)
 		return -1;
 	tk->nlease = 0;
-	tk->slot = c->slot;
+	tk->slot = (uint16_t)c->slot;
+	tk->token = c->token;
 	tk->gen = 0;
 	return 0;
 }
@@ -428,6 +434,8 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 
 	if (c == NULL || t == NULL)
 		return -EINVAL;
+	if (!client_ours(c) && (r = client_refork(c)) < 0)
+		return r;
 	if (cost == NULL)
 		cost = &one_request;
 	/*
@@ -482,6 +490,8 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 
 	if (c == NULL || t == NULL)
 		return -EINVAL;
+	if (!client_ours(c) && (r = client_refork(c)) < 0)
+		return r;
 	if (cost == NULL)
 		cost = &one_request;
 	ls = seg_lstates(&c->m);
@@ -591,7 +601,16 @@ tg_release(tg_client *c, tg_ticket *t)
 	 */
 	if (atomic_load_explicit(&tk->state, memory_order_acquire) != TK_LIVE)
 		return;
-	if (tk->slot == c->slot && tk->nlease > 0) {
+	/*
+	 * Inherited across fork: the parent's leases, which only the parent
+	 * gives back.  Our copy of the ticket is spent; theirs is not.
+	 */
+	if (!tk_ours(c, tk)) {
+		atomic_store_explicit(&tk->state, TK_SPENT,
+		    memory_order_relaxed);
+		return;
+	}
+	if (tk->nlease > 0) {
 		/* CAS: of two racing releases of one ticket, one puts. */
 		if (!atomic_compare_exchange_strong_explicit(&tk->state,
 		    &(uint32_t){ TK_LIVE }, TK_SPENT, memory_order_relaxed,
@@ -638,7 +657,6 @@ tg_key(tg_client *c, const char *name, uint32_t *key)
 	return 0;
 }
 
-/* Claim a free client slot for this process; 0 or -ENOSPC. */
 /* A grant stripe of our own if one is free, else the shared stripe 0. */
 static void
 stripe_claim(tg_client *c)
@@ -664,35 +682,95 @@ stripe_claim(tg_client *c)
 	c->lgrants = c->kgrants + c->m.hdr->max_keys;
 }
 
+/* Give our grant stripe back, if we had one of our own. */
+static void
+stripe_free(tg_client *c)
+{
+	uint32_t mine = c->slot + 1;
+
+	if (c->stripe == 0)
+		return;
+	/* Release: our counts are in before another owner's. */
+	atomic_compare_exchange_strong_explicit(&((struct seg_state *)
+	    c->m.state)->stripe_owner[c->stripe], &mine, 0,
+	    memory_order_release, memory_order_relaxed);
+	c->stripe = 0;
+}
+
+/* The inode of this process's PID namespace, for tollstat; 0 unknown. */
+static uint64_t
+pid_ns_ino(void)
+{
+	struct stat st;
+
+	return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+/*
+ * Claim a free client slot for this process: CLAIMING under a fresh
+ * token, then the slot's liveness lock (seg.h), then LIVE.  The lock is
+ * held before LIVE is, so a broker that sees LIVE and no lock knows the
+ * process is gone.  Returns 0, -ENOSPC, or -errno of the lock.
+ */
 static int
 slot_claim(tg_client *c)
 {
 	struct seg_client *cl = seg_clients(&c->m);
-	uint32_t n = c->m.hdr->max_clients, i;
-	uint64_t st, expect;
+	uint32_t n = c->m.hdr->max_clients, i, tok;
+	uint64_t expect, ns = pid_ns_ino();
 	int r;
 
-	if ((r = proc_starttime(c->pid, &st)) < 0)
-		return r;
 	for (uint32_t k = 0; k < n; k++) {
 		i = ((uint32_t)c->pid + k) % n;
-		expect = 0;
 		if (atomic_load_explicit(&cl[i].owner, memory_order_relaxed))
 			continue;
+		/* Relaxed: the CAS below is what makes the token ours. */
+		do
+			tok = atomic_fetch_add_explicit(&cl[i].claims, 1,
+			    memory_order_relaxed) + 1;
+		while (tok == 0);
+		expect = 0;
 		/*
-		 * Claim with our pid, then fill, then go live.  Dying in
-		 * between leaves CLAIMING with a dead pid: the broker frees it.
+		 * Acquire: what the slot's last owner and the broker's
+		 * reclaim wrote (its counters, zeroed) is seen before ours.
 		 */
 		if (!atomic_compare_exchange_strong_explicit(&cl[i].owner,
-		    &expect, CLIENT_OWNER(CLIENT_CLAIMING, c->pid),
+		    &expect, CLIENT_OWNER(CLIENT_CLAIMING, tok),
 		    memory_order_acq_rel, memory_order_relaxed))
 			continue;
-		atomic_store_explicit(&cl[i].start_time, st,
+		/*
+		 * Dying between the CAS and the lock leaves CLAIMING with no
+		 * lock: the broker frees it after a grace period.  A lock we
+		 * cannot take belongs to a process that still holds an old
+		 * registration of the slot open (a bug, or a file we did not
+		 * close): leave the slot alone.
+		 */
+		if ((r = seg_slot_lock(c->m.state_fd, i)) < 0) {
+			expect = CLIENT_OWNER(CLIENT_CLAIMING, tok);
+			atomic_compare_exchange_strong_explicit(&cl[i].owner,
+			    &expect, 0, memory_order_release,
+			    memory_order_relaxed);
+			if (r == -EAGAIN)
+				continue;
+			return r;
+		}
+		atomic_store_explicit(&cl[i].pid, c->pid,
 		    memory_order_relaxed);
-		/* Release: the broker that sees LIVE sees the start time. */
-		atomic_store_explicit(&cl[i].owner, CLIENT_OWNER(CLIENT_LIVE,
-		    c->pid), memory_order_release);
+		atomic_store_explicit(&cl[i].pid_ns, ns, memory_order_relaxed);
+		/*
+		 * Release: whoever sees LIVE sees pid and pid_ns.  A CAS, not
+		 * a store: a broker that judged us dead while we were slow
+		 * may have freed the slot; then claim another.
+		 */
+		expect = CLIENT_OWNER(CLIENT_CLAIMING, tok);
+		if (!atomic_compare_exchange_strong_explicit(&cl[i].owner,
+		    &expect, CLIENT_OWNER(CLIENT_LIVE, tok),
+		    memory_order_release, memory_order_relaxed)) {
+			seg_slot_unlock(c->m.state_fd, i);
+			continue;
+		}
 		c->slot = i;
+		c->token = tok;
 		c->me = &cl[i];
 		stripe_claim(c);
 		return 0;
@@ -700,87 +778,224 @@ slot_claim(tg_client *c)
 	return -ENOSPC;
 }
 
+/*
+ * Fork.  A child inherits the client's memory and descriptors, and with
+ * the state object's descriptor the open file that holds the parent's
+ * liveness lock: the parent's slot would look alive while the child
+ * lives.  So the child closes its copy at once (pthread_atfork), and on
+ * its first use of the client registers a slot of its own.  Tickets it
+ * inherited stay the parent's: released or settled in the child they do
+ * nothing.  The clients of the process are listed for the handler.
+ */
+static pthread_mutex_t clients_mu = PTHREAD_MUTEX_INITIALIZER;
+static tg_client *clients;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void
+atfork_prepare(void)
+{
+	pthread_mutex_lock(&clients_mu);
+}
+
+static void
+atfork_parent(void)
+{
+	pthread_mutex_unlock(&clients_mu);
+}
+
+/* In the child, which has one thread: no lock is held by anyone else. */
+static void
+atfork_child(void)
+{
+	for (tg_client *c = clients; c != NULL; c = c->next) {
+		if (c->m.state_fd >= 0)
+			close(c->m.state_fd);
+		c->m.state_fd = -1;
+		pthread_mutex_init(&c->reg_mu, NULL);
+	}
+	pthread_mutex_init(&clients_mu, NULL);
+}
+
+static void
+atfork_install(void)
+{
+	(void)pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static void
+clients_add(tg_client *c)
+{
+	pthread_mutex_lock(&clients_mu);
+	c->next = clients;
+	clients = c;
+	pthread_mutex_unlock(&clients_mu);
+}
+
+static void
+clients_remove(tg_client *c)
+{
+	pthread_mutex_lock(&clients_mu);
+	for (tg_client **p = &clients; *p != NULL; p = &(*p)->next)
+		if (*p == c) {
+			*p = c->next;
+			break;
+		}
+	pthread_mutex_unlock(&clients_mu);
+}
+
+/*
+ * The state object's descriptor for our lock, opened anew: shm_open
+ * gives a new open file, whose lock is ours alone.  It must be the very
+ * object we map: a broker --reset in between made another.
+ */
+static int
+state_reopen(tg_client *c)
+{
+	char conf[256], state[256];
+	struct stat st;
+	int fd, r;
+
+	if ((r = seg_names(c->segment, conf, state, sizeof(conf))) < 0)
+		return r;
+	if ((fd = shm_open(state, O_RDWR | O_CLOEXEC, 0)) < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || (size_t)st.st_size != c->m.state_size) {
+		close(fd);
+		return -ESTALE;
+	}
+	c->m.state_fd = fd;
+	return 0;
+}
+
+/* The time namespace check of tg_open; 0 or -EXDEV. */
+static int
+clock_check(const tg_client *c, int known)
+{
+	uint64_t hb, now = now_ns();
+
+	/* Relaxed: one reading of a clock; nothing else hangs on it. */
+	hb = atomic_load_explicit(&c->m.hdr->heartbeat_ns,
+	    memory_order_relaxed);
+	/*
+	 * The broker's heartbeat is the host's clock a tick ago: ahead of
+	 * ours, our clock runs behind the host's.  Without the offset from
+	 * /proc, a clock ahead looks like a broker long gone: refuse what
+	 * cannot be told apart.
+	 */
+	if (hb > now + 1000000000u)
+		return -EXDEV;
+	if (!known && hb != 0 && now - hb > 10000000000u)
+		return -EXDEV;
+	return 0;
+}
+
+int
+client_refork(tg_client *c)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&c->reg_mu);
+	if (c->guard->token != 0)
+		goto out;	/* another thread of the child did it */
+	/* Not closed by the handler: a child made without fork(). */
+	if (c->m.state_fd >= 0)
+		close(c->m.state_fd);
+	c->m.state_fd = -1;
+	c->pid = getpid();
+	atomic_store_explicit(&c->rnd, now_ns() ^ (uint64_t)c->pid << 32,
+	    memory_order_relaxed);
+	if ((r = clock_check(c, clock_init() == 0)) < 0 ||
+	    (r = state_reopen(c)) < 0 || (r = slot_claim(c)) < 0)
+		goto out;
+	c->guard->token = c->token;
+out:
+	pthread_mutex_unlock(&c->reg_mu);
+	return r;
+}
+
 int
 tg_open(const char *segment, tg_client **out)
 {
 	tg_client *c;
-	int r;
+	void *g;
+	int r, known;
 
 	if (out == NULL)
 		return -EINVAL;
+	if ((r = pthread_once(&atfork_once, atfork_install)) != 0)
+		return -r;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return -ENOMEM;
-	if ((r = seg_attach(segment ? segment : "tollgate", 1, &c->m)) < 0)
+	if (segment == NULL)
+		segment = "tollgate";
+	c->segment = strdup(segment);
+	c->cache = malloc(sizeof(*c->cache));	/* none: chain_get reads */
+	g = mmap(NULL, sizeof(*c->guard), PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (c->segment == NULL || g == MAP_FAILED) {
+		r = -ENOMEM;
 		goto out_free;
+	}
+	c->guard = g;
+	if (madvise(g, sizeof(*c->guard), MADV_WIPEONFORK) < 0) {
+		r = -errno;
+		goto out_unmap;
+	}
+	pthread_mutex_init(&c->reg_mu, NULL);
+	known = clock_init() == 0;
+	if ((r = seg_attach(segment, 1, &c->m)) < 0)
+		goto out_unmap;
+	if ((r = clock_check(c, known)) < 0)
+		goto out_detach;
 	c->pid = getpid();
 	atomic_init(&c->rnd, now_ns() ^ (uint64_t)c->pid << 32);
-	c->cache = malloc(sizeof(*c->cache));	/* none: chain_get reads */
 	if ((r = slot_claim(c)) < 0)
 		goto out_detach;
+	c->guard->token = c->token;
+	clients_add(c);
 	*out = c;
 	return 0;
 
 out_detach:
 	seg_detach(&c->m);
+out_unmap:
+	munmap(c->guard, sizeof(*c->guard));
 out_free:
+	free(c->segment);
 	free(c->cache);
 	free(c);
 	return r;
 }
 
-/* Free every lease this client's slot holds, in every concurrency limit. */
-static void
-leases_drop(tg_client *c)
-{
-	const struct seg_limit *lims;
-	struct seg_cfg *cfg;
-	_Atomic uint64_t *cells = seg_cells(&c->m);
-	uint32_t seq, max = c->m.hdr->max_cells;
-	uint64_t v;
-	int freed;
-
-	/*
-	 * Without retrying the seqlock: a torn read can only name wrong
-	 * cells, and a cell is freed only if it holds our own slot.
-	 */
-	cfg = seg_read_begin(&c->m, &seq);
-	lims = seg_limits(&c->m, cfg);
-	for (uint32_t id = 0; id < c->m.hdr->max_limits; id++) {
-		uint32_t first = lims[id].cells, n = lims[id].ncells;
-
-		if (lims[id].kind != LIM_CONC || (uint64_t)first + n > max)
-			continue;
-		freed = 0;
-		for (uint32_t i = first; i < first + n; i++) {
-			v = atomic_load_explicit(&cells[i],
-			    memory_order_relaxed);
-			if (v != 0 && LEASE_SLOT(v) == c->slot &&
-			    atomic_compare_exchange_strong_explicit(&cells[i],
-			    &v, 0, memory_order_seq_cst, memory_order_relaxed))
-				freed = 1;
-		}
-		if (freed)
-			lease_wake(&seg_lstates(&c->m)[id]);
-	}
-}
-
 void
 tg_close(tg_client *c)
 {
+	uint64_t mine;
+
 	if (c == NULL)
 		return;
-	leases_drop(c);
-	if (c->stripe != 0) {
-		uint32_t mine = c->slot + 1;
-
-		/* Release: our counts are in before another owner's. */
-		atomic_compare_exchange_strong_explicit(&((struct seg_state *)
-		    c->m.state)->stripe_owner[c->stripe], &mine, 0,
-		    memory_order_release, memory_order_relaxed);
+	clients_remove(c);
+	/*
+	 * In a child that never used it, the slot and its leases are the
+	 * parent's: leave them, and only let go of our copies.
+	 */
+	if (client_ours(c)) {
+		(void)lease_drop_slot(&c->m, c->slot);
+		stripe_free(c);
+		/*
+		 * Release: the slot's counters are final before it is free.
+		 * A CAS: a broker that reclaimed the slot may have handed it
+		 * on.  Free first, unlock after (seg_detach closes the
+		 * descriptor): a LIVE slot is never seen without its lock.
+		 */
+		mine = CLIENT_OWNER(CLIENT_LIVE, c->token);
+		atomic_compare_exchange_strong_explicit(&c->me->owner, &mine,
+		    0, memory_order_release, memory_order_relaxed);
 	}
-	/* Release: the slot's counters are final before it is free. */
-	atomic_store_explicit(&c->me->owner, 0, memory_order_release);
 	seg_detach(&c->m);
+	munmap(c->guard, sizeof(*c->guard));
+	pthread_mutex_destroy(&c->reg_mu);
+	free(c->segment);
 	free(c->cache);
 	free(c);
 }
@@ -813,6 +1028,11 @@ tg_strerror(int err)
 		return "out of memory";
 	case -EBADMSG:
 		return "the segment is malformed";
+	case -EPERM:
+		return "the ticket is another process's (inherited across fork)";
+	case -EXDEV:
+		return "this process's clock is not the segment's (a time "
+		    "namespace whose offset cannot be read)";
 	}
 	return err < 0 ? strerror(-err) : "unknown result";
 }

@@ -3,6 +3,7 @@
 #define TG_CLIENT_H
 
 #include <sys/single_threaded.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -11,11 +12,26 @@
 #include "config.h"
 #include "seg.h"
 
+/*
+ * A page of its own, mapped with MADV_WIPEONFORK: it reads as zeros in a
+ * child of fork(), however the child was made (fork, clone, a raw system
+ * call), so one plain load on the hot path tells a child from the process
+ * that registered the client.
+ */
+struct fork_guard {
+	uint32_t		token;	/* the registration's; 0 in a child */
+};
+
 struct tg_client {
 	struct seg_map		m;
 	struct seg_client	*me;
 	uint32_t		slot;
+	uint32_t		token;	/* of our registration: CLIENT_TOKEN */
 	int			pid;
+	struct fork_guard	*guard;
+	char			*segment; /* its name, to reopen after fork */
+	pthread_mutex_t		reg_mu;	/* one re-registration after fork */
+	struct tg_client	*next;	/* the process's open clients */
 	_Atomic uint64_t	rnd;	/* splitmix64 state: backoff jitter */
 	_Atomic uint64_t	*kgrants; /* its stripe: key counters */
 	_Atomic uint64_t	*lgrants; /* and the limits' (seg.h) */
@@ -42,10 +58,10 @@ struct tk {
 	_Atomic uint32_t	state;
 	uint16_t		key;		/* key id */
 	uint16_t		kgen;		/* and its generation: the handle */
-	uint32_t		slot;		/* the client slot that took it */
-	uint32_t		gen;		/* lease generation */
+	uint16_t		slot;		/* the client slot that took it */
 	uint16_t		nlease;
-	uint16_t		pad;
+	uint32_t		gen;		/* lease generation */
+	uint32_t		token;		/* and the slot's registration */
 	uint32_t		cfg_gen;	/* config it was taken under (low bits) */
 	uint64_t		now_ns;		/* when it was taken */
 	uint64_t		cost[UNIT_COUNT]; /* what it charged, per unit */
@@ -57,6 +73,8 @@ struct tk {
 };
 
 static_assert(sizeof(struct tk) <= sizeof(tg_ticket), "ticket too small");
+static_assert(offsetof(struct tk, now_ns) == 24, "tk changed");
+static_assert(SEG_CLIENTS_MAX <= UINT16_MAX, "a slot fits tk.slot");
 static_assert(TK_LEASES >= SEG_DEPTH_MAX, "a lease per level");
 
 static inline int
@@ -105,6 +123,32 @@ struct chain {
 	uint64_t	backoff_max_ns;
 	struct lview	lim[SEG_CHAIN_MAX];
 };
+
+/*
+ * Whether c is usable as it is: the process that registered it.  In a
+ * child of fork() the guard page reads 0 and client_refork must run
+ * first.  One load of a private line: no system call.
+ */
+static inline int
+client_ours(const tg_client *c)
+{
+	return __builtin_expect(c->guard->token != 0, 1);
+}
+
+/*
+ * In a child of fork(): give it a registration of its own (a slot, its
+ * liveness lock, a stripe), once.  Returns 0 or -errno of tg_open's.
+ * Makes system calls, once per child.
+ */
+int	client_refork(tg_client *c);
+
+/* Whether ticket tk was taken through c's registration (not inherited). */
+static inline int
+tk_ours(const tg_client *c, const struct tk *tk)
+{
+	return tk->slot == c->slot && tk->token == c->token &&
+	    client_ours(c);
+}
 
 /* The member of cost that a limit of `unit' counts. */
 static inline uint64_t

@@ -302,6 +302,9 @@ tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual)
 
 	if (c == NULL || t == NULL || actual == NULL || !tk_filled(tk))
 		return -EINVAL;
+	/* Inherited across fork: the parent settles its own tickets. */
+	if (!tk_ours(c, tk))
+		return -EPERM;
 	now = now_ns();
 	if ((r = chain_read(c, tk_handle(tk), &ch)) < 0)
 		return r;

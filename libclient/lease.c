@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "casstat.h"
+#include "config.h"
 #include "futex.h"
 #include "lease.h"
 #include "seg.h"
@@ -112,4 +113,45 @@ lease_wake(struct seg_lstate *ls)
 		return;
 	atomic_fetch_add_explicit(&ls->wake, 1, memory_order_seq_cst);
 	(void)futex_wake(&ls->wake, INT_MAX);
+}
+
+uint32_t
+lease_drop_slot(const struct seg_map *m, uint32_t slot)
+{
+	const struct seg_limit *lims;
+	struct seg_cfg *cfg;
+	_Atomic uint64_t *cells = seg_cells(m);
+	uint32_t seq, max = m->hdr->max_cells, freed = 0, n;
+	uint64_t v;
+
+	/*
+	 * Without retrying the seqlock: a torn read can only name wrong
+	 * cells, and a cell is freed only if it holds this slot.
+	 */
+	cfg = seg_read_begin(m, &seq);
+	lims = seg_limits(m, cfg);
+	for (uint32_t id = 0; id < m->hdr->max_limits; id++) {
+		uint32_t first = lims[id].cells, nc = lims[id].ncells;
+
+		if (lims[id].kind != LIM_CONC || (uint64_t)first + nc > max)
+			continue;
+		n = 0;
+		for (uint32_t i = first; i < first + nc; i++) {
+			v = atomic_load_explicit(&cells[i],
+			    memory_order_relaxed);
+			/*
+			 * A CAS from exactly v, since its owner may free it
+			 * too; seq_cst as lease_put's, before lease_wake.
+			 */
+			if (v != 0 && LEASE_SLOT(v) == slot &&
+			    atomic_compare_exchange_strong_explicit(&cells[i],
+			    &v, 0, memory_order_seq_cst, memory_order_relaxed))
+				n++;
+		}
+		if (n) {
+			lease_wake(&seg_lstates(m)[id]);
+			freed += n;
+		}
+	}
+	return freed;
 }

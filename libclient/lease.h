@@ -43,4 +43,11 @@ uint32_t lease_wait_prepare(struct seg_lstate *ls);
 int	lease_wait(struct seg_lstate *ls, uint32_t seen,
 	    const struct timespec *abs);
 
+/*
+ * Free every lease cell that holds slot, in every concurrency limit of the
+ * live config, and wake sleepers: a client closing, or the broker
+ * reclaiming a dead one.  Returns how many it freed.
+ */
+uint32_t lease_drop_slot(const struct seg_map *m, uint32_t slot);
+
 #endif /* TG_LEASE_H */

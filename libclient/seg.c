@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "seg.h"
 
 static int
@@ -110,6 +111,8 @@ seg_attach(const char *segment, int writable, struct seg_map *m)
 	m->hdr_fd = m->state_fd = -1;
 	if ((r = seg_names(segment, conf, state, sizeof(conf))) < 0)
 		return r;
+	/* Times in the segment are the host's: know our namespace's offset. */
+	(void)clock_init();
 	/* The config object read-only: no client can write or truncate it. */
 	if ((m->hdr_fd = shm_open(conf, O_RDONLY | O_CLOEXEC, 0)) < 0)
 		return -errno;
@@ -213,4 +216,46 @@ proc_starttime(int pid, uint64_t *out)
 		return -EIO;
 	*out = strtoull(p, NULL, 10);
 	return 0;
+}
+
+static void
+slot_range(struct flock *l, short type, uint32_t slot)
+{
+	memset(l, 0, sizeof(*l));
+	l->l_type = type;
+	l->l_whence = SEEK_SET;
+	l->l_start = (off_t)(SEG_LOCK_BASE + slot);
+	l->l_len = 1;
+}
+
+int
+seg_slot_lock(int fd, uint32_t slot)
+{
+	struct flock l;
+
+	slot_range(&l, F_WRLCK, slot);
+	if (fcntl(fd, F_OFD_SETLK, &l) < 0)
+		return errno == EACCES ? -EAGAIN : -errno;
+	return 0;
+}
+
+int
+seg_slot_unlock(int fd, uint32_t slot)
+{
+	struct flock l;
+
+	slot_range(&l, F_UNLCK, slot);
+	return fcntl(fd, F_OFD_SETLK, &l) < 0 ? -errno : 0;
+}
+
+int
+seg_slot_locked(int fd, uint32_t slot)
+{
+	struct flock l;
+
+	/* A query needs no write access: tollstat asks on a read-only fd. */
+	slot_range(&l, F_WRLCK, slot);
+	if (fcntl(fd, F_OFD_GETLK, &l) < 0)
+		return -errno;
+	return l.l_type != F_UNLCK;
 }

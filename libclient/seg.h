@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define TG_SEG_MAGIC	0x31474754u	/* "TGG1"; byte-swapped, it shows */
-#define TG_SEG_VERSION	3u		/* bump on any change in this file */
+#define TG_SEG_VERSION	4u		/* bump on any change in this file */
 #define SEG_LINE	64		/* cache line */
 
 #define SEG_NONE	0xffffu		/* no key, no limit */
@@ -19,6 +19,7 @@
 #define SEG_IDS_MAX	0xfff0u		/* key and limit ids are 16 bits */
 #define SEG_WIN_SLOTS	64		/* sub-windows in a window ring */
 #define SEG_STRIPES	16		/* copies of the grant counters */
+#define SEG_CLIENTS_MAX	65535u		/* client slots at most (max_clients) */
 
 /*
  * The config object, /dev/shm/<segment>.conf: written by the broker only,
@@ -157,20 +158,45 @@ struct seg_state {
 	alignas(SEG_LINE) _Atomic uint32_t stripe_owner[SEG_STRIPES];
 };
 
-/* seg_client.owner: 0 free, else state << 32 | pid. */
-#define CLIENT_CLAIMING	1u	/* pid written, start time not yet */
-#define CLIENT_LIVE	2u
-#define CLIENT_OWNER(st, pid)	((uint64_t)(st) << 32 | (uint32_t)(pid))
+/*
+ * seg_client.owner: 0 free, else state << 32 | token.  The token is the
+ * slot's claim count (seg_client.claims) when it was claimed: never 0, and
+ * unlike a pid the same in every PID namespace and never reused by the
+ * next owner of the slot, so a CAS from an owner word acts on exactly one
+ * registration (ABA-free until 2^32 claims of one slot).
+ */
+#define CLIENT_CLAIMING	1u	/* claimed; lock and LIVE not yet */
+#define CLIENT_LIVE	2u	/* its slot lock is held: see SEG_LOCK_BASE */
+#define CLIENT_RECLAIMING 3u	/* the broker frees it; then 0 */
+#define CLIENT_OWNER(st, tok)	((uint64_t)(st) << 32 | (uint32_t)(tok))
 #define CLIENT_STATE(o)		((uint32_t)((o) >> 32))
-#define CLIENT_PID(o)		((int32_t)(uint32_t)(o))
+#define CLIENT_TOKEN(o)		((uint32_t)(o))
 
-/* A client slot; line 0 registration, line 1 counters only it writes. */
+/*
+ * Liveness.  A client holds an open file description lock (F_OFD_SETLK,
+ * write) on byte SEG_LOCK_BASE + slot of the state object from before it
+ * goes LIVE until it closes or dies; the kernel drops it when the last
+ * descriptor of that open file goes, whatever killed the process.  The
+ * broker and tollstat test the byte with F_OFD_GETLK.  A lock names no
+ * pid, so this holds for clients in any PID namespace, even ones the
+ * broker cannot see, and across a broker restart; the byte lies far
+ * beyond the object's end, where a lock touches no data.
+ */
+#define SEG_LOCK_BASE	(UINT64_C(1) << 40)
+
+/*
+ * A client slot; line 0 registration, line 1 counters only it writes.
+ * pid and pid_ns are what the client says of itself, for people: the
+ * broker never acts on them.
+ */
 struct seg_client {
 	_Atomic uint64_t	owner;
-	_Atomic uint64_t	start_time;	/* /proc/PID/stat starttime */
+	_Atomic uint64_t	pid_ns;		/* inode of its /proc/self/ns/pid */
 	_Atomic uint32_t	lease_gen;	/* next lease generation */
+	_Atomic int32_t		pid;		/* as it sees itself */
+	_Atomic uint32_t	claims;		/* claims so far: the next token */
 	uint32_t		pad2;
-	uint64_t		pad0[5];
+	uint64_t		pad0[4];
 	alignas(SEG_LINE) _Atomic uint64_t acquired; /* tickets */
 	_Atomic uint64_t	denied;		/* -EAGAIN and -ETIMEDOUT */
 	_Atomic uint64_t	released;
@@ -401,5 +427,17 @@ seg_read_ok(const struct seg_cfg *c, uint32_t seq)
 
 /* The start time of process pid (field 22 of /proc/PID/stat); 0 or -errno. */
 int	proc_starttime(int pid, uint64_t *out);
+
+/*
+ * Take the liveness lock of slot on fd, an open file of the state object
+ * (writable).  Returns 0, -EAGAIN if another open file holds it, or -errno.
+ */
+int	seg_slot_lock(int fd, uint32_t slot);
+
+/* Let go of it (a claim that lost its slot); 0 or -errno. */
+int	seg_slot_unlock(int fd, uint32_t slot);
+
+/* Whether slot's liveness lock is held: 1, 0, or -errno (fd may be read-only). */
+int	seg_slot_locked(int fd, uint32_t slot);
 
 #endif /* TG_SEG_H */

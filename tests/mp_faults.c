@@ -91,7 +91,8 @@ owns_stripe(const struct tbroker *tb, pid_t pid)
 		uint32_t v = atomic_load(&st->stripe_owner[s]);
 
 		if (v != 0 && v <= m.hdr->max_clients &&
-		    CLIENT_PID(atomic_load(&cl[v - 1].owner)) == pid)
+		    atomic_load(&cl[v - 1].owner) != 0 &&
+		    atomic_load(&cl[v - 1].pid) == pid)
 			found = 1;
 	}
 	seg_detach(&m);

@@ -1,5 +1,6 @@
 /* collect.c: a snapshot of a segment, read without writing a byte. */
 #include <err.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -292,7 +293,9 @@ read_state(const struct seg_map *m, struct snap *s)
 
 		sc->owner = atomic_load_explicit(&cl[i].owner,
 		    memory_order_relaxed);
-		sc->start = atomic_load_explicit(&cl[i].start_time,
+		sc->pid = atomic_load_explicit(&cl[i].pid,
+		    memory_order_relaxed);
+		sc->pid_ns = atomic_load_explicit(&cl[i].pid_ns,
 		    memory_order_relaxed);
 		if (CLIENT_STATE(sc->owner) == CLIENT_LIVE)
 			s->clients++;
@@ -418,34 +421,47 @@ read_comm(int32_t pid, char *buf, size_t len)
 		buf[n - 1] = '\0';
 }
 
+/* The inode of our own PID namespace; 0 unknown. */
+static uint64_t
+own_pid_ns(void)
+{
+	struct stat st;
+
+	return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
 /*
  * What each client slot's owner word means now: its process may have
- * exited (or its pid been reused) since, until the broker reclaims it.
+ * exited since, until the broker reclaims it.  Alive is what the broker
+ * goes by, the slot's liveness lock (seg.h), asked on our read-only
+ * descriptor; the pid is the client's own word, which names a process of
+ * ours only when it runs in our PID namespace.
  */
 static void
-client_check(struct st_client *c)
+client_check(struct st_client *c, int fd, uint32_t slot, uint64_t ns)
 {
 	uint32_t st = CLIENT_STATE(c->owner);
-	uint64_t start;
+	int held;
 
-	c->pid = CLIENT_PID(c->owner);
 	snprintf(c->comm, sizeof(c->comm), "?");
+	c->own_ns = ns != 0 && c->pid_ns == ns;
 	if (c->owner == 0) {
 		c->state = CL_FREE;
 		return;
 	}
-	if ((st != CLIENT_CLAIMING && st != CLIENT_LIVE) || c->pid <= 0) {
+	if (st != CLIENT_CLAIMING && st != CLIENT_LIVE &&
+	    st != CLIENT_RECLAIMING) {
 		c->state = CL_BAD;
 		return;
 	}
 	c->state = st == CLIENT_LIVE ? CL_LIVE : CL_CLAIMING;
-	if (kill(c->pid, 0) < 0 && errno == ESRCH)
+	held = seg_slot_locked(fd, slot);
+	if (st == CLIENT_RECLAIMING || (held == 0 && st == CLIENT_LIVE))
 		c->state = CL_GONE;
-	else if (st == CLIENT_LIVE && proc_starttime(c->pid, &start) == 0 &&
-	    start != c->start)
-		c->state = CL_GONE;
-	if (c->state != CL_GONE)
+	if (c->state != CL_GONE && c->own_ns && c->pid > 0)
 		read_comm(c->pid, c->comm, sizeof(c->comm));
+	else if (c->state != CL_GONE && !c->own_ns)
+		snprintf(c->comm, sizeof(c->comm), "(other pid ns)");
 }
 
 /*
@@ -458,6 +474,7 @@ collect(const struct seg_map *m, const char *segment, struct snap *s)
 {
 	const struct seg_header *h = m->hdr;
 	struct timespec pause = { 0, 100 * (long)NS_PER_MS };
+	uint64_t ns;
 	int r;
 
 	memset(s, 0, sizeof(*s));
@@ -481,8 +498,9 @@ collect(const struct seg_map *m, const char *segment, struct snap *s)
 	if (r < 0)
 		return r;
 	/* Out of the guard: these read /proc, not the segment. */
+	ns = own_pid_ns();
 	for (uint32_t i = 0; i < s->max_clients; i++)
-		client_check(&s->cl[i]);
+		client_check(&s->cl[i], m->state_fd, i, ns);
 	return 0;
 }
 

@@ -35,7 +35,9 @@
  *     "live":      u64, slots of running clients,
  *     "slots":     u64, slots in the segment,
  *     "list": [    every slot in use (-c or not), by slot:
- *       { "slot": u64, "pid": int,
+ *       { "slot": u64, "pid": int, as the client sees itself,
+ *         "own_pid_ns": bool, the client runs in tollstat's PID
+ *                  namespace (else its pid names no process here),
  *         "comm":  string, /proc/PID/comm, "?" if unreadable,
  *         "state": "claiming" | "live" | "gone" (exited; the broker
  *                  reclaims it) | "invalid" (garbage owner word),
@@ -310,6 +312,7 @@ print_json(FILE *f, const struct snap *s)
 		jw_open(&w, NULL, '{');
 		jw_u64(&w, "slot", i);
 		jw_int(&w, "pid", c->pid);
+		jw_bool(&w, "own_pid_ns", c->own_ns);
 		jw_str(&w, "comm", c->comm);
 		jw_str(&w, "state", client_names[c->state]);
 		jw_u64(&w, "leases", held[i]);

@@ -75,9 +75,10 @@ enum client_st {
 
 /* A client slot, free or not. */
 struct st_client {
-	uint64_t	owner;		/* state << 32 | pid, as read */
-	uint64_t	start;		/* its /proc/PID/stat starttime */
-	int32_t		pid;
+	uint64_t	owner;		/* state << 32 | token, as read */
+	uint64_t	pid_ns;		/* its PID namespace's inode */
+	int32_t		pid;		/* in that namespace */
+	int		own_ns;		/* that namespace is ours */
 	int		state;		/* enum client_st */
 	char		comm[COMM_MAX + 1]; /* process name; "?" unknown */
 	uint64_t	acquired;	/* tickets */
