@@ -1,4 +1,5 @@
 /* helpers.c: a real tollgated for tests: start, reload, kill, clean up. */
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -124,25 +125,63 @@ tb_log_count(const struct tbroker *tb, const char *s)
 	return n;
 }
 
+/* Until no broker holds the pidfile's lock (libbsd's flock), 5 s at most. */
+static void
+wait_pidfile_free(const struct tbroker *tb)
+{
+	char path[PATH_MAX];
+	uint64_t deadline = tb_now_ns() + 5000000000ull;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/tollgated.pid", tb->dir);
+	while (tb_now_ns() < deadline) {
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			return;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			close(fd);
+			return;
+		}
+		close(fd);
+		tb_sleep_ns(5000000);
+	}
+}
+
 int
 tb_restart(struct tbroker *tb)
 {
 	char bin[PATH_MAX];
-	uint64_t deadline;
+	uint64_t deadline, since;
 	tg_client *c;
 	int fd, r;
 
 	tb_bin("tollgated", bin, sizeof(bin));
+	since = tb_now_ns();
+	/* A wrapped broker's SIGKILL reaches it through its parent's death. */
+	if (tb->wrap != NULL)
+		wait_pidfile_free(tb);
 	if ((tb->pid = fork()) < 0)
 		return -errno;
 	if (tb->pid == 0) {
+		const char *argv[32];
+		unsigned n = 0;
+
 		fd = open(tb->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 		if (fd >= 0) {
 			dup2(fd, 2);
 			close(fd);
 		}
-		execl(bin, "tollgated", "-d", "-c", tb->conf, tb->extra,
-		    (char *)NULL);
+		for (; tb->wrap != NULL && tb->wrap[n] != NULL && n < 24; n++)
+			argv[n] = tb->wrap[n];
+		argv[n] = n == 0 ? "tollgated" : bin;
+		n++;
+		argv[n++] = "-d";
+		argv[n++] = "-c";
+		argv[n++] = tb->conf;
+		argv[n++] = tb->extra;
+		argv[n] = NULL;
+		/* execvp's argv is char *const[] for C's sake, never written. */
+		execvp(tb->wrap != NULL ? tb->wrap[0] : bin,
+		    (char *const *)(uintptr_t)argv);
 		_exit(127);
 	}
 	/* Ready when a client can open it and the broker is the new one. */
@@ -158,6 +197,10 @@ tb_restart(struct tbroker *tb)
 		}
 		if (seg_attach(tb->segment, 0, &m) == 0) {
 			owner = atomic_load(&m.hdr->broker_pid);
+			/* Wrapped, it has a pid of its own namespace. */
+			if (tb->wrap != NULL && owner != 0 &&
+			    atomic_load(&m.hdr->broker_since_ns) >= since)
+				owner = tb->pid;
 			seg_detach(&m);
 		}
 		if (owner == tb->pid && (r = tg_open(tb->segment, &c)) == 0) {
@@ -170,12 +213,14 @@ tb_restart(struct tbroker *tb)
 }
 
 int
-tb_start(struct tbroker *tb, const char *body)
+tb_start_wrapped(struct tbroker *tb, const char *body,
+    const char *const *wrap)
 {
 	char tmpl[] = "/tmp/tgtest.XXXXXX";
 	int r;
 
 	memset(tb, 0, sizeof(*tb));
+	tb->wrap = wrap;
 	if (mkdtemp(tmpl) == NULL)
 		return -errno;
 	snprintf(tb->dir, sizeof(tb->dir), "%s", tmpl);
@@ -186,6 +231,12 @@ tb_start(struct tbroker *tb, const char *body)
 	if ((r = write_conf(tb, body)) < 0)
 		return r;
 	return tb_restart(tb);
+}
+
+int
+tb_start(struct tbroker *tb, const char *body)
+{
+	return tb_start_wrapped(tb, body, NULL);
 }
 
 int

@@ -16,6 +16,8 @@ struct tbroker {
 	char	conf[PATH_MAX];
 	char	log[PATH_MAX];
 	const char *extra;		/* one more broker argument, or NULL */
+	const char *const *wrap;	/* argv the broker runs under (unshare
+					   ...), NULL-terminated; or NULL */
 };
 
 /*
@@ -25,6 +27,14 @@ struct tbroker {
  * caller skips), or another -errno.
  */
 int	tb_start(struct tbroker *tb, const char *body);
+
+/*
+ * tb_start with the broker run under a command, such as
+ * { "unshare", "--pid", "--fork", "--kill-child", "--mount-proc", NULL }:
+ * SIGKILL of tb->pid must kill the broker too (--kill-child).
+ */
+int	tb_start_wrapped(struct tbroker *tb, const char *body,
+	    const char *const *wrap);
 
 /* Start again on the same config and segment (after tb_kill/tb_stop). */
 int	tb_restart(struct tbroker *tb);
