@@ -745,7 +745,7 @@ slot_claim(tg_client *c)
 		 * registration of the slot open (a bug, or a file we did not
 		 * close): leave the slot alone.
 		 */
-		if ((r = seg_slot_lock(c->m.state_fd, i)) < 0) {
+		if ((r = seg_slot_lock(c->lock_fd, i)) < 0) {
 			expect = CLIENT_OWNER(CLIENT_CLAIMING, tok);
 			atomic_compare_exchange_strong_explicit(&cl[i].owner,
 			    &expect, 0, memory_order_release,
@@ -766,7 +766,7 @@ slot_claim(tg_client *c)
 		if (!atomic_compare_exchange_strong_explicit(&cl[i].owner,
 		    &expect, CLIENT_OWNER(CLIENT_LIVE, tok),
 		    memory_order_release, memory_order_relaxed)) {
-			seg_slot_unlock(c->m.state_fd, i);
+			seg_slot_unlock(c->lock_fd, i);
 			continue;
 		}
 		c->slot = i;
@@ -780,12 +780,17 @@ slot_claim(tg_client *c)
 
 /*
  * Fork.  A child inherits the client's memory and descriptors, and with
- * the state object's descriptor the open file that holds the parent's
- * liveness lock: the parent's slot would look alive while the child
- * lives.  So the child closes its copy at once (pthread_atfork), and on
- * its first use of the client registers a slot of its own.  Tickets it
- * inherited stay the parent's: released or settled in the child they do
- * nothing.  The clients of the process are listed for the handler.
+ * them the open file that holds the parent's liveness lock: the parent's
+ * slot would look alive while the child lives.  So the child closes its
+ * copy at once (pthread_atfork), and on its first use of the client
+ * registers a slot of its own.  Tickets it inherited stay the parent's:
+ * released or settled in the child they do nothing.  The clients of the
+ * process are listed for the handler.
+ *
+ * The lock is taken on an open file of its own, lock_fd, never mapped: a
+ * mapping holds a reference to the open file it was made from, which the
+ * child inherits with the mapping and cannot drop without losing it, and
+ * an OFD lock lasts as long as any reference to its open file.
  */
 static pthread_mutex_t clients_mu = PTHREAD_MUTEX_INITIALIZER;
 static tg_client *clients;
@@ -808,9 +813,9 @@ static void
 atfork_child(void)
 {
 	for (tg_client *c = clients; c != NULL; c = c->next) {
-		if (c->m.state_fd >= 0)
-			close(c->m.state_fd);
-		c->m.state_fd = -1;
+		if (c->lock_fd >= 0)
+			close(c->lock_fd);
+		c->lock_fd = -1;
 		pthread_mutex_init(&c->reg_mu, NULL);
 	}
 	pthread_mutex_init(&clients_mu, NULL);
@@ -843,13 +848,23 @@ clients_remove(tg_client *c)
 	pthread_mutex_unlock(&clients_mu);
 }
 
+/* Whether two descriptors are of one file (the same shm object). */
+static int
+same_file(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 &&
+	    sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 /*
- * The state object's descriptor for our lock, opened anew: shm_open
- * gives a new open file, whose lock is ours alone.  It must be the very
- * object we map: a broker --reset in between made another.
+ * The state object opened anew for our lock: shm_open gives a new open
+ * file, whose lock is ours alone.  It must be the very object we map: a
+ * broker --reset in between made another.
  */
 static int
-state_reopen(tg_client *c)
+lock_open(tg_client *c)
 {
 	char conf[256], state[256];
 	struct stat st;
@@ -859,11 +874,12 @@ state_reopen(tg_client *c)
 		return r;
 	if ((fd = shm_open(state, O_RDWR | O_CLOEXEC, 0)) < 0)
 		return -errno;
-	if (fstat(fd, &st) < 0 || (size_t)st.st_size != c->m.state_size) {
+	if (fstat(fd, &st) < 0 || (size_t)st.st_size != c->m.state_size ||
+	    (c->m.state_fd >= 0 && !same_file(fd, c->m.state_fd))) {
 		close(fd);
 		return -ESTALE;
 	}
-	c->m.state_fd = fd;
+	c->lock_fd = fd;
 	return 0;
 }
 
@@ -898,14 +914,14 @@ client_refork(tg_client *c)
 	if (c->guard->token != 0)
 		goto out;	/* another thread of the child did it */
 	/* Not closed by the handler: a child made without fork(). */
-	if (c->m.state_fd >= 0)
-		close(c->m.state_fd);
-	c->m.state_fd = -1;
+	if (c->lock_fd >= 0)
+		close(c->lock_fd);
+	c->lock_fd = -1;
 	c->pid = getpid();
 	atomic_store_explicit(&c->rnd, now_ns() ^ (uint64_t)c->pid << 32,
 	    memory_order_relaxed);
 	if ((r = clock_check(c, clock_init() == 0)) < 0 ||
-	    (r = state_reopen(c)) < 0 || (r = slot_claim(c)) < 0)
+	    (r = lock_open(c)) < 0 || (r = slot_claim(c)) < 0)
 		goto out;
 	c->guard->token = c->token;
 out:
@@ -926,6 +942,7 @@ tg_open(const char *segment, tg_client **out)
 		return -r;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return -ENOMEM;
+	c->lock_fd = -1;
 	if (segment == NULL)
 		segment = "tollgate";
 	c->segment = strdup(segment);
@@ -949,13 +966,17 @@ tg_open(const char *segment, tg_client **out)
 		goto out_detach;
 	c->pid = getpid();
 	atomic_init(&c->rnd, now_ns() ^ (uint64_t)c->pid << 32);
-	if ((r = slot_claim(c)) < 0)
+	if ((r = lock_open(c)) < 0)
 		goto out_detach;
+	if ((r = slot_claim(c)) < 0)
+		goto out_close;
 	c->guard->token = c->token;
 	clients_add(c);
 	*out = c;
 	return 0;
 
+out_close:
+	close(c->lock_fd);
 out_detach:
 	seg_detach(&c->m);
 out_unmap:
@@ -985,13 +1006,15 @@ tg_close(tg_client *c)
 		/*
 		 * Release: the slot's counters are final before it is free.
 		 * A CAS: a broker that reclaimed the slot may have handed it
-		 * on.  Free first, unlock after (seg_detach closes the
-		 * descriptor): a LIVE slot is never seen without its lock.
+		 * on.  Free first, unlock after (closing lock_fd): a LIVE
+		 * slot is never seen without its lock.
 		 */
 		mine = CLIENT_OWNER(CLIENT_LIVE, c->token);
 		atomic_compare_exchange_strong_explicit(&c->me->owner, &mine,
 		    0, memory_order_release, memory_order_relaxed);
 	}
+	if (c->lock_fd >= 0)
+		close(c->lock_fd);
 	seg_detach(&c->m);
 	munmap(c->guard, sizeof(*c->guard));
 	pthread_mutex_destroy(&c->reg_mu);

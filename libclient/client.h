@@ -28,6 +28,7 @@ struct tg_client {
 	uint32_t		slot;
 	uint32_t		token;	/* of our registration: CLIENT_TOKEN */
 	int			pid;
+	int			lock_fd; /* holds the slot's liveness lock */
 	struct fork_guard	*guard;
 	char			*segment; /* its name, to reopen after fork */
 	pthread_mutex_t		reg_mu;	/* one re-registration after fork */
