@@ -567,6 +567,57 @@ test_shm_full(void **state)
 }
 
 /*
+ * A worker cuts the state object while /dev/shm is full, so its pages
+ * cannot come back: the broker says so and exits (by SIGBUS) at once,
+ * for its supervisor to restart it, which then refuses with a message
+ * until there is room.  (It faulted forever at full CPU, deaf to
+ * SIGTERM.)  The broker is stopped while the worker cuts and fills, so
+ * that it cannot take the pages back first.
+ */
+static void
+test_truncated_when_full(void **state)
+{
+	char bin[PATH_MAX], path[PATH_MAX], cmd[4 * PATH_MAX], out[16384];
+	struct stat cs, ss;
+	unsigned size_k;
+	int r;
+
+	(void)state;
+	need_root();
+	start();
+	assert_int_equal(tb_stop(&tb), 0);
+	assert_int_equal(stat(shm_path(".conf", path, sizeof(path)), &cs), 0);
+	assert_int_equal(stat(shm_path("", path, sizeof(path)), &ss), 0);
+	size_k = (unsigned)((cs.st_size + 4095) / 4096 * 4 +
+	    (ss.st_size + 4095) / 4096 * 4 + 8);
+	snprintf(cmd, sizeof(cmd), "unshare --mount sh -c '"
+	    "mount -t tmpfs -o size=%uk tollgate-test /dev/shm || exit 99; "
+	    "%s -c %s 2>%s/full.log & b=$!; i=0; "
+	    "until grep -q \"serving segment\" %s/full.log; do "
+	    "[ $i -lt 100 ] || { echo no start; kill -9 $b; exit 0; }; "
+	    "sleep 0.05; i=$((i+1)); done; "
+	    "kill -STOP $b; cat /dev/zero > /dev/shm/fill 2>/dev/null; "
+	    "truncate -s 0 /dev/shm/%s; "
+	    "cat /dev/zero > /dev/shm/fill2 2>/dev/null; kill -CONT $b; "
+	    "i=0; while kill -0 $b 2>/dev/null && [ $i -lt 30 ]; do "
+	    "sleep 0.1; i=$((i+1)); done; "
+	    "if kill -0 $b 2>/dev/null; then kill -TERM $b; sleep 1; "
+	    "kill -0 $b 2>/dev/null && { echo spinning; kill -9 $b; }; fi; "
+	    "wait $b; echo rc=$?; cat %s/full.log; exit 0' 2>&1",
+	    size_k, tb_bin("tollgated", bin, sizeof(bin)), tb.conf, tb.dir,
+	    tb.dir, tb.segment, tb.dir);
+	if ((r = tb_run(cmd, out, sizeof(out))) != 0) {
+		print_message("skipped: no mount namespace with a tmpfs on "
+		    "/dev/shm here (%d): %s", r, out);
+		skip();
+	}
+	if (strstr(out, "spinning") || strstr(out, "no start") ||
+	    strstr(out, "cannot be backed") == NULL)
+		fail_msg("/dev/shm of %u KiB, full, state object cut: %s",
+		    size_k, out);
+}
+
+/*
  * A worker cuts the state object while no broker runs: the next broker
  * puts its size back, says so, and serves.  (It could not map an empty
  * state object and refused to start: "Invalid argument".)
@@ -607,6 +658,7 @@ main(void)
 		cmocka_unit_test_teardown(test_neighbour_lock_no_matter,
 		    teardown),
 		cmocka_unit_test_teardown(test_shm_full, teardown),
+		cmocka_unit_test_teardown(test_truncated_when_full, teardown),
 		cmocka_unit_test_teardown(test_truncated_while_down, teardown),
 	};
 
