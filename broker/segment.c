@@ -376,8 +376,12 @@ segment_open(struct broker *b)
 		return r;
 	}
 	if ((r = map_object(state, OWN_STATE, 0, b->cfg.mode, h->state_size,
-	    &b->m.state_fd, &p, &b->m.state_size)) < 0)
+	    &b->m.state_fd, &p, &b->m.state_size)) < 0) {
+		if (r == -ENOENT)
+			log_warnx("segment %s has no /dev/shm%s; start with "
+			    "--reset to recreate it", b->cfg.segment, state);
 		return r;
+	}
 	b->m.state = p;
 	if (h->max_clients != b->cfg.max_clients)
 		log_warnx("segment %s keeps its %u client slots; max_clients "
