@@ -1,6 +1,7 @@
 /* guard.c: surviving what clients do to the state object (garbage, ftruncate). */
 #include <sys/stat.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -19,20 +20,30 @@ static volatile sig_atomic_t g_sigbus;
 
 /*
  * A client truncated the state object and we touched a page past its
- * end.  Put the size back (ftruncate is async-signal-safe) and return:
- * the faulting access runs again on a zero page.  A fault anywhere else
- * is a real crash: die of it with the default action.
+ * end.  Put the size back (ftruncate is async-signal-safe) and back every
+ * page (fallocate, one system call), then return: the faulting access
+ * runs again on a zero page.  Without the fallocate, a full /dev/shm has
+ * no page to give: the access would fault again, forever, at full CPU,
+ * and SIGTERM, which waits in the signalfd, would never be read.  So if
+ * either fails, or the fault is anywhere else (a real crash), die of it
+ * with the default action.
  */
 static void
 on_sigbus(int sig, siginfo_t *si, void *uc)
 {
+	static const char full[] = "tollgated: fatal: the state object "
+	    "cannot be backed again after a client cut it (is /dev/shm "
+	    "full?)\n";
 	unsigned char *a = si->si_addr;
 
 	(void)uc;
-	if (g_fd >= 0 && a >= g_state && a < g_state + g_size &&
-	    ftruncate(g_fd, (off_t)g_size) == 0) {
-		g_sigbus++;
-		return;
+	if (g_fd >= 0 && a >= g_state && a < g_state + g_size) {
+		if (ftruncate(g_fd, (off_t)g_size) == 0 &&
+		    fallocate(g_fd, 0, 0, (off_t)g_size) == 0) {
+			g_sigbus++;
+			return;
+		}
+		(void)!write(STDERR_FILENO, full, sizeof(full) - 1);
 	}
 	signal(sig, SIG_DFL);
 	raise(sig);
@@ -226,6 +237,9 @@ guard_check(struct broker *b, uint64_t now)
 		else
 			guard_count(b, "truncated state object (size "
 			    "restored; what was cut off is zero)", 1);
+		/* Pages now, while none is touched: see on_sigbus. */
+		if (fallocate(b->m.state_fd, 0, 0, (off_t)b->m.state_size) < 0)
+			log_warn("backing the restored state object");
 	}
 	if (g_sigbus) {
 		guard_count(b, "access past a truncated end (SIGBUS)",

@@ -1,5 +1,4 @@
 /* main.c: tollgated, the tollgate broker: parse, own the segment, loop. */
-#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <bsd/libutil.h>
@@ -17,6 +16,7 @@
 #include "broker.h"
 #include "clock.h"
 #include "log.h"
+#include "own.h"
 
 extern char **environ;
 
@@ -127,6 +127,7 @@ main(int argc, char *argv[])
 		{ NULL, 0, NULL, 0 },
 	};
 	struct broker b;
+	struct seglock lk;
 	struct pidfh *pfh;
 	pid_t other;
 	char status[320];
@@ -179,18 +180,29 @@ main(int argc, char *argv[])
 			    (int)other, b.cfg.pidfile);
 		err(1, "pidfile %s", b.cfg.pidfile);
 	}
-	if ((r = segment_open(&b)) < 0) {
+	/*
+	 * One broker per segment, whatever its pidfile: a lock file of the
+	 * broker's own, 0600, taken before anything of the segment is
+	 * removed (--reset) or made.  Not a lock on the config object, which
+	 * every user can open and lock.
+	 */
+	if ((r = seglock_take(&lk, b.cfg.segment, &other)) < 0) {
 		pidfile_remove(pfh);
+		if (r == -EAGAIN && other > 0)
+			errx(1, "segment %s is owned by another broker, pid %d "
+			    "(it holds /dev/shm%s)", b.cfg.segment, (int)other,
+			    lk.name);
+		if (r == -EAGAIN)
+			errx(1, "segment %s is owned by another broker, whose "
+			    "pid is not visible here (it holds /dev/shm%s)",
+			    b.cfg.segment, lk.name);
 		errx(1, "segment %s: %s", b.cfg.segment, strerror(-r));
 	}
-	/*
-	 * A lock on the config object: two brokers with different pidfiles
-	 * still cannot both own one segment.
-	 */
-	if (flock(b.m.hdr_fd, LOCK_EX | LOCK_NB) < 0) {
+	/* A lock file we made for a segment we could not make: remove it. */
+	if ((r = segment_open(&b)) < 0) {
+		seglock_drop(&lk, lk.created);
 		pidfile_remove(pfh);
-		errx(1, "segment %s is owned by another broker, pid %d",
-		    b.cfg.segment, (int)atomic_load(&b.m.hdr->broker_pid));
+		errx(1, "segment %s: %s", b.cfg.segment, strerror(-r));
 	}
 	if (segment_publish(&b, &b.cfg, status, sizeof(status)) < 0) {
 		pidfile_remove(pfh);
@@ -227,6 +239,8 @@ main(int argc, char *argv[])
 	clients_close(&b);
 	atomic_store(&b.m.hdr->broker_pid, 0);
 	segment_close(&b);
+	/* The lock file stays: no other user can make it while it is there. */
+	seglock_drop(&lk, 0);
 	config_free(&b.cfg);
 	pidfile_remove(pfh);
 	return r < 0 ? 1 : 0;

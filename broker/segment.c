@@ -2,6 +2,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "gcra.h"
 #include "lease.h"
 #include "log.h"
+#include "own.h"
 #include "window.h"
 
 /* Capacities of a new segment: room to grow by reloads, ids stay 16 bits. */
@@ -45,46 +47,115 @@ spec_cells(const struct limit_spec *l)
 	return 0;
 }
 
+/*
+ * Back every page of fd now.  tmpfs gives a page on first touch, and one
+ * it cannot give is a SIGBUS, in the broker or in a worker, long after the
+ * object was made; posix_fallocate fails at once instead, and tmpfs takes
+ * back what it gave.  `what': "create" or "restore", for the message.
+ */
 static int
-map_object(const char *name, int create, mode_t mode, size_t size, int *fdp,
-    void **pp, size_t *sizep)
+reserve(int fd, const char *name, size_t size, const char *what)
+{
+	struct statvfs vfs;
+	int e;
+
+	while ((e = posix_fallocate(fd, 0, (off_t)size)) == EINTR)
+		;
+	if (e == 0)
+		return 0;
+	if (e == ENOSPC && fstatvfs(fd, &vfs) == 0)
+		log_warnx("cannot %s /dev/shm%s: it needs %zu bytes, /dev/shm "
+		    "has %llu free: %s; free some, or make /dev/shm larger "
+		    "(mount -o remount,size=...)", what, name, size,
+		    (unsigned long long)vfs.f_bavail * vfs.f_frsize,
+		    strerror(e));
+	else
+		log_warnx("cannot %s /dev/shm%s (%zu bytes): %s", what, name,
+		    size, strerror(e));
+	return -e;
+}
+
+/*
+ * Open one object of the segment, `kind', and map it.  create: make it,
+ * mode `mode', `size' bytes, all of them backed.  Otherwise attach to the
+ * one there, which must be ours and no wider than `mode' (own_check, on
+ * the fd we map, not on a path); size 0 takes the size it has, another
+ * puts that size back if a client cut or grew it.  Every failure but a
+ * missing object (-ENOENT) and an empty one (-ENODATA: a broker died
+ * making it) is logged, naming the object; a failed create leaves nothing.
+ */
+static int
+map_object(const char *name, enum own_kind kind, int create, mode_t mode,
+    size_t size, int *fdp, void **pp, size_t *sizep)
 {
 	struct stat st;
 	void *p;
 	int fd, r;
 
-	fd = shm_open(name, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL :
-	    0), mode);
-	if (fd < 0)
-		return -errno;
+	/* O_NOFOLLOW: a symlink someone planted in /dev/shm is not ours. */
+	fd = shm_open(name, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ?
+	    O_CREAT | O_EXCL : 0), mode);
+	if (fd < 0) {
+		r = -errno;
+		if (r != -ENOENT || create)
+			own_explain(name, create ? "create" : "open", -r);
+		return r;
+	}
 	if (create) {
 		/* shm_open's mode went through the umask: fchmod to ours. */
-		if (fchmod(fd, mode) < 0 || ftruncate(fd, (off_t)size) < 0) {
+		if (fchmod(fd, mode) < 0) {
 			r = -errno;
-			close(fd);
-			shm_unlink(name);
-			return r;
+			log_warn("chmod /dev/shm%s", name);
+			goto out_unlink;
 		}
+		if ((r = reserve(fd, name, size, "create")) < 0)
+			goto out_unlink;
 	} else {
+		if ((r = own_check(fd, name, mode, kind)) < 0)
+			goto out_close;
 		if (fstat(fd, &st) < 0) {
 			r = -errno;
-			close(fd);
-			return r;
+			log_warn("/dev/shm%s", name);
+			goto out_close;
 		}
-		size = (size_t)st.st_size;
+		if (size == 0 && st.st_size == 0) {
+			r = -ENODATA;
+			goto out_close;
+		}
+		if (size == 0)
+			size = (size_t)st.st_size;
+		else if ((size_t)st.st_size != size) {
+			/* A client cut it: put the size back, cut part zero. */
+			log_warnx("/dev/shm%s has %llu bytes, not %zu: "
+			    "restored", name, (unsigned long long)st.st_size,
+			    size);
+			if (ftruncate(fd, (off_t)size) < 0) {
+				r = -errno;
+				log_warn("truncate /dev/shm%s", name);
+				goto out_close;
+			}
+			if ((r = reserve(fd, name, size, "restore")) < 0)
+				goto out_close;
+		}
 	}
 	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED) {
 		r = -errno;
-		close(fd);
+		log_warn("mmap /dev/shm%s", name);
 		if (create)
-			shm_unlink(name);
-		return r;
+			goto out_unlink;
+		goto out_close;
 	}
 	*fdp = fd;
 	*pp = p;
 	*sizep = size;
 	return 0;
+
+out_unlink:
+	shm_unlink(name);
+out_close:
+	close(fd);
+	return r;
 }
 
 static int
@@ -123,22 +194,18 @@ segment_create(struct broker *b, const char *conf, const char *state)
 	hsz = sizeof(*h) + 2 * ((cfgsz + SEG_LINE - 1) / SEG_LINE * SEG_LINE);
 	ssz = seg_state_bytes(b->cfg.max_clients, mk, ml, mc, offs);
 
-	if ((r = map_object(state, 1, b->cfg.mode, ssz, &b->m.state_fd, &p,
-	    &b->m.state_size)) < 0) {
-		log_warnx("cannot create /dev/shm%s: %s", state, strerror(-r));
+	if ((r = map_object(state, OWN_STATE, 1, b->cfg.mode, ssz,
+	    &b->m.state_fd, &p, &b->m.state_size)) < 0)
 		return r;
-	}
 	b->m.state = p;
 	if (b->cfg.has_group && fchown(b->m.state_fd, (uid_t)-1,
 	    b->cfg.group) < 0)
 		log_warn("chown /dev/shm%s to group %u", state,
 		    (unsigned)b->cfg.group);
 	/* The config object: 0644, so clients can map it only to read. */
-	if ((r = map_object(conf, 1, 0644, hsz, &b->m.hdr_fd, &p,
-	    &b->m.hdr_size)) < 0) {
-		log_warnx("cannot create /dev/shm%s: %s", conf, strerror(-r));
-		return r;
-	}
+	if ((r = map_object(conf, OWN_CONF, 1, 0644, hsz, &b->m.hdr_fd, &p,
+	    &b->m.hdr_size)) < 0)
+		goto out_unlink_state;
 	b->m.hdr = h = p;
 	h->version = TG_SEG_VERSION;
 	h->size = hsz;
@@ -165,7 +232,28 @@ segment_create(struct broker *b, const char *conf, const char *state)
 	log_info("created segment %s: %u clients, %u keys, %u limits, "
 	    "%u cells, %llu + %llu bytes", b->cfg.segment, h->max_clients, mk,
 	    ml, mc, (unsigned long long)hsz, (unsigned long long)ssz);
-	return alloc_private(b);
+	if ((r = alloc_private(b)) < 0)
+		goto out_unlink_conf;
+	return 0;
+
+	/* A segment we could not finish is no segment: leave nothing. */
+out_unlink_conf:
+	munmap(b->m.hdr, b->m.hdr_size);
+	close(b->m.hdr_fd);
+	shm_unlink(conf);
+	b->m.hdr = NULL;
+	b->m.hdr_fd = -1;
+out_unlink_state:
+	munmap(b->m.state, b->m.state_size);
+	close(b->m.state_fd);
+	shm_unlink(state);
+	b->m.state = NULL;
+	b->m.state_fd = -1;
+	if (r == -ENOSPC)
+		log_warnx("segment %s needs %llu bytes of /dev/shm in all "
+		    "(%llu + %llu)", b->cfg.segment, (unsigned long long)(hsz +
+		    ssz), (unsigned long long)hsz, (unsigned long long)ssz);
+	return r;
 }
 
 /* Rebuild what the broker knows from the live config of a segment. */
@@ -236,19 +324,41 @@ segment_open(struct broker *b)
 	b->m.hdr_fd = b->m.state_fd = -1;
 	if ((r = seg_names(b->cfg.segment, conf, state, sizeof(conf))) < 0)
 		return r;
-	if (b->reset) {
-		shm_unlink(conf);
-		shm_unlink(state);
+	/*
+	 * main.c took the broker's lock first: no other broker removes or
+	 * makes these objects while we do.
+	 */
+	if (b->reset && ((r = own_unlink(conf)) < 0 ||
+	    (r = own_unlink(state)) < 0))
+		return r;
+	r = map_object(conf, OWN_CONF, 0, OWN_CONF_MODE_MAX, 0, &b->m.hdr_fd,
+	    &p, &b->m.hdr_size);
+	if (r == 0 && b->m.hdr_size >= sizeof(*h) &&
+	    atomic_load(&((struct seg_header *)p)->magic) == 0) {
+		/*
+		 * The first publish sets magic, and no client maps a header
+		 * without it; under our lock, no broker is making this one.
+		 */
+		munmap(p, b->m.hdr_size);
+		close(b->m.hdr_fd);
+		b->m.hdr_fd = -1;
+		r = -ENODATA;
 	}
-	r = map_object(conf, 0, 0, 0, &b->m.hdr_fd, &p, &b->m.hdr_size);
+	if (r == -ENODATA) {
+		log_warnx("segment %s was left half made by a broker that died "
+		    "making it: made again", b->cfg.segment);
+		if ((r = own_unlink(conf)) < 0)
+			return r;
+		r = -ENOENT;
+	}
 	if (r == -ENOENT) {
-		shm_unlink(state);	/* a state object alone is a leftover */
+		/* A state object alone is a leftover. */
+		if ((r = own_unlink(state)) < 0)
+			return r;
 		return segment_create(b, conf, state);
 	}
-	if (r < 0) {
-		log_warnx("cannot open /dev/shm%s: %s", conf, strerror(-r));
+	if (r < 0)
 		return r;
-	}
 	b->m.hdr = h = p;
 	if (b->m.hdr_size < sizeof(*h) || atomic_load(&h->magic) !=
 	    TG_SEG_MAGIC || h->version != TG_SEG_VERSION) {
@@ -259,31 +369,20 @@ segment_open(struct broker *b)
 		    TG_SEG_VERSION);
 		return -EPROTO;
 	}
-	if ((r = map_object(state, 0, 0, 0, &b->m.state_fd, &p,
-	    &b->m.state_size)) < 0) {
-		log_warnx("cannot open /dev/shm%s: %s", state, strerror(-r));
-		return r;
-	}
-	b->m.state = p;
-	if (b->m.state_size != h->state_size) {
-		/* A client cut it: put the size back; the cut part is lost. */
-		log_warnx("state object of %s has %zu bytes, not %llu: "
-		    "restored", b->cfg.segment, b->m.state_size,
-		    (unsigned long long)h->state_size);
-		munmap(b->m.state, b->m.state_size);
-		if (ftruncate(b->m.state_fd, (off_t)h->state_size) < 0)
-			return -errno;
-		b->m.state_size = h->state_size;
-		b->m.state = mmap(NULL, b->m.state_size, PROT_READ |
-		    PROT_WRITE, MAP_SHARED, b->m.state_fd, 0);
-		if (b->m.state == MAP_FAILED)
-			return -errno;
-	}
-	if ((r = seg_check(h, b->m.hdr_size, b->m.state_size)) < 0) {
+	/* The header first: the state's size is the one it says. */
+	if ((r = seg_check(h, b->m.hdr_size, h->state_size)) < 0) {
 		log_warnx("segment %s is malformed; start with --reset to "
 		    "recreate it", b->cfg.segment);
 		return r;
 	}
+	if ((r = map_object(state, OWN_STATE, 0, b->cfg.mode, h->state_size,
+	    &b->m.state_fd, &p, &b->m.state_size)) < 0) {
+		if (r == -ENOENT)
+			log_warnx("segment %s has no /dev/shm%s; start with "
+			    "--reset to recreate it", b->cfg.segment, state);
+		return r;
+	}
+	b->m.state = p;
 	if (h->max_clients != b->cfg.max_clients)
 		log_warnx("segment %s keeps its %u client slots; max_clients "
 		    "= %u applies when it is recreated", b->cfg.segment,

@@ -295,6 +295,9 @@ tb_cleanup(struct tbroker *tb)
 	if (seg_names(tb->segment, conf, state, sizeof(conf)) == 0) {
 		shm_unlink(conf);
 		shm_unlink(state);
+		/* The broker's lock file, which it leaves for the next. */
+		strncat(state, ".lock", sizeof(state) - strlen(state) - 1);
+		shm_unlink(state);
 	}
 	/* Keep the log of a failed run where a human can read it. */
 	if (getenv("TG_KEEP") == NULL && tb->dir[0]) {

@@ -128,7 +128,8 @@ class Broker:
 
     def cleanup(self):
         self.stop()
-        for name in (self.segment, self.segment + ".conf"):
+        for name in (self.segment, self.segment + ".conf",
+                     self.segment + ".lock"):
             try:
                 os.unlink("/dev/shm/" + name)
             except FileNotFoundError:

@@ -32,6 +32,9 @@ broker_cleanup(void *arg)
 	    sizeof(conf)) == 0) {
 		shm_unlink(conf);
 		shm_unlink(state);
+		/* The broker's lock file, which it leaves for the next. */
+		strncat(state, ".lock", sizeof(state) - strlen(state) - 1);
+		shm_unlink(state);
 	}
 }
 
