@@ -43,9 +43,11 @@ typedef struct tg_ticket {
  * Map the segment a tollgated broker publishes as `segment' (NULL:
  * "tollgate") and register this process in it.  Returns 0 and sets *out,
  * or -ENOENT (no broker has created it), -EPROTO (another layout version),
- * -EACCES, -ENOSPC (every client slot taken), -EINVAL, -ENOMEM.  Makes
- * system calls.  A client belongs to the process that opened it: after
- * fork(), the child opens its own.
+ * -EACCES, -ENOSPC (every client slot taken), -EXDEV (a time namespace
+ * whose clock offset cannot be read), -EINVAL, -ENOMEM.  Makes system
+ * calls.  After fork(), a child may use the client it inherited: its
+ * first ticket registers it anew (system calls, once); the tickets it
+ * inherited stay the parent's, and release or settle nothing in it.
  */
 int	tg_open(const char *segment, tg_client **out);
 
@@ -120,7 +122,8 @@ int	tg_observe(tg_client *c, tg_ticket *t, int http_status,
  * refunded to every rate and window limit the ticket charged, never
  * beyond a full bucket; an under-estimate is charged (a debt of at most a
  * bucket and a period per limit, waited out by later tickets).  Later
- * calls settle against the last actual.  Returns 0, -EINVAL, -ESTALE.
+ * calls settle against the last actual.  Returns 0, -EINVAL, -ESTALE,
+ * -EPERM (a ticket inherited across fork: the parent's to settle).
  * Works before or after tg_release.  Makes no system call.
  */
 int	tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual);
