@@ -5,6 +5,7 @@ B        ?= build
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 CC       ?= cc
+OBJCOPY  ?= objcopy
 CFLAGS   ?= -O2 -g
 WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	    -Wpointer-arith -Wcast-qual -Wwrite-strings -Wformat=2 -Wvla \
@@ -74,9 +75,24 @@ $(B)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
-$(B)/libtollgate.a: $(LIB_OBJS)
+# The library's objects as they are, for the broker, the tools and the
+# tests, which call its internals (seg_attach, lease_take...).
+$(B)/libtgcore.a: $(LIB_OBJS)
 	@rm -f $@
 	$(AR) rcs $@ $^
+
+# The installed static library exports what the shared one does, tg_*
+# alone: its objects are linked into one, and every other global symbol
+# is made local, so no internal name (chain_get, seg_attach) can clash
+# with a program's own.  test_exports checks both with nm.
+$(B)/libtollgate.a: $(LIB_OBJS) libclient/libtollgate.map
+	@rm -f $@
+	sed -n 's/^[[:space:]]*\(tg_[a-z_]*\);.*/\1/p' \
+	    libclient/libtollgate.map > $(B)/libtollgate.syms
+	$(LD) -r -o $(B)/libtollgate.o $(LIB_OBJS)
+	$(OBJCOPY) --keep-global-symbols=$(B)/libtollgate.syms \
+	    $(B)/libtollgate.o
+	$(AR) rcs $@ $(B)/libtollgate.o
 
 $(B)/libtgint.a: $(INT_OBJS)
 	@rm -f $@
@@ -92,12 +108,12 @@ $(B)/libtollgate.so: $(LIB_OBJS) libclient/libtollgate.map
 	ln -sf libtollgate.so.$(VERSION) $(B)/libtollgate.so.$(SOVER)
 	ln -sf libtollgate.so.$(SOVER) $@
 
-$(B)/tollgated: $(BROKER_OBJS) $(B)/libtgint.a $(B)/libtollgate.a
+$(B)/tollgated: $(BROKER_OBJS) $(B)/libtgint.a $(B)/libtgcore.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # Each tools/NAME.c is one program, build/NAME; a program in parts keeps
 # them in tools/NAME/ (tollstat: tools/stat/).
-TOOL_LIBS = $(B)/libtgint.a $(B)/libtollgate.a
+TOOL_LIBS = $(B)/libtgint.a $(B)/libtgcore.a
 $(TOOLS): $(B)/%: $(B)/tools/%.o $(TOOL_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(TOOL_LIBS) $(LIBS)
 $(B)/tollstat: $(STAT_SRCS:%.c=$(B)/%.o)
@@ -117,7 +133,7 @@ bench: deps all $(B)/tollbench
 	$(B)/tollbench $(BENCH_ARGS)
 
 $(B)/tests/%: $(B)/tests/%.o $(B)/tests/helpers.o $(B)/libtgint.a \
-	    $(B)/libtollgate.a
+	    $(B)/libtgcore.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
 # Debian packages the build needs; installed only when one is missing.
@@ -154,7 +170,7 @@ $(B)/quickstart: README.md $(B)/libtollgate.so
 # (tests/fuzz/crashes/NAME).
 REPLAYS   = $(FUZZ_SRCS:tests/fuzz/%.c=$(B)/replay/%)
 $(B)/replay/%: $(B)/tests/fuzz/%.o $(B)/tests/fuzz/replay.o $(B)/libtgint.a \
-	    $(B)/libtollgate.a
+	    $(B)/libtgcore.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
