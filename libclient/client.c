@@ -911,7 +911,8 @@ client_refork(tg_client *c)
 	int r = 0;
 
 	pthread_mutex_lock(&c->reg_mu);
-	if (c->guard->token != 0)
+	/* Relaxed: under reg_mu, which the thread that did it released. */
+	if (atomic_load_explicit(&c->guard->token, memory_order_relaxed) != 0)
 		goto out;	/* another thread of the child did it */
 	/* Not closed by the handler: a child made without fork(). */
 	if (c->lock_fd >= 0)
@@ -923,7 +924,9 @@ client_refork(tg_client *c)
 	if ((r = clock_check(c, clock_init() == 0)) < 0 ||
 	    (r = lock_open(c)) < 0 || (r = slot_claim(c)) < 0)
 		goto out;
-	c->guard->token = c->token;
+	/* Release: threads that see the token see the registration. */
+	atomic_store_explicit(&c->guard->token, c->token,
+	    memory_order_release);
 out:
 	pthread_mutex_unlock(&c->reg_mu);
 	return r;
@@ -970,7 +973,9 @@ tg_open(const char *segment, tg_client **out)
 		goto out_detach;
 	if ((r = slot_claim(c)) < 0)
 		goto out_close;
-	c->guard->token = c->token;
+	/* Relaxed: c is not shared yet; tg_open's return publishes it. */
+	atomic_store_explicit(&c->guard->token, c->token,
+	    memory_order_relaxed);
 	clients_add(c);
 	*out = c;
 	return 0;

@@ -19,7 +19,7 @@
  * that registered the client.
  */
 struct fork_guard {
-	uint32_t		token;	/* the registration's; 0 in a child */
+	_Atomic uint32_t	token;	/* the registration's; 0 in a child */
 };
 
 struct tg_client {
@@ -133,7 +133,13 @@ struct chain {
 static inline int
 client_ours(const tg_client *c)
 {
-	return __builtin_expect(c->guard->token != 0, 1);
+	/*
+	 * Acquire: pairs with the release store that ends client_refork in
+	 * another thread of the child, so slot, token and stripe are its.
+	 * A plain load on x86.
+	 */
+	return __builtin_expect(atomic_load_explicit(&c->guard->token,
+	    memory_order_acquire) != 0, 1);
 }
 
 /*
