@@ -98,7 +98,8 @@ int	tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
  * fleet on the host reacts before it returns:
  *   429 (or 403/503 with rate-limit evidence: a retry hint or a remaining
  *       count of 0) pauses t's key and its descendants for the server's
- *       hint, else the lockout of a limit with `cooldown', else a shared
+ *       hint (one of 0 or in the past counts as none), else the
+ *       lockout of a limit with `cooldown', else a shared
  *       backoff that grows with each round of 429s (one round however
  *       many workers saw it) and resets on a success;
  *   5xx pauses for the hint, or the shared backoff;

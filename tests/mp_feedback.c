@@ -49,7 +49,22 @@ static const char conf[] =
     "[clamp]\n"
     "max_pause = 1s\n"
     "backoff = 100ms..1s\n"
-    "limit = 1000 requests/s\n";
+    "limit = 1000 requests/s\n"
+    "[past0]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[past1]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[past2]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[past3]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[past4]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[past5]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[pastb]\n"
+    "limit = 1000 requests/s\n"
+    "backoff = 300ms..600ms\n";
 
 static int
 setup(void **state)
@@ -521,6 +536,61 @@ test_cooldown_and_clamp(void **state)
 	tg_close(c);
 }
 
+/*
+ * A 429 whose hint is already over (a Retry-After date at or before our
+ * clock, which runs ahead of the server's; a zero; a reset in the past)
+ * says nothing of how long: the key pauses for the cooldown, or without
+ * one for the shared backoff, as for a 429 with no hint at all.  Paused
+ * for 0 it would let the very next ticket hit the server again.
+ */
+static void
+test_past_hint_falls_back(void **state)
+{
+	static const char *const hints[] = {
+		"retry-after: Mon, 23 Nov 2020 10:00:01 GMT",
+		"retry-after: 0",
+		"retry-after-ms: 0",
+		"x-ratelimit-retry-after: 0",
+		"x-ratelimit-remaining: 0\r\nx-ratelimit-reset: 1600000000",
+		"anthropic-ratelimit-requests-remaining: 0\r\n"
+		    "anthropic-ratelimit-requests-reset: 2020-11-23T10:00:01Z",
+	};
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	char name[16], h[160];
+	uint64_t retry;
+	tg_ticket t;
+	uint32_t k;
+	int bad = 0;
+
+	for (unsigned i = 0; i < sizeof(hints) / sizeof(hints[0]); i++) {
+		snprintf(name, sizeof(name), "past%u", i);
+		snprintf(h, sizeof(h), "HTTP/1.1 429 Too Many Requests\r\n"
+		    "%s\r\n\r\n", hints[i]);
+		k = tb_key(c, name);
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+		assert_int_equal(observe(c, &t, 429, h), TG_RETRY);
+		retry = 0;
+		if (tg_try_acquire(c, k, NULL, &t, &retry) != -EAGAIN) {
+			print_error("[%s] %s: not paused\n", name, hints[i]);
+			bad++;
+		} else if (retry <= 600 * MS || retry > 700 * MS) {
+			print_error("[%s] %s: paused %.3f s, not the "
+			    "cooldown\n", name, hints[i], (double)retry / NS);
+			bad++;
+		}
+	}
+	assert_int_equal(bad, 0);
+	/* No cooldown: the backoff's first step, exactly its minimum. */
+	k = tb_key(c, "pastb");
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	assert_int_equal(observe(c, &t, 429, "retry-after: Mon, 23 Nov 2020 "
+	    "10:00:01 GMT"), TG_RETRY);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), -EAGAIN);
+	assert_true(retry > 200 * MS && retry <= 300 * MS);
+	tg_close(c);
+}
+
 int
 main(void)
 {
@@ -532,6 +602,7 @@ main(void)
 		cmocka_unit_test(test_adaptive_concurrency),
 		cmocka_unit_test(test_learned_limits),
 		cmocka_unit_test(test_cooldown_and_clamp),
+		cmocka_unit_test(test_past_hint_falls_back),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
