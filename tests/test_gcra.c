@@ -305,6 +305,43 @@ test_gcra_refund_on_full_bucket_gives_nothing_extra(void **state)
 	assert_int_equal(n, 7);
 }
 
+/*
+ * The one GCRA sum: the wait and the new TAT, and GCRA_NEVER where the
+ * TAT would not fit 64 bits (a wrapped sum reads as a full bucket).
+ */
+static void
+test_gcra_wait_never_wraps(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, SEC, 1);
+	const uint64_t tau = gcra_tau_ns(2, SEC, 1);
+	const uint64_t t0 = 100 * SEC;
+	_Atomic uint64_t tat;
+	uint64_t next = 0, wait;
+
+	(void)state;
+	assert_int_equal(gcra_wait_ns(0, t0, c, tau, &next), 0);
+	assert_int_equal(next, t0 + c);
+	assert_int_equal(gcra_wait_ns(t0 + 2 * SEC, t0, c, tau, &next), SEC);
+	assert_int_equal(next, t0 + 3 * SEC);
+	assert_int_equal(gcra_wait_ns(UINT64_MAX - c + 1, t0, c, tau, &next),
+	    GCRA_NEVER);
+	assert_int_equal(gcra_wait_ns(0, UINT64_MAX - 10, 11, UINT64_MAX,
+	    &next), GCRA_NEVER);
+	/* Refused by gcra_reserve however long it may wait; TAT kept. */
+	atomic_init(&tat, UINT64_MAX - c + 1);
+	assert_int_equal(gcra_reserve(&tat, t0, c, tau, UINT64_MAX, &wait),
+	    -EAGAIN);
+	assert_int_equal(wait, GCRA_NEVER);
+	assert_int_equal(atomic_load(&tat), UINT64_MAX - c + 1);
+	/* Never fits: more than tau, or past the end of the clock. */
+	assert_false(gcra_never_fits(t0, tau, tau));
+	assert_true(gcra_never_fits(t0, tau + 1, tau));
+	assert_false(gcra_never_fits(t0, UINT64_MAX - t0, UINT64_MAX));
+	assert_true(gcra_never_fits(t0, UINT64_MAX - t0 + 1, UINT64_MAX));
+	assert_true(gcra_never_fits(t0, gcra_cost_ns(UINT64_MAX, SEC, 1),
+	    gcra_tau_ns(UINT64_MAX, SEC, 1)));
+}
+
 /* gcra_available counts whole units: full, after takes, after refill. */
 static void
 test_gcra_available_counts_whole_units(void **state)
@@ -400,6 +437,7 @@ main(void)
 		    test_gcra_reserve_grants_in_order_until_max_wait),
 		cmocka_unit_test(test_gcra_reserve_refused_leaves_tat),
 		cmocka_unit_test(test_gcra_refund_undoes_take_exactly),
+		cmocka_unit_test(test_gcra_wait_never_wraps),
 		cmocka_unit_test(
 		    test_gcra_refund_on_full_bucket_gives_nothing_extra),
 		cmocka_unit_test(test_gcra_available_counts_whole_units),
