@@ -118,9 +118,11 @@ int	tg_observe(tg_client *c, tg_ticket *t, int http_status,
 /*
  * Reconcile the cost *t was taken with (an estimate: tokens are known
  * after the response) with what it actually used: an over-estimate is
- * refunded to every rate and window limit the ticket charged, never
- * beyond a full bucket; an under-estimate is charged (a debt of at most a
- * bucket and a period per limit, waited out by later tickets).  Later
+ * refunded to every rate and window limit the ticket charged, as much of
+ * it as those limits have not yet let expire (a settle after the bucket
+ * refilled gives nothing back), never beyond a full bucket; an
+ * under-estimate is charged (a debt of at most a bucket and a period per
+ * limit, waited out by later tickets).  Later
  * calls settle against the last actual.  Returns 0, -EINVAL, -ESTALE.
  * Works before or after tg_release.  Makes no system call.
  */

@@ -173,7 +173,8 @@ untake(const tg_client *c, const struct chain *ch, unsigned n,
 		switch (v->kind) {
 		case LIM_RATE:
 			if (units)
-				gcra_refund(&ls[v->id].tat_ns, rcost[i]);
+				gcra_refund(&ls[v->id].tat_ns, rcost[i],
+				    rcost[i], now, now);
 			break;
 		case LIM_WINDOW:
 			if (units)

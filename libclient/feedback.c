@@ -340,7 +340,9 @@ tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual)
 				    v->tau_ns > UINT64_MAX - v->period_ns ?
 				    UINT64_MAX : v->tau_ns + v->period_ns);
 			else
-				gcra_refund(&ls[v->id].tat_ns, ce - ca);
+				/* Only what of ce has not drained: gcra.c. */
+				gcra_refund(&ls[v->id].tat_ns, ce, ce - ca,
+				    tk->now_ns, now);
 		} else if (act > est)
 			win_charge(&cells[v->cells], now, v->tau_ns,
 			    act - est < v->count ? act - est : v->count);

@@ -95,8 +95,13 @@ gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 	return 0;
 }
 
-/* Give cost_ns back (undo a take); the bucket never holds more than tau. */
-void	gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns);
+/*
+ * Give back refund_ns of the cost_ns that a take at then_ns charged, at
+ * now_ns (then_ns itself: undo a take).  At most what of that charge the
+ * clock has not drained by now_ns comes back; see gcra.c.
+ */
+void	gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns,
+	    uint64_t refund_ns, uint64_t then_ns, uint64_t now_ns);
 
 /*
  * Charge cost_ns that was used without a take (an estimate that fell

@@ -683,7 +683,8 @@ take_all(struct sim *sm, uint64_t t, int *by, uint64_t *wait_ns)
 		if (l->units == 0)
 			continue;
 		if (l->spec.kind == LIM_RATE)
-			gcra_refund(&l->tat_ns, l->cost_ns);
+			gcra_refund(&l->tat_ns, l->cost_ns, l->cost_ns,
+			    l->base_ns + t, l->base_ns + t);
 		else
 			win_undo(l->ring, l->base_ns + t, l->tau_ns, l->units);
 	}
