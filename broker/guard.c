@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "gcra.h"
 #include "log.h"
 #include "srvcap.h"
 #include "window.h"
@@ -74,8 +75,13 @@ guard_count(struct broker *b, const char *what, unsigned long n)
 	log_warnx("repaired %lu x %s in the state object", n, what);
 }
 
-/* Rate limits: a TAT further ahead than any honest reservation. */
-#define TAT_AHEAD_MAX_NS	(30ull * 86400 * 1000000000ull)
+/*
+ * tg_acquire reserves a rate limit's slots up to its timeout ahead, so a
+ * queue of waiters runs the TAT as far ahead as they are willing to
+ * wait.  Nothing bounds that but a timeout; a month of queue is more
+ * than any honest fleet waits.
+ */
+#define TAT_QUEUE_MAX_NS	(30ull * 86400 * 1000000000ull)
 /* Clocks of two processes read a moment apart differ by less. */
 #define CLOCK_SLACK_NS		1000000000ull
 
@@ -86,6 +92,28 @@ key_max_pause(const struct broker *b, uint32_t id)
 	uint64_t m = id < b->m.hdr->max_keys ? b->keys[id].max_pause_ns : 0;
 
 	return (m ? m : CFG_MAX_PAUSE_NS) + CLOCK_SLACK_NS;
+}
+
+/*
+ * How far ahead of now a rate limit's TAT can honestly be.  A take leaves
+ * it at most tau ahead, plus its wait when tg_acquire reserved a slot
+ * (TAT_QUEUE_MAX_NS of it); a settle's debt at most tau + period
+ * (gcra_charge's cap in tg_settle).  Both bound the TAT from now, so
+ * they do not add up: tau, the larger of the two, and clock slack.  Not
+ * one bound for every limit: 2 requests/60day is honestly 60 days ahead
+ * after two takes, and a fixed 30 days erased it.  Saturates.
+ */
+static uint64_t
+tat_ahead_max(const struct limit_spec *spec)
+{
+	uint64_t tau_ns = gcra_tau_ns(spec->burst, spec->period_ns,
+	    spec->count);
+	uint64_t more = spec->period_ns > TAT_QUEUE_MAX_NS ? spec->period_ns :
+	    TAT_QUEUE_MAX_NS;
+
+	more = more > UINT64_MAX - CLOCK_SLACK_NS ? UINT64_MAX :
+	    more + CLOCK_SLACK_NS;
+	return tau_ns > UINT64_MAX - more ? UINT64_MAX : tau_ns + more;
 }
 
 /*
@@ -129,7 +157,7 @@ scrub(struct broker *b, uint64_t now)
 		case LIM_RATE: {
 			uint64_t tat = atomic_load(&ls[id].tat_ns);
 
-			if (tat > now && tat - now > TAT_AHEAD_MAX_NS &&
+			if (tat > now && tat - now > tat_ahead_max(&l->spec) &&
 			    atomic_compare_exchange_strong(&ls[id].tat_ns,
 			    &tat, now))
 				bad_tats++;

@@ -100,7 +100,8 @@ int	tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
  * fleet on the host reacts before it returns:
  *   429 (or 403/503 with rate-limit evidence: a retry hint or a remaining
  *       count of 0) pauses t's key and its descendants for the server's
- *       hint, else the lockout of a limit with `cooldown', else a shared
+ *       hint (one of 0 or in the past counts as none), else the
+ *       lockout of a limit with `cooldown', else a shared
  *       backoff that grows with each round of 429s (one round however
  *       many workers saw it) and resets on a success;
  *   5xx pauses for the hint, or the shared backoff;
@@ -119,11 +120,13 @@ int	tg_observe(tg_client *c, tg_ticket *t, int http_status,
 /*
  * Reconcile the cost *t was taken with (an estimate: tokens are known
  * after the response) with what it actually used: an over-estimate is
- * refunded to every rate and window limit the ticket charged, never
- * beyond a full bucket; an under-estimate is charged (a debt of at most a
- * bucket and a period per limit, waited out by later tickets).  Later
- * calls settle against the last actual.  Returns 0, -EINVAL, -ESTALE,
- * -EPERM (a ticket inherited across fork: the parent's to settle).
+ * refunded to every rate and window limit the ticket charged, as much of
+ * it as those limits have not yet let expire (a settle after the bucket
+ * refilled gives nothing back), never beyond a full bucket; an
+ * under-estimate is charged (a debt of at most a bucket and a period per
+ * limit, waited out by later tickets).  Later calls settle against the
+ * last actual.  Returns 0, -EINVAL, -ESTALE, -EPERM (a ticket inherited
+ * across fork: the parent's to settle).
  * Works before or after tg_release.  Makes no system call.
  */
 int	tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual);

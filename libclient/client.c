@@ -157,12 +157,14 @@ chain_put(tg_client *c, const struct chain *ch)
 }
 
 /*
- * Undo what take() did on lim[0..n) of ch; bit i of capped says lim[i]'s
- * server cap counted the units too.
+ * Undo what take() did on lim[0..n) of ch at now; rcost[i] is what it
+ * charged a rate limit lim[i], bit i of capped says lim[i]'s server cap
+ * counted the units too.
  */
 static void
 untake(const tg_client *c, const struct chain *ch, unsigned n,
-    const tg_cost *cost, uint64_t now, const struct tk *tk, uint32_t capped)
+    const tg_cost *cost, const uint64_t *rcost, uint64_t now,
+    const struct tk *tk, uint32_t capped)
 {
 	struct seg_lstate *ls = seg_lstates(&c->m);
 	_Atomic uint64_t *cells = seg_cells(&c->m);
@@ -175,8 +177,8 @@ untake(const tg_client *c, const struct chain *ch, unsigned n,
 		switch (v->kind) {
 		case LIM_RATE:
 			if (units)
-				gcra_refund(&ls[v->id].tat_ns, gcra_cost_ns(
-				    units, v->period_ns, v->count));
+				gcra_refund(&ls[v->id].tat_ns, rcost[i],
+				    rcost[i], now, now);
 			break;
 		case LIM_WINDOW:
 			if (units)
@@ -201,7 +203,7 @@ peek(const tg_client *c, const struct lview *v, const tg_cost *cost,
     uint64_t now)
 {
 	struct seg_lstate *ls = &seg_lstates(&c->m)[v->id];
-	uint64_t units = unit_cost(cost, v->unit), tat, next, w, capw = 0;
+	uint64_t units = unit_cost(cost, v->unit), next, w, capw = 0;
 
 	if (v->kind == LIM_CONC || units == 0)
 		return 0;
@@ -210,10 +212,9 @@ peek(const tg_client *c, const struct lview *v, const tg_cost *cost,
 		capw = cap_until_ns(w) - now;
 	switch (v->kind) {
 	case LIM_RATE:
-		tat = atomic_load_explicit(&ls->tat_ns, memory_order_relaxed);
-		next = (tat > now ? tat : now) + gcra_cost_ns(units,
-		    v->period_ns, v->count);
-		w = next - now > v->tau_ns ? next - now - v->tau_ns : 0;
+		w = gcra_wait_ns(atomic_load_explicit(&ls->tat_ns,
+		    memory_order_relaxed), now, gcra_cost_ns(units,
+		    v->period_ns, v->count), v->tau_ns, &next);
 		break;
 	case LIM_WINDOW:
 		w = win_retry(&seg_cells(&c->m)[v->cells], now, v->tau_ns,
@@ -252,7 +253,7 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 	struct seg_kstate *ks = seg_kstates(&c->m);
 	struct seg_lstate *ls = seg_lstates(&c->m);
 	_Atomic uint64_t *cells = seg_cells(&c->m);
-	uint64_t units, w, wait = 0, until;
+	uint64_t units, w, wait = 0, until, rcost[SEG_CHAIN_MAX];
 	uint32_t capped = 0;
 	unsigned i;
 	int r = 0;
@@ -262,7 +263,17 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		const struct lview *v = &ch->lim[i];
 
 		units = unit_cost(cost, v->unit);
-		if ((v->kind == LIM_RATE && units > v->burst) ||
+		/* A rate limit's cost in ns, once: the take and its undo. */
+		rcost[i] = v->kind != LIM_RATE || units == 0 ? 0 :
+		    units == 1 && v->unit_ns ? v->unit_ns :
+		    gcra_cost_ns(units, v->period_ns, v->count);
+		/*
+		 * A cost within the burst may still never fit: its ns may
+		 * overflow the bucket's (tau saturated) or the clock's 64
+		 * bits.  -E2BIG, not -EAGAIN with a wait of 2^64 ns.
+		 */
+		if ((v->kind == LIM_RATE && (units > v->burst ||
+		    gcra_never_fits(now, rcost[i], v->tau_ns))) ||
 		    (v->kind == LIM_WINDOW && (units > v->count ||
 		    units > WIN_COUNT_MAX)) ||
 		    (v->kind == LIM_CONC && v->ncells == 0))
@@ -300,9 +311,7 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		case LIM_RATE:
 			if (units == 0)
 				continue;
-			r = gcra_reserve(&ls[v->id].tat_ns, now,
-			    units == 1 && v->unit_ns ? v->unit_ns :
-			    gcra_cost_ns(units, v->period_ns, v->count),
+			r = gcra_reserve(&ls[v->id].tat_ns, now, rcost[i],
 			    v->tau_ns, max_wait_ns, &w);
 			break;
 		case LIM_WINDOW:
@@ -346,7 +355,7 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 	/* Refused by lim[i]: undo the others, then say when to come back. */
 	atomic_fetch_add_explicit(&ls[ch->lim[i].id].denied, 1,
 	    memory_order_relaxed);
-	untake(c, ch, i, cost, now, tk, capped);
+	untake(c, ch, i, cost, rcost, now, tk, capped);
 	for (unsigned j = i + 1; j < ch->nlim; j++) {
 		uint64_t pw = peek(c, &ch->lim[j], cost, now);
 

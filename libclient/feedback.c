@@ -247,8 +247,18 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 		    zero_reset))
 			zero_reset = hr.unit[u].reset_ns;
 	}
-	hint = hr.retry_after_ns != HDR_UNKNOWN ? hr.retry_after_ns :
-	    zero_reset;
+	/*
+	 * A hint of 0 is evidence but says nothing of how long: a date at
+	 * or before our clock (ours runs ahead of the server's), a reset
+	 * already past, a literal 0.  Pausing for it would pause nothing
+	 * and send the next request straight into the same wall, so it
+	 * counts as no hint: the cooldown or the backoff decide below.
+	 */
+	hint = HDR_UNKNOWN;
+	if (hr.retry_after_ns != HDR_UNKNOWN && hr.retry_after_ns > 0)
+		hint = hr.retry_after_ns;
+	else if (zero_reset != HDR_UNKNOWN && zero_reset > 0)
+		hint = zero_reset;
 
 	if (http_status < 400) {
 		cls = ST_OK;
@@ -269,12 +279,10 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 	}
 
 	if (cls == ST_LIMITED || cls == ST_SERVER) {
-		if (hint != HDR_UNKNOWN) {
+		if (hint != HDR_UNKNOWN)
 			/* The server said how long: that, for the whole key. */
-			if (hint > 0)
-				pause_key(c, ch.key, now, now +
-				    clamp_pause(&ch, hint));
-		} else if (cls == ST_LIMITED && (cd = cooldown_limit(&ch)) >= 0)
+			pause_key(c, ch.key, now, now + clamp_pause(&ch, hint));
+		else if (cls == ST_LIMITED && (cd = cooldown_limit(&ch)) >= 0)
 			/* A lockout we know the length of. */
 			pause_key(c, ch.key, now, now + clamp_pause(&ch,
 			    ch.lim[cd].cooldown_ns));
@@ -335,7 +343,9 @@ tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual)
 				    v->tau_ns > UINT64_MAX - v->period_ns ?
 				    UINT64_MAX : v->tau_ns + v->period_ns);
 			else
-				gcra_refund(&ls[v->id].tat_ns, ce - ca);
+				/* Only what of ce has not drained: gcra.c. */
+				gcra_refund(&ls[v->id].tat_ns, ce, ce - ca,
+				    tk->now_ns, now);
 		} else if (act > est)
 			win_charge(&cells[v->cells], now, v->tau_ns,
 			    act - est < v->count ? act - est : v->count);

@@ -57,18 +57,36 @@ gcra_take(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 }
 
 void
-gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns)
+gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns, uint64_t refund_ns,
+    uint64_t then_ns, uint64_t now_ns)
 {
-	uint64_t tat, prev;
+	uint64_t tat, prev, end, left;
 
 	/*
-	 * Moving the TAT back by cost_ns returns exactly what a take moved it
-	 * forward.  A TAT in the past already means a full bucket, so the
-	 * refund can never give more than tau: it cannot loosen the limit.
+	 * A refund must leave the TAT where a take of cost_ns - refund_ns
+	 * at then_ns would have left it, and no further back.  The take
+	 * pushed the TAT to at least then_ns + cost_ns; while the smaller
+	 * charge would still reach now_ns, the TAT never fell behind the
+	 * clock since, every take after it stacked on it, and moving the
+	 * TAT back by the difference is exact.  Once the clock has drained
+	 * part of the charge, a later take may have found the bucket full
+	 * and stacked on now instead: refunding the drained part then gives
+	 * that bucket a second burst (7/min: A takes 7, the bucket refills,
+	 * B takes 7, A refunds 7, B takes 7 more at the same instant).  So
+	 * only what of the charge is still ahead of now_ns comes back,
+	 * reckoned from then_ns: the TAT before the take is unknown, and
+	 * then_ns is never later than it, so this errs towards less.
 	 */
+	end = cost_ns > UINT64_MAX - then_ns ? UINT64_MAX : then_ns + cost_ns;
+	left = end > now_ns ? end - now_ns : 0;
+	if (refund_ns > left)
+		refund_ns = left;
+	if (refund_ns == 0)
+		return;
 	tat = atomic_load_explicit(tatp, memory_order_relaxed);
 	do {
-		prev = tat > cost_ns ? tat - cost_ns : 0;
+		prev = tat > refund_ns ? tat - refund_ns : 0;
+		/* Relaxed: as gcra_reserve, the CAS alone orders the word. */
 	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
 	    prev, memory_order_relaxed, memory_order_relaxed)));
 }

@@ -28,30 +28,63 @@ uint64_t gcra_tau_ns(uint64_t burst, uint64_t period_ns, uint64_t count);
 int	gcra_take(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 	    uint64_t tau_ns, uint64_t *retry_in_ns);
 
+/* gcra_wait_ns: the cost never fits while the TAT stands (the sum wraps). */
+#define GCRA_NEVER	UINT64_MAX
+
+/*
+ * The GCRA sum, the one place it is written: cost_ns taken at now_ns from
+ * the bucket whose TAT is tat_ns moves the TAT to *next_ns, and fits
+ * after the returned wait (0: now), when that TAT is no more than tau_ns
+ * ahead.  GCRA_NEVER, *next_ns unset, when the TAT would not fit 64 bits:
+ * a wrapped sum would read as a bucket far in the past, that is full.
+ * The clock only grows, so a cost that never fits an empty bucket (tat_ns
+ * 0) now never will: see gcra_never_fits.
+ */
+static inline uint64_t
+gcra_wait_ns(uint64_t tat_ns, uint64_t now_ns, uint64_t cost_ns,
+    uint64_t tau_ns, uint64_t *next_ns)
+{
+	uint64_t from = tat_ns > now_ns ? tat_ns : now_ns, ahead;
+
+	if (cost_ns > UINT64_MAX - from)
+		return GCRA_NEVER;
+	*next_ns = from + cost_ns;
+	ahead = *next_ns - now_ns;
+	return ahead > tau_ns ? ahead - tau_ns : 0;
+}
+
+/*
+ * Whether cost_ns can never be taken from a bucket of tau_ns, at now_ns
+ * or later: more than the bucket holds, or past the end of the clock.
+ * What take() refuses with -E2BIG, however long one would wait.
+ */
+static inline int
+gcra_never_fits(uint64_t now_ns, uint64_t cost_ns, uint64_t tau_ns)
+{
+	uint64_t next;
+
+	return gcra_wait_ns(0, now_ns, cost_ns, tau_ns, &next) != 0;
+}
+
 /*
  * Take cost_ns now or reserve it in the future, if its slot comes within
  * max_wait_ns: *wait_ns is then how long until the slot (0: now).
- * Returns 0, or -EAGAIN with *wait_ns set to the wait it would need.
- * Reservations are served in the order they are made, with no queue.
- * Inline: every rate-limited ticket runs it, a call was 2-3 ns of ~40.
+ * Returns 0, or -EAGAIN with *wait_ns set to the wait it would need
+ * (GCRA_NEVER: not while the TAT stands).  Reservations are served in
+ * the order they are made, with no queue.  Inline: every rate-limited
+ * ticket runs it, a call was 2-3 ns of ~40.
  */
 static inline int
 gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
     uint64_t tau_ns, uint64_t max_wait_ns, uint64_t *wait_ns)
 {
-	uint64_t tat, next, ahead;
+	uint64_t tat, next;
 
 	tat = atomic_load_explicit(tatp, memory_order_relaxed);
 	do {
-		next = (tat > now_ns ? tat : now_ns);
-		if (cost_ns > UINT64_MAX - next) {
-			*wait_ns = UINT64_MAX;
-			return -EAGAIN;
-		}
-		next += cost_ns;
-		ahead = next - now_ns;
-		*wait_ns = ahead > tau_ns ? ahead - tau_ns : 0;
-		if (*wait_ns > max_wait_ns)
+		*wait_ns = gcra_wait_ns(tat, now_ns, cost_ns, tau_ns, &next);
+		/* NEVER left next unset: refused whatever max_wait_ns. */
+		if (*wait_ns > max_wait_ns || *wait_ns == GCRA_NEVER)
 			return -EAGAIN;
 		/*
 		 * Relaxed: the TAT publishes no other memory, and the CAS alone
@@ -62,8 +95,13 @@ gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 	return 0;
 }
 
-/* Give cost_ns back (undo a take); the bucket never holds more than tau. */
-void	gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns);
+/*
+ * Give back refund_ns of the cost_ns that a take at then_ns charged, at
+ * now_ns (then_ns itself: undo a take).  At most what of that charge the
+ * clock has not drained by now_ns comes back; see gcra.c.
+ */
+void	gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns,
+	    uint64_t refund_ns, uint64_t then_ns, uint64_t now_ns);
 
 /*
  * Charge cost_ns that was used without a take (an estimate that fell

@@ -77,9 +77,10 @@ lease_count(_Atomic uint64_t *cells, uint32_t ncells)
  * The sleep protocol.  A sleeper reads `wake', sets `waiting', then tries
  * the cells once more and sleeps on `wake' only if that fails.  A releaser
  * frees its cell, then swaps `waiting' to 0 and, if it was set, bumps
- * `wake' and wakes everyone.  All seq_cst: either the sleeper's retry sees
- * the freed cell, or the releaser sees `waiting' set after the sleeper
- * read `wake', and the bump makes the futex wait return at once.  A
+ * `wake' and wakes everyone.  All seq_cst, and a fence between the
+ * sleeper's store and its retry's relaxed peeks: either the sleeper's
+ * retry sees the freed cell, or the releaser sees `waiting' set after the
+ * sleeper read `wake', and the bump makes the futex wait return at once.  A
  * sleeper that dies leaves `waiting' set: the next release pays one
  * futex call and clears it.  Everyone is woken, since a woken sleeper
  * that loses the race simply sleeps again: simpler than handing the wake
@@ -92,6 +93,23 @@ lease_wait_prepare(struct seg_lstate *ls)
 
 	seen = atomic_load_explicit(&ls->wake, memory_order_seq_cst);
 	atomic_store_explicit(&ls->waiting, 1, memory_order_seq_cst);
+	/*
+	 * seq_cst fence: the Dekker pair above needs it.  The retry reads
+	 * the cells with relaxed peeks (lease_take skips a cell that reads
+	 * held, without its CAS), and a seq_cst store does not order a
+	 * later relaxed load: the load may be satisfied from before the
+	 * store is visible (store buffering; ARM64's STLR then LDR allows
+	 * it, x86's XCHG for the store does not).  Meanwhile the releaser
+	 * frees its cell with a seq_cst CAS and then loads `waiting'
+	 * seq_cst: both of its accesses are in the single order S, in
+	 * program order, so that side needs no fence.  Without this one,
+	 * the retry could see the cell still held and the releaser see
+	 * `waiting' still 0: nobody wakes the sleeper.  With it, either
+	 * the fence precedes the releaser's CAS in S, and its load of
+	 * `waiting' (later in S) sees our 1, or the CAS precedes the fence,
+	 * and every load after the fence sees the freed cell.
+	 */
+	atomic_thread_fence(memory_order_seq_cst);
 	return seen;
 }
 

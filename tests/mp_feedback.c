@@ -16,10 +16,12 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "gcra.h"
 #include "helpers.h"
 #include "seg.h"
 #include "srvcap.h"
 #include "tollgate.h"
+#include "window.h"
 
 #define MS	1000000ull
 #define NS	1000000000ull
@@ -49,7 +51,24 @@ static const char conf[] =
     "[clamp]\n"
     "max_pause = 1s\n"
     "backoff = 100ms..1s\n"
-    "limit = 1000 requests/s\n";
+    "limit = 1000 requests/s\n"
+    "[past0]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[past1]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[past2]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[past3]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[past4]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[past5]\n"
+    "limit = 1000 requests/s cooldown 700ms\n"
+    "[late]\n"
+    "limit = 7 requests/s burst 7\n"
+    "[pastb]\n"
+    "limit = 1000 requests/s\n"
+    "backoff = 300ms..600ms\n";
 
 static int
 setup(void **state)
@@ -327,30 +346,39 @@ test_remaining_two_lets_two(void **state)
 	munmap(s, sizeof(*s));
 }
 
-/* Units left in a limit that refills too slowly to matter in a test. */
+/*
+ * Units left now in k's limit of probe_unit's unit (tokens: its rate
+ * limit; images: its window), read from the segment as tollstat reads
+ * it.  Not by a take and a refund: a refund gives back only what of its
+ * charge has not drained since the take, so a probe would itself leave
+ * a busy bucket a few microseconds fuller.
+ */
 static uint64_t
-left(tg_client *c, uint32_t k, const tg_cost *probe_unit)
+left(const struct tbroker *tb, uint32_t k, const tg_cost *probe_unit)
 {
-	tg_ticket t;
-	uint64_t lo = 0, hi = 2000, mid;
+	struct seg_map m = view(tb);
+	unsigned kind = probe_unit->tokens ? LIM_RATE : LIM_WINDOW;
+	uint32_t id = limit_id(&m, k, kind), seq, cells = 0;
+	uint64_t count, period, tau, now, n, sum;
+	struct seg_cfg *cfg;
 
-	/* Binary search with take-and-refund: the largest cost that fits. */
-	while (lo < hi) {
-		tg_cost cost = *probe_unit;
-
-		mid = (lo + hi + 1) / 2;
-		cost.tokens = cost.tokens ? mid : 0;
-		cost.images = cost.images ? mid : 0;
-		if (tg_try_acquire(c, k, &cost, &t, NULL) == 0) {
-			tg_cost none = { cost.requests, 0, 0 };
-
-			lo = mid;
-			assert_int_equal(tg_settle(c, &t, &none), 0);
-			tg_release(c, &t);
-		} else
-			hi = mid - 1;
+	do {
+		cfg = seg_read_begin(&m, &seq);
+		count = seg_limits(&m, cfg)[id].count;
+		period = seg_limits(&m, cfg)[id].period_ns;
+		tau = seg_limits(&m, cfg)[id].tau_ns;
+		cells = seg_limits(&m, cfg)[id].cells;
+	} while (!seg_read_ok(cfg, seq));
+	now = tb_now_ns();
+	if (kind == LIM_RATE)
+		n = gcra_available(atomic_load(&seg_lstates(&m)[id].tat_ns),
+		    now, gcra_cost_ns(1, period, count), tau);
+	else {
+		sum = win_sum(&seg_cells(&m)[cells], now, tau);
+		n = sum < count ? count - sum : 0;
 	}
-	return lo;
+	seg_detach(&m);
+	return n;
 }
 
 /*
@@ -367,35 +395,68 @@ test_settle_refunds_and_charges(void **state)
 	tg_cost est = { 1, 800, 60 }, act = { 1, 300, 20 }, big;
 	tg_ticket t;
 
-	assert_int_equal(left(c, k, &tokens), 1000);
-	assert_int_equal(left(c, k, &images), 100);
+	assert_int_equal(left(tb, k, &tokens), 1000);
+	assert_int_equal(left(tb, k, &images), 100);
 	assert_int_equal(tg_try_acquire(c, k, &est, &t, NULL), 0);
-	assert_int_equal(left(c, k, &tokens), 200);
-	assert_int_equal(left(c, k, &images), 40);
+	assert_int_equal(left(tb, k, &tokens), 200);
+	assert_int_equal(left(tb, k, &images), 40);
 	/* 500 tokens and 40 images come back at once. */
 	assert_int_equal(tg_settle(c, &t, &act), 0);
-	assert_int_equal(left(c, k, &tokens), 700);
-	assert_int_equal(left(c, k, &images), 80);
+	assert_int_equal(left(tb, k, &tokens), 700);
+	assert_int_equal(left(tb, k, &images), 80);
 	/* Settling the same actual again changes nothing, even released. */
 	tg_release(c, &t);
 	assert_int_equal(tg_settle(c, &t, &act), 0);
-	assert_int_equal(left(c, k, &tokens), 700);
+	assert_int_equal(left(tb, k, &tokens), 700);
 	/* Used more than estimated: charged. */
 	big = (tg_cost){ 1, 500, 30 };
 	assert_int_equal(tg_settle(c, &t, &big), 0);
-	assert_int_equal(left(c, k, &tokens), 500);
-	assert_int_equal(left(c, k, &images), 70);
+	assert_int_equal(left(tb, k, &tokens), 500);
+	assert_int_equal(left(tb, k, &images), 70);
 	/* Refund everything: back to full, never past the burst. */
 	act = (tg_cost){ 1, 0, 0 };
 	assert_int_equal(tg_settle(c, &t, &act), 0);
-	assert_int_equal(left(c, k, &tokens), 1000);
-	assert_int_equal(left(c, k, &images), 100);
+	assert_int_equal(left(tb, k, &tokens), 1000);
+	assert_int_equal(left(tb, k, &images), 100);
 	assert_int_equal(tg_try_acquire(c, k, &est, &t, NULL), 0);
 	big = (tg_cost){ 1, 0, 0 };
 	assert_int_equal(tg_settle(c, &t, &big), 0);
 	assert_int_equal(tg_settle(c, &t, &big), 0);
-	assert_int_equal(left(c, k, &tokens), 1000);
+	assert_int_equal(left(tb, k, &tokens), 1000);
 	tg_release(c, &t);
+	tg_close(c);
+}
+
+/*
+ * A late tg_settle gives back only what of its charge the clock has not
+ * drained yet.  7/s burst 7: A takes 7, the bucket refills, B takes 7, A
+ * settles for 0.  Moving the TAT back by all 7 would let B take 7 more at
+ * that very instant, 14 at once; nothing of A's charge is left to give.
+ */
+static void
+test_settle_late_refund_keeps_the_rate(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "late");
+	const tg_cost seven = { 7, 0, 0 }, none = { 0, 0, 0 };
+	tg_ticket a, b;
+	int n;
+
+	assert_int_equal(tg_try_acquire(c, k, &seven, &a, NULL), 0);
+	tg_release(c, &a);
+	tb_sleep_ns(1100 * MS);
+	assert_int_equal(tg_try_acquire(c, k, &seven, &b, NULL), 0);
+	tg_release(c, &b);
+	assert_int_equal(tg_settle(c, &a, &none), 0);
+	for (n = 0; n < 7; n++) {
+		if (tg_try_acquire(c, k, NULL, &b, NULL) != 0)
+			break;
+		tg_release(c, &b);
+	}
+	print_message("%d more after the late refund\n", n);
+	/* One unit comes back every 143 ms: none, or one when loaded. */
+	assert_true(n <= 1);
 	tg_close(c);
 }
 
@@ -521,6 +582,61 @@ test_cooldown_and_clamp(void **state)
 	tg_close(c);
 }
 
+/*
+ * A 429 whose hint is already over (a Retry-After date at or before our
+ * clock, which runs ahead of the server's; a zero; a reset in the past)
+ * says nothing of how long: the key pauses for the cooldown, or without
+ * one for the shared backoff, as for a 429 with no hint at all.  Paused
+ * for 0 it would let the very next ticket hit the server again.
+ */
+static void
+test_past_hint_falls_back(void **state)
+{
+	static const char *const hints[] = {
+		"retry-after: Mon, 23 Nov 2020 10:00:01 GMT",
+		"retry-after: 0",
+		"retry-after-ms: 0",
+		"x-ratelimit-retry-after: 0",
+		"x-ratelimit-remaining: 0\r\nx-ratelimit-reset: 1600000000",
+		"anthropic-ratelimit-requests-remaining: 0\r\n"
+		    "anthropic-ratelimit-requests-reset: 2020-11-23T10:00:01Z",
+	};
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	char name[16], h[160];
+	uint64_t retry;
+	tg_ticket t;
+	uint32_t k;
+	int bad = 0;
+
+	for (unsigned i = 0; i < sizeof(hints) / sizeof(hints[0]); i++) {
+		snprintf(name, sizeof(name), "past%u", i);
+		snprintf(h, sizeof(h), "HTTP/1.1 429 Too Many Requests\r\n"
+		    "%s\r\n\r\n", hints[i]);
+		k = tb_key(c, name);
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+		assert_int_equal(observe(c, &t, 429, h), TG_RETRY);
+		retry = 0;
+		if (tg_try_acquire(c, k, NULL, &t, &retry) != -EAGAIN) {
+			print_error("[%s] %s: not paused\n", name, hints[i]);
+			bad++;
+		} else if (retry <= 600 * MS || retry > 700 * MS) {
+			print_error("[%s] %s: paused %.3f s, not the "
+			    "cooldown\n", name, hints[i], (double)retry / NS);
+			bad++;
+		}
+	}
+	assert_int_equal(bad, 0);
+	/* No cooldown: the backoff's first step, exactly its minimum. */
+	k = tb_key(c, "pastb");
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	assert_int_equal(observe(c, &t, 429, "retry-after: Mon, 23 Nov 2020 "
+	    "10:00:01 GMT"), TG_RETRY);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), -EAGAIN);
+	assert_true(retry > 200 * MS && retry <= 300 * MS);
+	tg_close(c);
+}
+
 int
 main(void)
 {
@@ -529,9 +645,11 @@ main(void)
 		cmocka_unit_test(test_storm_one_growing_pause),
 		cmocka_unit_test(test_remaining_two_lets_two),
 		cmocka_unit_test(test_settle_refunds_and_charges),
+		cmocka_unit_test(test_settle_late_refund_keeps_the_rate),
 		cmocka_unit_test(test_adaptive_concurrency),
 		cmocka_unit_test(test_learned_limits),
 		cmocka_unit_test(test_cooldown_and_clamp),
+		cmocka_unit_test(test_past_hint_falls_back),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "seg.h"
 #include "tollgate.h"
 
 #define NS	1000000000ull
@@ -34,7 +35,9 @@ static const char conf[] =
     "limit = 10 requests/s burst 1\n"
     "[two]\n"
     "limit = 3 requests/min\n"
-    "limit = 100 tokens/min\n";
+    "limit = 100 tokens/min\n"
+    "[long]\n"
+    "limit = 2 requests/60day\n";
 
 /* What the workers share with the parent: a MAP_SHARED anonymous page. */
 #define MAX_STAMPS	4096
@@ -319,6 +322,57 @@ test_refusal_leaves_others_untouched(void **state)
 	tg_close(c);
 }
 
+/*
+ * A limit of a long period runs its TAT far ahead, honestly: 2 requests
+ * per 60 days taken leave it 60 days ahead, and the refused third is told
+ * 30 days.  The broker's scrub of TATs no take could leave must not take
+ * that for garbage (it did past 30 days: the third went 200 ms later,
+ * "repaired 1 x rate limit TAT"), and still repairs a TAT beyond the
+ * limit's own bound.
+ */
+static void
+test_long_period_survives_the_scrub(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "long"), id;
+	const uint64_t day = 86400 * NS;
+	struct seg_cfg *cfg;
+	struct seg_map m;
+	uint64_t retry = 0;
+	uint32_t seq;
+	tg_ticket t;
+
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), 0);
+		tg_release(c, &t);
+	}
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), -EAGAIN);
+	assert_true(retry > 30 * day - 60 * NS && retry <= 30 * day);
+	/* Four broker ticks. */
+	tb_sleep_ns(200000000);
+	retry = 0;
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), -EAGAIN);
+	assert_true(retry > 30 * day - 60 * NS && retry <= 30 * day);
+	assert_int_equal(tb_log_count(tb, "rate limit TAT"), 0);
+
+	/* Beyond its bound (a bucket and a period ahead and more): garbage. */
+	assert_int_equal(seg_attach(tb->segment, 1, &m), 0);
+	do {
+		cfg = seg_read_begin(&m, &seq);
+		id = seg_keys(cfg)[k & 0xffff].chain[0];
+	} while (!seg_read_ok(cfg, seq));
+	atomic_store(&seg_lstates(&m)[id].tat_ns, tb_now_ns() + 3650 * day);
+	for (int i = 0; i < 100 && tb_log_count(tb, "rate limit TAT") == 0;
+	    i++)
+		tb_sleep_ns(10000000);
+	assert_int_equal(tb_log_count(tb, "rate limit TAT"), 1);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), 0);
+	tg_release(c, &t);
+	seg_detach(&m);
+	tg_close(c);
+}
+
 int
 main(void)
 {
@@ -329,6 +383,7 @@ main(void)
 		cmocka_unit_test(test_acquire_paces_in_slots),
 		cmocka_unit_test(test_child_refused_when_parent_spent),
 		cmocka_unit_test(test_refusal_leaves_others_untouched),
+		cmocka_unit_test(test_long_period_survives_the_scrub),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);

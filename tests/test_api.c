@@ -23,7 +23,16 @@ static const char conf[] =
     "[api/child]\n"
     "limit = 10 tokens/min\n"
     "[gone]\n"
-    "limit = 5 requests/s\n";
+    "limit = 5 requests/s\n"
+    "[huge]\n"
+    "limit = 1 requests/s burst 18446744073709551615\n"
+    "[hugetok]\n"
+    "limit = 1000 tokens/day burst 18446744073709551615\n"
+    "[fine]\n"
+    "limit = 1000000000 requests/s burst 18446744073709551615\n"
+    "[wrap]\n"
+    "limit = 1 requests/min\n"
+    "limit = 1 requests/36500day\n";
 
 static int
 setup(void **state)
@@ -102,6 +111,114 @@ test_e2big(void **state)
 
 	assert_int_equal(tg_try_acquire(c, k, &cost, &t, &retry), -E2BIG);
 	assert_int_equal(tg_acquire(c, k, &cost, -1, &t), -E2BIG);
+	tg_close(c);
+}
+
+/*
+ * A cost within the burst whose nanoseconds do not fit 64 bits never
+ * fits either: -E2BIG, not -EAGAIN with a wait of 2^64 ns (584 years)
+ * that would never come.  The bucket's nanoseconds overflow (a burst of
+ * 2^64 - 1 at 1 s a request), the cost's (2^50 tokens at 86.4 us), or
+ * only the cost added to the clock (2^64 - 1001 requests at 1 ns each).
+ */
+static void
+test_e2big_cost_overflows(void **state)
+{
+	static const struct {
+		const char	*key;
+		tg_cost		cost;
+	} r[] = {
+		{ "huge", { UINT64_MAX, 0, 0 } },
+		{ "huge", { UINT64_C(1) << 40, 0, 0 } },
+		{ "hugetok", { 1, UINT64_C(1) << 50, 0 } },
+		{ "hugetok", { 1, UINT64_MAX, 0 } },
+		{ "fine", { UINT64_MAX - 1000, 0, 0 } },
+	};
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	const tg_cost one = { 1, 1, 0 };
+	uint64_t retry;
+	tg_ticket t;
+	int bad = 0, r1, r2;
+
+	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+		uint32_t k = tb_key(c, r[i].key);
+
+		retry = 0;
+		r1 = tg_try_acquire(c, k, &r[i].cost, &t, &retry);
+		r2 = tg_acquire(c, k, &r[i].cost, -1, &t);
+		if (r1 != -E2BIG || r2 != -E2BIG) {
+			print_error("[%s] %llu requests, %llu tokens: "
+			    "tg_try_acquire %s (retry %.3g s), tg_acquire %s\n",
+			    r[i].key, (unsigned long long)r[i].cost.requests,
+			    (unsigned long long)r[i].cost.tokens,
+			    tg_strerror(r1), (double)retry / 1e9,
+			    tg_strerror(r2));
+			bad++;
+		}
+	}
+	assert_int_equal(bad, 0);
+	/* What does fit still does. */
+	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+		assert_int_equal(tg_try_acquire(c, tb_key(c, r[i].key), &one,
+		    &t, &retry), 0);
+		tg_release(c, &t);
+	}
+	tg_close(c);
+}
+
+/* The id of own limit i of key k, from the live config. */
+static uint32_t
+own_limit(const struct seg_map *m, uint32_t k, unsigned i)
+{
+	struct seg_cfg *cfg;
+	uint32_t seq, id;
+
+	do {
+		cfg = seg_read_begin(m, &seq);
+		id = seg_keys(cfg)[k & 0xffff].chain[i];
+	} while (!seg_read_ok(cfg, seq));
+	return id;
+}
+
+/*
+ * A refusal says when every limit could take the cost, the later ones
+ * by peeking at their TAT.  A TAT scribbled near 2^64 (the broker repairs
+ * it on its next tick) plus the cost wraps: read as a small sum, it said
+ * the limit was free.  It never fits while the TAT stands: retry 2^64-1.
+ * The scribble is set so that the wrapped sum lands 1 s after now.
+ */
+static void
+test_refusal_peek_does_not_wrap(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "wrap");
+	const uint64_t cost = 36500ull * 86400 * 1000000000;
+	struct seg_map m;
+	_Atomic uint64_t *tat;
+	uint64_t retry = 0, repairs;
+	tg_ticket t;
+	int r = 0;
+
+	assert_int_equal(seg_attach(tb->segment, 1, &m), 0);
+	tat = &seg_lstates(&m)[own_limit(&m, k, 1)].tat_ns;
+	/* The first limit is spent for a minute; it refuses first. */
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	for (int i = 0; i < 20; i++) {
+		repairs = atomic_load(&m.hdr->repairs);
+		atomic_store(tat, UINT64_MAX - (cost - tb_now_ns() -
+		    1000000000));
+		r = tg_try_acquire(c, k, NULL, &t, &retry);
+		/* Not if the broker's scrub came in between: again. */
+		if (atomic_load(&m.hdr->repairs) == repairs)
+			break;
+	}
+	atomic_store(tat, 0);
+	assert_int_equal(r, -EAGAIN);
+	print_message("retry in %.3g s\n", (double)retry / 1e9);
+	assert_true(retry == UINT64_MAX);
+	seg_detach(&m);
 	tg_close(c);
 }
 
@@ -447,6 +564,8 @@ main(void)
 		cmocka_unit_test(test_key_lookup),
 		cmocka_unit_test(test_burst_then_eagain),
 		cmocka_unit_test(test_e2big),
+		cmocka_unit_test(test_e2big_cost_overflows),
+		cmocka_unit_test(test_refusal_peek_does_not_wrap),
 		cmocka_unit_test(test_bad_arguments),
 		cmocka_unit_test(test_feedback_bad_arguments),
 		cmocka_unit_test(test_release_idempotent),

@@ -274,7 +274,7 @@ test_gcra_refund_undoes_take_exactly(void **state)
 	assert_int_equal(gcra_take(&tat, t0, 2 * c, tau, &retry), 0);
 	before = atomic_load(&tat);
 	assert_int_equal(gcra_take(&tat, t0 + SEC, 3 * c, tau, &retry), 0);
-	gcra_refund(&tat, 3 * c);
+	gcra_refund(&tat, 3 * c, 3 * c, t0 + SEC, t0 + SEC);
 	assert_int_equal(atomic_load(&tat), before);
 	assert_int_equal(gcra_available(atomic_load(&tat), t0 + SEC, c, tau),
 	    5);
@@ -282,7 +282,10 @@ test_gcra_refund_undoes_take_exactly(void **state)
 
 /*
  * A refund into a bucket that is already full gives nothing extra: a
- * doubled or late refund must not let more than burst through at once.
+ * doubled refund, or a late one (tg_settle after the bucket refilled),
+ * must not let more than burst through at once.  7/min burst 7: A takes
+ * 7, the bucket refills, B takes 7, A's refund of all 7 comes: B must
+ * not take 7 more at that instant.
  */
 static void
 test_gcra_refund_on_full_bucket_gives_nothing_extra(void **state)
@@ -295,14 +298,86 @@ test_gcra_refund_on_full_bucket_gives_nothing_extra(void **state)
 	int n = 0;
 
 	(void)state;
-	/* Take one, let the bucket refill, then refund it twice. */
+	/* Take one and refund it twice at once: a full bucket, no more. */
 	assert_int_equal(gcra_take(&tat, t0, c, tau, &retry), 0);
-	gcra_refund(&tat, c);
-	gcra_refund(&tat, c);
-	assert_int_equal(gcra_available(atomic_load(&tat), t1, c, tau), 7);
-	while (gcra_take(&tat, t1, c, tau, &retry) == 0)
+	gcra_refund(&tat, c, c, t0, t0);
+	gcra_refund(&tat, c, c, t0, t0);
+	while (gcra_take(&tat, t0, c, tau, &retry) == 0)
 		n++;
 	assert_int_equal(n, 7);
+	/* B empties the refilled bucket; A's late refund is all drained. */
+	for (n = 0; gcra_take(&tat, t1, c, tau, &retry) == 0; n++)
+		;
+	assert_int_equal(n, 7);
+	gcra_refund(&tat, 7 * c, 7 * c, t0, t1);
+	assert_int_equal(gcra_available(atomic_load(&tat), t1, c, tau), 0);
+	assert_int_equal(gcra_take(&tat, t1, c, tau, &retry), -EAGAIN);
+}
+
+/*
+ * A refund of a charge the clock has partly drained gives back what is
+ * still ahead of now, exactly as if the take had charged less: A takes 7
+ * at t0; 2 units later B takes 2; A refunds its 7 then.  Had A taken
+ * nothing, B's 2 would leave 5 free: so must the refund.
+ */
+static void
+test_gcra_refund_partly_drained_gives_the_rest(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, MIN, 7);
+	const uint64_t tau = gcra_tau_ns(7, MIN, 7);
+	const uint64_t t0 = 1000 * SEC, t1 = t0 + 2 * c;
+	_Atomic uint64_t tat = 0;
+	uint64_t retry;
+
+	(void)state;
+	assert_int_equal(gcra_take(&tat, t0, 7 * c, tau, &retry), 0);
+	assert_int_equal(gcra_take(&tat, t1, 2 * c, tau, &retry), 0);
+	assert_int_equal(gcra_available(atomic_load(&tat), t1, c, tau), 0);
+	gcra_refund(&tat, 7 * c, 7 * c, t0, t1);
+	assert_int_equal(atomic_load(&tat), t1 + 2 * c);
+	assert_int_equal(gcra_available(atomic_load(&tat), t1, c, tau), 5);
+	/* Part of a refund, as tg_settle of a smaller actual: 7 -> 3. */
+	atomic_store(&tat, 0);
+	assert_int_equal(gcra_take(&tat, t0, 7 * c, tau, &retry), 0);
+	gcra_refund(&tat, 7 * c, 4 * c, t0, t0 + c);
+	assert_int_equal(atomic_load(&tat), t0 + 3 * c);
+}
+
+/*
+ * The one GCRA sum: the wait and the new TAT, and GCRA_NEVER where the
+ * TAT would not fit 64 bits (a wrapped sum reads as a full bucket).
+ */
+static void
+test_gcra_wait_never_wraps(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, SEC, 1);
+	const uint64_t tau = gcra_tau_ns(2, SEC, 1);
+	const uint64_t t0 = 100 * SEC;
+	_Atomic uint64_t tat;
+	uint64_t next = 0, wait;
+
+	(void)state;
+	assert_int_equal(gcra_wait_ns(0, t0, c, tau, &next), 0);
+	assert_int_equal(next, t0 + c);
+	assert_int_equal(gcra_wait_ns(t0 + 2 * SEC, t0, c, tau, &next), SEC);
+	assert_int_equal(next, t0 + 3 * SEC);
+	assert_int_equal(gcra_wait_ns(UINT64_MAX - c + 1, t0, c, tau, &next),
+	    GCRA_NEVER);
+	assert_int_equal(gcra_wait_ns(0, UINT64_MAX - 10, 11, UINT64_MAX,
+	    &next), GCRA_NEVER);
+	/* Refused by gcra_reserve however long it may wait; TAT kept. */
+	atomic_init(&tat, UINT64_MAX - c + 1);
+	assert_int_equal(gcra_reserve(&tat, t0, c, tau, UINT64_MAX, &wait),
+	    -EAGAIN);
+	assert_int_equal(wait, GCRA_NEVER);
+	assert_int_equal(atomic_load(&tat), UINT64_MAX - c + 1);
+	/* Never fits: more than tau, or past the end of the clock. */
+	assert_false(gcra_never_fits(t0, tau, tau));
+	assert_true(gcra_never_fits(t0, tau + 1, tau));
+	assert_false(gcra_never_fits(t0, UINT64_MAX - t0, UINT64_MAX));
+	assert_true(gcra_never_fits(t0, UINT64_MAX - t0 + 1, UINT64_MAX));
+	assert_true(gcra_never_fits(t0, gcra_cost_ns(UINT64_MAX, SEC, 1),
+	    gcra_tau_ns(UINT64_MAX, SEC, 1)));
 }
 
 /* gcra_available counts whole units: full, after takes, after refill. */
@@ -400,6 +475,9 @@ main(void)
 		    test_gcra_reserve_grants_in_order_until_max_wait),
 		cmocka_unit_test(test_gcra_reserve_refused_leaves_tat),
 		cmocka_unit_test(test_gcra_refund_undoes_take_exactly),
+		cmocka_unit_test(
+		    test_gcra_refund_partly_drained_gives_the_rest),
+		cmocka_unit_test(test_gcra_wait_never_wraps),
 		cmocka_unit_test(
 		    test_gcra_refund_on_full_bucket_gives_nothing_extra),
 		cmocka_unit_test(test_gcra_available_counts_whole_units),

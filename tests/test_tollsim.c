@@ -480,6 +480,11 @@ test_errors(void **state)
 		    "number" },
 		{ NULL, "-l '10 tokens/s' --tokens 11 0", "a request costs 11 "
 		    "tokens, more than limit 1 (10 tokens/s) ever admits" },
+		/* Within the burst, but its ns do not fit 64 bits. */
+		{ NULL, "-l '1000 tokens/day burst 18446744073709551615' "
+		    "--tokens 1125899906842624 0", "a request costs "
+		    "1125899906842624 tokens, more than limit 1 (1000 "
+		    "tokens/day burst 18446744073709551615) ever admits" },
 	};
 
 	(void)state;

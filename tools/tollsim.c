@@ -519,6 +519,11 @@ add_limit(struct sim *sm, const struct limit_spec *spec, const char *key,
 			return;
 		l->cost_ns = gcra_cost_ns(l->units, spec->period_ns,
 		    spec->count);
+		/* Within the burst, its ns may still never fit: take(). */
+		if (gcra_never_fits(l->base_ns, l->cost_ns, l->tau_ns))
+			bad("a request costs %" PRIu64 " %s, more than limit "
+			    "%u (%s) ever admits", l->units,
+			    unit_name(spec->unit), sm->nlim, what);
 		l->cap = gcra_available(0, l->base_ns, l->cost_ns, l->tau_ns);
 		l->spacing_ns = l->cost_ns;
 	} else {
@@ -678,7 +683,8 @@ take_all(struct sim *sm, uint64_t t, int *by, uint64_t *wait_ns)
 		if (l->units == 0)
 			continue;
 		if (l->spec.kind == LIM_RATE)
-			gcra_refund(&l->tat_ns, l->cost_ns);
+			gcra_refund(&l->tat_ns, l->cost_ns, l->cost_ns,
+			    l->base_ns + t, l->base_ns + t);
 		else
 			win_undo(l->ring, l->base_ns + t, l->tau_ns, l->units);
 	}

@@ -222,16 +222,19 @@ static uint64_t
 next_ns(const struct st_limit *sl, _Atomic uint64_t *cells, uint64_t tat,
     uint64_t cost1, uint64_t now)
 {
-	uint64_t used, need;
+	uint64_t w, next;
 
 	if (sl->available > 0)
 		return 0;
 	switch (sl->spec.kind) {
 	case LIM_RATE:
-		/* gcra_take's retry for one unit, without the take. */
-		used = tat > now ? tat - now : 0;
-		need = used > UINT64_MAX - cost1 ? UINT64_MAX : used + cost1;
-		return need > sl->tau_ns ? need - sl->tau_ns : 0;
+		/*
+		 * gcra_take's retry for one unit, without the take.  A TAT
+		 * that would wrap (scribbled: the broker repairs it) is no
+		 * release: the longest wait short of NEXT_RELEASE.
+		 */
+		w = gcra_wait_ns(tat, now, cost1, sl->tau_ns, &next);
+		return w < NEXT_RELEASE ? w : NEXT_RELEASE - 1;
 	case LIM_WINDOW:
 		return win_retry(&cells[sl->cells], now, sl->tau_ns,
 		    sl->spec.count, 1);
