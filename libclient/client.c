@@ -402,8 +402,8 @@ denied(tg_client *c, const struct chain *ch)
 /*
  * take() for the common shape, straight through: one rate limit whose
  * unit cost is known (a cached chain), one unit, no pause, no server
- * cap, and room now.  Returns 0 with the unit taken, or -1 having taken
- * nothing: take() then decides, refusal and wait included.
+ * cap, and room now.  Returns 0 with the unit taken, or -EAGAIN having
+ * taken nothing: take() then decides, refusal and wait included.
  */
 static int
 take_one_rate(tg_client *c, const struct chain *ch, uint64_t now,
@@ -417,13 +417,13 @@ take_one_rate(tg_client *c, const struct chain *ch, uint64_t now,
 	for (unsigned i = 0; i < ch->nkey; i++)
 		if (atomic_load_explicit(&ks[ch->keys[i]].paused_until_ns,
 		    memory_order_relaxed) > now)
-			return -1;
+			return -EAGAIN;
 	if (atomic_load_explicit(&ls->srv_cap, memory_order_relaxed) != 0)
-		return -1;
+		return -EAGAIN;
 	/* The one GCRA, no wait allowed; a refusal is take()'s to explain. */
 	if (gcra_reserve(&ls->tat_ns, now, v->unit_ns, v->tau_ns, 0,
 	    &wait) < 0)
-		return -1;
+		return -EAGAIN;
 	tk->nlease = 0;
 	tk->slot = (uint16_t)c->slot;
 	tk->token = c->token;

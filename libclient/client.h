@@ -192,6 +192,25 @@ int	chain_get(tg_client *c, uint32_t h, struct chain *buf,
 void	chain_put(tg_client *c, const struct chain *ch);
 
 /*
+ * Add n to a word only this process writes, while it has one thread: no
+ * locked instruction, yet no lost count when a signal handler's ticket
+ * lands in the middle.  On x86-64 one `add' to memory: a signal arrives
+ * between instructions, never inside one.  Elsewhere a load and a store
+ * could be split by a handler that adds too, so an atomic add.
+ */
+static inline void
+own_add(_Atomic uint64_t *w, uint64_t n)
+{
+#if defined(__x86_64__)
+	/* Not an atomic RMW for other CPUs: only this thread writes *w. */
+	__asm__ volatile("addq %1, %0" : "+m" (*(uint64_t *)(uintptr_t)w)
+	    : "er" (n));
+#else
+	atomic_fetch_add_explicit(w, n, memory_order_relaxed);
+#endif
+}
+
+/*
  * Add n to a grant counter of this client's stripe: as slot_count on a
  * stripe of its own, an atomic add on the shared one.
  */
@@ -199,8 +218,7 @@ static inline void
 grant_count(const struct tg_client *c, _Atomic uint64_t *w, uint64_t n)
 {
 	if (c->stripe != 0 && __libc_single_threaded)
-		atomic_store_explicit(w, atomic_load_explicit(w,
-		    memory_order_relaxed) + n, memory_order_relaxed);
+		own_add(w, n);
 	else
 		atomic_fetch_add_explicit(w, n, memory_order_relaxed);
 }
@@ -208,15 +226,14 @@ grant_count(const struct tg_client *c, _Atomic uint64_t *w, uint64_t n)
 /*
  * Add n to a counter on this client's own slot line, which only this
  * process writes.  While the process has one thread (glibc's flag, a
- * plain load), a load and a store are the whole update and no locked
- * instruction is spent; with threads, an atomic add.
+ * plain load), own_add: no locked instruction is spent; with threads, an
+ * atomic add.
  */
 static inline void
 slot_count(_Atomic uint64_t *w, uint64_t n)
 {
 	if (__libc_single_threaded)
-		atomic_store_explicit(w, atomic_load_explicit(w,
-		    memory_order_relaxed) + n, memory_order_relaxed);
+		own_add(w, n);
 	else
 		atomic_fetch_add_explicit(w, n, memory_order_relaxed);
 }

@@ -474,6 +474,7 @@ test_adaptive_concurrency(void **state)
 	uint32_t k = tb_key(c, "adapt"), id = limit_id(&m, k, LIM_CONC);
 	_Atomic uint32_t *eff = &seg_lstates(&m)[id].eff;
 	tg_ticket t[9];
+	uint64_t hb;
 	int n;
 
 	for (int i = 0; i < 50 && atomic_load(eff) != 8; i++)
@@ -488,7 +489,12 @@ test_adaptive_concurrency(void **state)
 	assert_int_equal(atomic_load(eff), 4);
 	/* The second 429 was sent before the cut: no second halving. */
 	assert_int_equal(observe(c, &t[1], 429, NULL), TG_RETRY);
-	tb_sleep_ns(200 * MS);
+	/* Two heartbeats later the broker has read it, and left eff alone. */
+	hb = atomic_load(&m.hdr->heartbeat_ns);
+	for (int i = 0; i < 100 && atomic_load(&m.hdr->heartbeat_ns) <
+	    hb + 2 * 50 * MS; i++)
+		tb_sleep_ns(10 * MS);
+	assert_true(atomic_load(&m.hdr->heartbeat_ns) >= hb + 2 * 50 * MS);
 	assert_int_equal(atomic_load(eff), 4);
 	for (int i = 0; i < 8; i++)
 		tg_release(c, &t[i]);

@@ -456,6 +456,22 @@ signal_tickets(const struct tbroker *tb)
 		bad = 6;
 	else if (seg_grant_sum(&m, sig_k & 0xffff) != (uint64_t)sig_got)
 		bad = 7;
+	/* Our slot's counters, which both paths write too. */
+	for (uint32_t i = 0; i < m.hdr->max_clients && bad == 0; i++) {
+		struct seg_client *sc = &seg_clients(&m)[i];
+
+		if (CLIENT_STATE(atomic_load(&sc->owner)) != CLIENT_LIVE ||
+		    atomic_load(&sc->pid) != getpid())
+			continue;
+		printf("slot %u: %llu acquired, %llu released\n", i,
+		    (unsigned long long)atomic_load(&sc->acquired),
+		    (unsigned long long)atomic_load(&sc->released));
+		if (atomic_load(&sc->acquired) != got + (uint64_t)sig_got)
+			bad = 8;
+		else if (atomic_load(&sc->released) != got +
+		    (uint64_t)sig_got)
+			bad = 9;
+	}
 	seg_detach(&m);
 	tg_close(sig_c);
 	return bad;
