@@ -18,6 +18,9 @@
 
 #define NCELLS	8
 
+/* The limit's line where no test looks at its wake-ups. */
+static struct seg_lstate nobody;
+
 static uint64_t
 mono_ns(void)
 {
@@ -49,15 +52,15 @@ test_lease_take_fills_cells_then_eagain(void **state)
 
 	(void)state;
 	for (uint32_t s = 0; s < NCELLS; s++) {
-		assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(s, 1),
-		    s * 3, &cell), 0);
+		assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+		    LEASE_VAL(s, 1), s * 3, &cell), 0);
 		assert_true(cell < NCELLS);
 		assert_false(seen & 1u << cell);	/* distinct cells */
 		seen |= 1u << cell;
 		assert_int_equal(atomic_load(&cells[cell]), LEASE_VAL(s, 1));
 	}
-	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(NCELLS, 1), 0,
-	    &cell), -EAGAIN);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(NCELLS, 1), 0, &cell), -EAGAIN);
 	for (uint32_t i = 0; i < NCELLS; i++)
 		assert_true(LEASE_SLOT(atomic_load(&cells[i])) < NCELLS);
 }
@@ -70,16 +73,16 @@ test_lease_take_starts_at_hint(void **state)
 	uint32_t cell;
 
 	(void)state;
-	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(5, 1), 5, &cell),
-	    0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(5, 1), 5, &cell), 0);
 	assert_int_equal(cell, 5);
 	/* Held: the next free one after it, wrapping past the end. */
-	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(6, 1),
-	    5 + NCELLS, &cell), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(6, 1), 5 + NCELLS, &cell), 0);
 	assert_int_equal(cell, 6);
 	atomic_store(&cells[7], LEASE_VAL(9, 9));
-	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(7, 1), 6, &cell),
-	    0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(7, 1), 6, &cell), 0);
 	assert_int_equal(cell, 0);
 }
 
@@ -92,7 +95,8 @@ test_lease_put_exact_value_frees(void **state)
 	uint32_t cell;
 
 	(void)state;
-	assert_int_equal(lease_take(cells, NCELLS, v, 0, &cell), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS, v, 0,
+	    &cell), 0);
 	assert_int_equal(lease_put(cells, NCELLS, cell, v), 1);
 	assert_int_equal(atomic_load(&cells[cell]), 0);
 	/* A doubled release finds nothing to free. */
@@ -111,9 +115,11 @@ test_lease_put_stale_generation_does_not_free(void **state)
 	uint32_t cell, cell2;
 
 	(void)state;
-	assert_int_equal(lease_take(cells, NCELLS, old, 2, &cell), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS, old, 2,
+	    &cell), 0);
 	assert_int_equal(lease_put(cells, NCELLS, cell, old), 1);
-	assert_int_equal(lease_take(cells, NCELLS, cur, 2, &cell2), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS, cur, 2,
+	    &cell2), 0);
 	assert_int_equal(cell2, cell);
 	assert_int_equal(lease_put(cells, NCELLS, cell, old), 0);
 	assert_int_equal(atomic_load(&cells[cell]), cur);
@@ -143,6 +149,143 @@ test_lease_put_finds_moved_value(void **state)
 	assert_int_equal(atomic_load(&cells[4]), 0);
 }
 
+/*
+ * More cells than the limit allows (a shrunk or grown limit, adaptive
+ * concurrency cut): takes stop at allowed, whatever cells are free, and
+ * a release lets exactly one more in.
+ */
+static void
+test_lease_take_stops_at_allowed(void **state)
+{
+	_Atomic uint64_t cells[NCELLS] = { 0 };
+	uint32_t c[3], cell;
+
+	(void)state;
+	for (uint32_t s = 0; s < 3; s++)
+		assert_int_equal(lease_take(&nobody, cells, NCELLS, 3,
+		    LEASE_VAL(s, 1), s * 2, &c[s]), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, 3,
+	    LEASE_VAL(7, 1), 7, &cell), -EAGAIN);
+	/* The refusal wrote nothing: five cells still free. */
+	assert_int_equal(lease_count(cells, NCELLS), 3);
+	/* Allowed one now (a shrink): held ones stay, nothing more. */
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, 1,
+	    LEASE_VAL(7, 1), 7, &cell), -EAGAIN);
+	assert_int_equal(lease_put(cells, NCELLS, c[0], LEASE_VAL(0, 1)), 1);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, 1,
+	    LEASE_VAL(7, 1), 7, &cell), -EAGAIN);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, 3,
+	    LEASE_VAL(7, 1), 7, &cell), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, 3,
+	    LEASE_VAL(8, 1), 0, &cell), -EAGAIN);
+	assert_int_equal(lease_count(cells, NCELLS), 3);
+}
+
+/*
+ * Retired cells (a reload moved the limit): -ESTALE, so the taker reads
+ * the config again, and nothing is claimed, even with free cells.
+ */
+static void
+test_lease_take_sealed_is_stale(void **state)
+{
+	_Atomic uint64_t cells[NCELLS] = { 0 };
+	uint32_t cell;
+
+	(void)state;
+	atomic_store(&cells[3], LEASE_SEALED);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(1, 1), 0, &cell), -ESTALE);
+	assert_int_equal(lease_count(cells, NCELLS), 1);
+	/* A release never frees a retired cell: it is no lease. */
+	assert_int_equal(lease_put(cells, NCELLS, 3, LEASE_SEALED), 0);
+	assert_int_equal(atomic_load(&cells[3]), LEASE_SEALED);
+}
+
+/*
+ * The litmus test of the count after the claim: processes race for one
+ * lease of many cells (allowed = 1 of 8, and 2 of 8), each counting
+ * itself in a shared word of holders while it holds; that word never
+ * goes over the allowed, the lease is granted again and again, and a
+ * refusal under the race never leaves a claim behind.
+ */
+#define LIT_PROCS	6
+struct litmus {
+	struct seg_lstate	ls;
+	_Atomic uint64_t	cells[NCELLS];
+	_Atomic int		go;
+	_Atomic int		holders;
+	_Atomic int		over;
+	_Atomic uint64_t	granted;
+	_Atomic uint64_t	refused;
+};
+
+static void
+litmus_run(struct litmus *l, uint32_t slot, uint32_t allowed)
+{
+	uint64_t end, gen = 0;
+	uint32_t cell;
+	int h;
+
+	while (!atomic_load(&l->go))
+		;
+	end = mono_ns() + 300000000u;
+	while (mono_ns() < end) {
+		uint64_t v = LEASE_VAL(slot, ++gen);
+
+		if (lease_take(&l->ls, l->cells, NCELLS, allowed, v, slot,
+		    &cell) != 0) {
+			atomic_fetch_add(&l->refused, 1);
+			continue;
+		}
+		h = atomic_fetch_add(&l->holders, 1) + 1;
+		if ((uint32_t)h > allowed)
+			atomic_fetch_add(&l->over, 1);
+		atomic_fetch_add(&l->granted, 1);
+		for (volatile int spin = 0; spin < 200; spin++)
+			;
+		atomic_fetch_sub(&l->holders, 1);
+		if (lease_put(l->cells, NCELLS, cell, v) != 1)
+			atomic_fetch_add(&l->over, 1000);
+		lease_wake(&l->ls);
+	}
+}
+
+static void
+test_lease_take_litmus(void **state)
+{
+	(void)state;
+	for (uint32_t allowed = 1; allowed <= 2; allowed++) {
+		struct litmus *l = mmap(NULL, sizeof(*l), PROT_READ |
+		    PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		pid_t pid[LIT_PROCS];
+		int st;
+
+		assert_true(l != MAP_FAILED);
+		for (uint32_t i = 0; i < LIT_PROCS; i++) {
+			pid[i] = fork();
+			assert_true(pid[i] >= 0);
+			if (pid[i] == 0) {
+				litmus_run(l, i, allowed);
+				_exit(0);
+			}
+		}
+		atomic_store(&l->go, 1);
+		for (uint32_t i = 0; i < LIT_PROCS; i++) {
+			assert_int_equal(waitpid(pid[i], &st, 0), pid[i]);
+			assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		}
+		print_message("allowed %u of %u: %llu granted, %llu refused, "
+		    "%d over\n", allowed, NCELLS,
+		    (unsigned long long)atomic_load(&l->granted),
+		    (unsigned long long)atomic_load(&l->refused),
+		    atomic_load(&l->over));
+		assert_int_equal(atomic_load(&l->over), 0);
+		assert_true(atomic_load(&l->granted) > 1000);
+		assert_int_equal(lease_count(l->cells, NCELLS), 0);
+		assert_int_equal(munmap(l, sizeof(*l)), 0);
+	}
+}
+
 /* lease_count counts held cells, whoever holds them. */
 static void
 test_lease_count_counts_held_cells(void **state)
@@ -153,8 +296,8 @@ test_lease_count_counts_held_cells(void **state)
 	(void)state;
 	assert_int_equal(lease_count(cells, NCELLS), 0);
 	for (uint32_t s = 0; s < 3; s++)
-		assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(s, 1), s,
-		    &c[s]), 0);
+		assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+		    LEASE_VAL(s, 1), s, &c[s]), 0);
 	assert_int_equal(lease_count(cells, NCELLS), 3);
 	assert_int_equal(lease_put(cells, NCELLS, c[1], LEASE_VAL(1, 1)), 1);
 	assert_int_equal(lease_count(cells, NCELLS), 2);
@@ -195,8 +338,8 @@ test_lease_wake_before_wait_is_not_lost(void **state)
 	(void)state;
 	seen = lease_wait_prepare(&ls);
 	assert_int_equal(atomic_load(&ls.waiting), 1);
-	assert_int_equal(lease_take(cells, 1, LEASE_VAL(2, 1), 0, &cell),
-	    -EAGAIN);
+	assert_int_equal(lease_take(&ls, cells, 1, 1, LEASE_VAL(2, 1), 0,
+	    &cell), -EAGAIN);
 	/* The holder releases now, before we sleep. */
 	assert_int_equal(lease_put(cells, 1, 0, LEASE_VAL(1, 1)), 1);
 	lease_wake(&ls);
@@ -208,7 +351,8 @@ test_lease_wake_before_wait_is_not_lost(void **state)
 	    (long)(deadline % 1000000000u) };
 	assert_int_equal(lease_wait(&ls, seen, &abs), 0);
 	assert_true(mono_ns() - t0 < 1000000000u);
-	assert_int_equal(lease_take(cells, 1, LEASE_VAL(2, 1), 0, &cell), 0);
+	assert_int_equal(lease_take(&ls, cells, 1, 1, LEASE_VAL(2, 1), 0,
+	    &cell), 0);
 }
 
 /* What parent and child share: the limit's line and its cells. */
@@ -234,7 +378,8 @@ child_wait(struct shared *sh)
 	abs = (struct timespec){ (time_t)(deadline / 1000000000u),
 	    (long)(deadline % 1000000000u) };
 	seen = lease_wait_prepare(&sh->ls);
-	if (lease_take(sh->cells, 2, LEASE_VAL(9, 1), 0, &cell) == 0)
+	if (lease_take(&sh->ls, sh->cells, 2, 2, LEASE_VAL(9, 1), 0,
+	    &cell) == 0)
 		return 2;
 	for (;;) {
 		r = lease_wait(&sh->ls, seen, &abs);
@@ -244,7 +389,8 @@ child_wait(struct shared *sh)
 			return 3;
 		/* Woken: try again, and sleep again if someone beat us. */
 		seen = lease_wait_prepare(&sh->ls);
-		if (lease_take(sh->cells, 2, LEASE_VAL(9, 1), 0, &cell) == 0)
+		if (lease_take(&sh->ls, sh->cells, 2, 2, LEASE_VAL(9, 1), 0,
+		    &cell) == 0)
 			return 0;
 	}
 }
@@ -323,6 +469,9 @@ main(void)
 		cmocka_unit_test(test_lease_put_exact_value_frees),
 		cmocka_unit_test(test_lease_put_stale_generation_does_not_free),
 		cmocka_unit_test(test_lease_put_finds_moved_value),
+		cmocka_unit_test(test_lease_take_stops_at_allowed),
+		cmocka_unit_test(test_lease_take_sealed_is_stale),
+		cmocka_unit_test(test_lease_take_litmus),
 		cmocka_unit_test(test_lease_count_counts_held_cells),
 		cmocka_unit_test(test_lease_wake_without_waiters_leaves_wake),
 		cmocka_unit_test(test_lease_wake_before_wait_is_not_lost),
