@@ -45,7 +45,10 @@ struct lim_slot {
 	uint16_t	used;
 	uint16_t	quarantine;		/* ticks until it is free */
 	uint32_t	cells;
-	uint32_t	ncells;
+	uint32_t	ncells;			/* concurrency: >= spec.count */
+	uint32_t	was_cells;		/* concurrency grown into new */
+	uint32_t	was_ncells;		/* cells: the old, while held */
+	uint8_t		rewake;			/* wake sleepers next tick */
 	/* feedback.c */
 	uint64_t	srv_seen;		/* server limit last logged */
 	uint32_t	eff;			/* adaptive: leases allowed now */
@@ -68,11 +71,23 @@ struct cl_track {
 	uint64_t	claim_seen_ns;	/* and since when */
 };
 
-/* A run of pool words, freed once no reader can use it any more. */
+/*
+ * A run of pool words, freed once no reader can use it any more.  When it
+ * is the old cells of a concurrency limit that a reload grew into new
+ * ones (lim is its id, else SEG_NONE), the broker also reconciles them
+ * with the copies it made in the new cells every tick until then
+ * (segment.c): carried[i] is what old cell i's copy holds (0: none), at
+ * at[i] of the new cells to[0..nto).
+ */
 struct cell_hold {
 	uint32_t	first;
 	uint32_t	n;
 	uint16_t	quarantine;
+	uint16_t	lim;
+	uint32_t	to;
+	uint32_t	nto;
+	uint64_t	*carried;
+	uint32_t	*at;
 };
 
 struct broker {

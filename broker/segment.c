@@ -24,6 +24,8 @@
 #define DEF_MAX_CELLS	65536u
 #define QUARANTINE_TICKS 40	/* 2 s: no reader still uses a freed id */
 
+static struct cell_hold *cells_hold(struct broker *, uint32_t, uint32_t);
+
 static uint32_t
 grow(uint32_t def, uint64_t need)
 {
@@ -309,6 +311,32 @@ segment_adopt(struct broker *b)
 			ls->srv_seen = l[i].count;
 		}
 		memset(b->cell_used + ls->cells, 1, ls->ncells);
+		/*
+		 * Grown by a reload shortly before we came: reconcile its
+		 * old cells from scratch for a quarantine (move_reconcile
+		 * finds the copies already made).
+		 */
+		if (ls->spec.kind == LIM_CONC && l[i].was_ncells != 0 &&
+		    (uint64_t)l[i].was_cells + l[i].was_ncells <=
+		    h->max_cells && ((uint64_t)l[i].was_cells +
+		    l[i].was_ncells <= ls->cells || l[i].was_cells >=
+		    (uint64_t)ls->cells + ls->ncells)) {
+			struct cell_hold *ch;
+			uint32_t n = l[i].was_ncells;
+
+			memset(b->cell_used + l[i].was_cells, 1, n);
+			if ((ch = cells_hold(b, l[i].was_cells, n)) == NULL)
+				continue;
+			ch->carried = calloc(n, sizeof(*ch->carried));
+			ch->at = calloc(n, sizeof(*ch->at));
+			if (ch->carried == NULL || ch->at == NULL)
+				return -ENOMEM;
+			ch->lim = (uint16_t)i;
+			ch->to = ls->cells;
+			ch->nto = ls->ncells;
+			ls->was_cells = l[i].was_cells;
+			ls->was_ncells = n;
+		}
 	}
 	return 0;
 }
@@ -499,6 +527,10 @@ cfg_write(struct broker *b, unsigned idx, uint64_t gen)
 			    s->spec.period_ns, s->spec.count);
 		else if (s->spec.kind == LIM_WINDOW)
 			l[i].tau_ns = win_sub_ns(s->spec.period_ns);
+		else if (s->spec.kind == LIM_CONC) {
+			l[i].was_cells = s->was_cells;
+			l[i].was_ncells = s->was_ncells;
+		}
 		l[i].cells = s->cells;
 		l[i].ncells = s->ncells;
 		l[i].conf_count = s->conf.count;
@@ -542,60 +574,176 @@ cfg_write(struct broker *b, unsigned idx, uint64_t gen)
 }
 
 /*
- * Copy the leases of a concurrency limit whose size changed into its new
- * cells, before the flip; copied[i] records what old cell i held.  A
- * release that lands in the old cells between this copy and the flip is
- * caught by moved_fixup, which drops the stale copy after the flip.
+ * Resizing a concurrency limit.  A shrink, and a grow within the cells
+ * it has, change only its count: lease_take counts the held cells, so
+ * the leases in flight stay where they are and nothing is granted until
+ * fewer than the new count are held.  A grow beyond them moves it to
+ * count + old cells new cells, and the old cells are held for
+ * QUARANTINE_TICKS, since a client that read the config before the flip
+ * may still take or release there:
+ *
+ * Before the flip, move_begin copies each lease held in an old cell to
+ * the same index of the new cells, and retires each free old cell
+ * (LEASE_SEALED: a taker there reads the config again).  An old cell can
+ * then be taken only after its holder released it there, and the
+ * released lease's copy, still in the new cells, stands for the taker's:
+ * the new cells count every lease in flight all along, so a taker of the
+ * new config is as exact as lease_take, and one of the old config is
+ * admitted by the old count only to replace a lease.
+ *
+ * Every tick after, move_reconcile brings the copies in line: a lease
+ * released in its old cell frees its copy, one released through the new
+ * config (its copy freed) retires its old cell, and a lease taken in an
+ * old cell takes the copy over (or, if a reclaim freed that copy, has a
+ * free cell claimed for it).  The config says where the old cells are
+ * (seg_limit.was_cells) so that a release of such a lease, before the
+ * broker got to it, finds it.  Once the quarantine ends, every lease
+ * left in the old cells is in the new ones under its own value, where
+ * its release finds it.
+ *
+ * Each old cell is cell_hold.carried[i] into at[i]; the new cells have
+ * room for a copy of every old cell besides count leases of their own.
  */
 static void
-leases_move(struct broker *b, const struct lim_slot *from, uint32_t to,
-    uint32_t nto, uint64_t *copied)
+move_begin(struct broker *b, struct cell_hold *h)
 {
-	_Atomic uint64_t *cells = seg_cells(&b->m);
-	uint32_t dst;
+	_Atomic uint64_t *old = &seg_cells(&b->m)[h->first];
+	_Atomic uint64_t *to = &seg_cells(&b->m)[h->to];
+	uint64_t v;
 
-	for (uint32_t i = 0; i < from->ncells; i++) {
-		uint64_t v = atomic_load(&cells[from->cells + i]);
-
-		copied[i] = 0;
-		if (v == 0)
-			continue;
-		if (lease_take(&cells[to], nto, v, i, &dst) < 0) {
-			log_warnx("concurrency shrank below the leases in "
-			    "flight: a lease is not carried over");
-			continue;
-		}
-		copied[i] = v;
+	/* Relaxed: nobody reads the new cells before the flip publishes. */
+	for (uint32_t i = 0; i < h->nto; i++)
+		atomic_store_explicit(&to[i], 0, memory_order_relaxed);
+	for (uint32_t i = 0; i < h->n; i++) {
+		/* seq_cst, as every access to lease cells (lease.c). */
+		v = atomic_load_explicit(&old[i], memory_order_seq_cst);
+		while (v == 0 && !atomic_compare_exchange_strong_explicit(
+		    &old[i], &v, LEASE_SEALED, memory_order_seq_cst,
+		    memory_order_seq_cst))
+			;
+		h->carried[i] = v == LEASE_SEALED ? 0 : v;
+		h->at[i] = i;
+		if (h->carried[i] != 0)
+			atomic_store_explicit(&to[i], v, memory_order_relaxed);
 	}
 }
 
-static void
-moved_fixup(struct broker *b, const struct lim_slot *from, uint32_t to,
-    uint32_t nto, const uint64_t *copied)
+/* Whether lease value v names a client slot that is live. */
+static int
+lease_owned(struct broker *b, uint64_t v)
 {
-	_Atomic uint64_t *cells = seg_cells(&b->m);
+	uint32_t slot = LEASE_SLOT(v);
 
-	for (uint32_t i = 0; i < from->ncells; i++)
-		if (copied[i] != 0 && atomic_load(&cells[from->cells + i]) !=
-		    copied[i])
-			lease_put(&cells[to], nto, i, copied[i]);
+	/* Relaxed: guard.c's reading of an orphan, and the same race. */
+	return slot < b->m.hdr->max_clients && atomic_load_explicit(
+	    &seg_clients(&b->m)[slot].owner, memory_order_relaxed) != 0;
 }
 
-/* Put freed pool words on hold until no client can still be using them. */
-static void
+/* A tick of a move: see above.  Returns whether it freed a copy. */
+static int
+move_reconcile(struct broker *b, struct cell_hold *h)
+{
+	_Atomic uint64_t *old = &seg_cells(&b->m)[h->first];
+	_Atomic uint64_t *to = &seg_cells(&b->m)[h->to];
+	struct seg_lstate *ls = &seg_lstates(&b->m)[h->lim];
+	int freed = 0;
+
+	/* Every access seq_cst, as every access to lease cells (lease.c). */
+	for (uint32_t i = 0; i < h->n; i++) {
+		uint64_t c = h->carried[i], v, e;
+		uint32_t cell;
+
+		v = atomic_load_explicit(&old[i], memory_order_seq_cst);
+		if (v == LEASE_SEALED)
+			continue;
+		if (v != 0 && v == c) {
+			/* In flight, unless released through its copy. */
+			if (atomic_load_explicit(&to[h->at[i]],
+			    memory_order_seq_cst) == c)
+				continue;
+			if (atomic_compare_exchange_strong_explicit(&old[i], &v,
+			    LEASE_SEALED, memory_order_seq_cst,
+			    memory_order_seq_cst))
+				h->carried[i] = 0;
+			continue;
+		}
+		if (v == 0 || !lease_owned(b, v)) {
+			/*
+			 * Released there (or its client is gone, as guard.c
+			 * judges an orphan): retire the cell first, then
+			 * free the copy, so that a claim in between keeps
+			 * the copy, below.
+			 */
+			if (atomic_compare_exchange_strong_explicit(&old[i], &v,
+			    LEASE_SEALED, memory_order_seq_cst,
+			    memory_order_seq_cst)) {
+				e = c;
+				if (c != 0 &&
+				    atomic_compare_exchange_strong_explicit(
+				    &to[h->at[i]], &e, 0, memory_order_seq_cst,
+				    memory_order_relaxed))
+					freed = 1;
+				h->carried[i] = 0;
+				continue;
+			}
+			if (v == LEASE_SEALED || v == c)
+				continue;
+		}
+		/* Taken there since the copy: it takes the copy over. */
+		e = c;
+		if (c != 0 && atomic_compare_exchange_strong_explicit(
+		    &to[h->at[i]], &e, v, memory_order_seq_cst,
+		    memory_order_relaxed)) {
+			h->carried[i] = v;
+			continue;
+		}
+		/* No copy (a reclaim freed it, or a broker restarted). */
+		h->carried[i] = 0;
+		for (cell = 0; cell < h->nto; cell++)
+			if (atomic_load_explicit(&to[cell],
+			    memory_order_seq_cst) == v)
+				break;
+		/* Any free cell: it is in flight already, not admitted now. */
+		if (cell < h->nto || lease_take(ls, to, h->nto, h->nto, v, i,
+		    &cell) == 0) {
+			h->carried[i] = v;
+			h->at[i] = cell;
+		}
+	}
+	return freed;
+}
+
+/*
+ * Put freed pool words on hold until no client can still be using them.
+ * Returns the hold, or NULL if there was no room and they are free now.
+ */
+static struct cell_hold *
 cells_hold(struct broker *b, uint32_t first, uint32_t n)
 {
 	if (n == 0)
-		return;
+		return NULL;
 	for (unsigned i = 0; i < b->m.hdr->max_limits; i++)
 		if (b->holds[i].n == 0) {
 			b->holds[i] = (struct cell_hold){ first, n,
-			    QUARANTINE_TICKS };
+			    QUARANTINE_TICKS, SEG_NONE, 0, 0, NULL, NULL };
 			if (i >= b->nholds)
 				b->nholds = i + 1;
-			return;
+			return &b->holds[i];
 		}
 	memset(b->cell_used + first, 0, n);	/* no room to wait: free now */
+	return NULL;
+}
+
+/*
+ * Make config copy idx the live one.  seq_cst, not only the release that
+ * seg_read_begin's acquire pairs with: a taker orders its check that the
+ * config did not change under its take against it (client.c).
+ */
+static void
+cfg_flip(struct broker *b, unsigned idx)
+{
+	atomic_store_explicit(&b->m.hdr->config_idx, idx,
+	    memory_order_seq_cst);
 }
 
 /* Write what the broker knows into the spare config copy and flip to it. */
@@ -607,9 +755,7 @@ segment_republish(struct broker *b)
 	idx = atomic_load_explicit(&b->m.hdr->config_idx,
 	    memory_order_relaxed) ^ 1;
 	cfg_write(b, idx, seg_cfg(&b->m, idx ^ 1)->gen + 1);
-	/* Release: pairs with seg_read_begin's acquire load of the index. */
-	atomic_store_explicit(&b->m.hdr->config_idx, idx,
-	    memory_order_release);
+	cfg_flip(b, idx);
 }
 
 int
@@ -622,9 +768,10 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 	uint8_t *used = NULL;
 	int *kid = NULL, *lid = NULL, *matched = NULL, r = -ENOSPC;
 	uint16_t next_key = b->next_key, next_lim = b->next_lim;
-	struct { uint32_t id, from_cells, from_n, to, nto; uint64_t *cp; }
-	    *moves = NULL;
-	unsigned nmoves = 0;
+	/* Concurrency limits that grow out of their cells: see move_begin. */
+	struct { uint32_t id, from, n, to, nto; uint64_t *carried;
+	    uint32_t *at; struct cell_hold *hold; } *moves = NULL;
+	unsigned nmoves = 0, idx;
 
 	keys = malloc(h->max_keys * sizeof(*keys));
 	lims = malloc(h->max_limits * sizeof(*lims));
@@ -700,7 +847,7 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 				    lims[x].key == kid[i] &&
 				    spec_same(&lims[x].conf, sp))
 					id = (int)x;
-			/* A concurrency limit that changed size moves. */
+			/* A concurrency limit that changed size stays. */
 			for (uint32_t x = 0; x < h->max_limits && id < 0 &&
 			    sp->kind == LIM_CONC; x++)
 				if (lims[x].used && !matched[x] &&
@@ -727,6 +874,21 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 			int64_t first;
 			int id = lid[j];
 
+			if (id >= 0 && sp->kind == LIM_CONC &&
+			    sp->count <= lims[id].ncells) {
+				/*
+				 * Resized within its cells: the count alone
+				 * (see move_begin).  Sleepers may fit now.
+				 */
+				if (sp->count > lims[id].spec.count)
+					lims[id].rewake = 1;
+				lims[id].spec = *sp;
+				lims[id].conf = *sp;
+				continue;
+			}
+			/* Grown: room for the old cells' copies too. */
+			if (id >= 0 && sp->kind == LIM_CONC)
+				need += lims[id].ncells;
 			if (id >= 0 && lims[id].ncells == need) {
 				struct limit_spec was = lims[id].spec;
 
@@ -753,15 +915,30 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 				    "the segment", h->max_cells);
 				goto out;
 			}
-			if (lid[j] >= 0) {	/* a resized concurrency */
+			if (lid[j] >= 0) {	/* a grown concurrency */
 				moves[nmoves].id = (uint32_t)id;
-				moves[nmoves].from_cells = lims[id].cells;
-				moves[nmoves].from_n = lims[id].ncells;
+				moves[nmoves].from = lims[id].cells;
+				moves[nmoves].n = lims[id].ncells;
 				moves[nmoves].to = (uint32_t)first;
 				moves[nmoves].nto = need;
+				moves[nmoves].carried = calloc(
+				    lims[id].ncells, sizeof(uint64_t));
+				moves[nmoves].at = calloc(lims[id].ncells,
+				    sizeof(uint32_t));
+				if (moves[nmoves].carried == NULL ||
+				    moves[nmoves].at == NULL) {
+					nmoves++;
+					snprintf(err, errlen, "out of memory");
+					r = -ENOMEM;
+					goto out;
+				}
 				nmoves++;
-			} else
+				lims[id].was_cells = lims[id].cells;
+				lims[id].was_ncells = lims[id].ncells;
+			} else {
 				lid[j] = id;
+				lims[id].was_cells = lims[id].was_ncells = 0;
+			}
 			lims[id].used = 1;
 			lims[id].quarantine = 0;
 			lims[id].key = (uint16_t)kid[i];
@@ -789,24 +966,31 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 		}
 	}
 
-	/* It fits: commit, move leases, write the spare copy, flip. */
-	for (unsigned i = 0; i < nmoves; i++) {
-		struct lim_slot from = b->lims[moves[i].id];
-
-		memset(&seg_cells(&b->m)[moves[i].to], 0,
-		    moves[i].nto * sizeof(uint64_t));
-		moves[i].cp = calloc(from.ncells ? from.ncells : 1,
-		    sizeof(uint64_t));
-		if (moves[i].cp != NULL)
-			leases_move(b, &from, moves[i].to, moves[i].nto,
-			    moves[i].cp);
-	}
+	/* It fits: commit, write the spare copy, move leases, flip. */
 	for (uint32_t x = 0; x < h->max_limits; x++) {
 		/* Cells of limits gone or moved wait out their quarantine. */
 		if (b->lims[x].used && (!lims[x].used ||
 		    lims[x].cells != b->lims[x].cells))
 			cells_hold(b, b->lims[x].cells, b->lims[x].ncells);
 	}
+	/* The hold of a grown limit's old cells reconciles them too. */
+	for (unsigned i = 0; i < nmoves; i++)
+		for (unsigned j = 0; j < b->nholds; j++) {
+			struct cell_hold *ch = &b->holds[j];
+
+			if (ch->n == 0 || ch->first != moves[i].from ||
+			    ch->lim != SEG_NONE)
+				continue;
+			ch->lim = (uint16_t)moves[i].id;
+			ch->to = moves[i].to;
+			ch->nto = moves[i].nto;
+			ch->carried = moves[i].carried;
+			ch->at = moves[i].at;
+			moves[i].carried = NULL;
+			moves[i].at = NULL;
+			moves[i].hold = ch;
+			break;
+		}
 	memcpy(b->keys, keys, h->max_keys * sizeof(*keys));
 	memcpy(b->lims, lims, h->max_limits * sizeof(*lims));
 	/* Held runs stay marked used in `used' until they are released. */
@@ -818,18 +1002,30 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 	b->next_key = next_key;
 	b->next_lim = next_lim;
 
-	segment_republish(b);
+	idx = atomic_load_explicit(&h->config_idx, memory_order_relaxed) ^ 1;
+	cfg_write(b, idx, seg_cfg(&b->m, idx ^ 1)->gen + 1);
+	/*
+	 * Copy and retire the old cells last before the flip: the time a
+	 * taker of the old config spends refused (lease.h) is the shortest.
+	 */
 	for (unsigned i = 0; i < nmoves; i++) {
-		struct lim_slot from = { .cells = moves[i].from_cells,
-		    .ncells = moves[i].from_n };
+		struct cell_hold tmp = { moves[i].from, moves[i].n, 0,
+		    (uint16_t)moves[i].id, moves[i].to, moves[i].nto,
+		    moves[i].carried, moves[i].at };
 
-		if (moves[i].cp != NULL)
-			moved_fixup(b, &from, moves[i].to, moves[i].nto,
-			    moves[i].cp);
-		free(moves[i].cp);
-		/* Sleepers on the old size retry against the new one. */
-		lease_wake(&seg_lstates(&b->m)[moves[i].id]);
+		if (moves[i].hold == NULL)	/* no room to hold them */
+			log_warnx("[%s] concurrency grown: leases taken in "
+			    "its old cells during the reload may be lost",
+			    b->keys[b->lims[moves[i].id].key].name);
+		move_begin(b, moves[i].hold != NULL ? moves[i].hold : &tmp);
 	}
+	cfg_flip(b, idx);
+	/* Sleepers on the old size retry against the new one. */
+	for (unsigned i = 0; i < nmoves; i++)
+		lease_wake(&seg_lstates(&b->m)[moves[i].id]);
+	for (uint32_t x = 0; x < h->max_limits; x++)
+		if (b->lims[x].rewake)
+			lease_wake(&seg_lstates(&b->m)[x]);
 	/* Release, last: a new segment is usable once it has a config. */
 	if (atomic_load_explicit(&b->m.hdr->magic, memory_order_relaxed) !=
 	    TG_SEG_MAGIC)
@@ -843,28 +1039,66 @@ out:
 	free(kid);
 	free(lid);
 	free(matched);
+	for (unsigned i = 0; i < nmoves; i++) {
+		free(moves[i].carried);
+		free(moves[i].at);
+	}
 	free(moves);
 	return r;
 }
 
-/* Per tick: count quarantines down and free what they held. */
+/*
+ * Per tick: reconcile the old cells of grown concurrency limits, count
+ * quarantines down and free what they held.
+ */
 void
 segment_tick(struct broker *b, uint64_t now)
 {
 	const struct seg_header *h = b->m.hdr;
+	int republish = 0;
 
 	for (uint32_t i = 0; i < h->max_keys; i++)
 		if (b->keys[i].quarantine && --b->keys[i].quarantine == 0)
 			b->keys[i].name[0] = '\0';
-	for (uint32_t i = 0; i < h->max_limits; i++)
+	for (uint32_t i = 0; i < h->max_limits; i++) {
 		if (b->lims[i].quarantine)
 			b->lims[i].quarantine--;
-	for (unsigned i = 0; i < b->nholds; i++)
-		if (b->holds[i].n && --b->holds[i].quarantine == 0) {
-			memset(b->cell_used + b->holds[i].first, 0,
-			    b->holds[i].n);
-			b->holds[i].n = 0;
+		/*
+		 * Again a tick after the flip: a sleeper that read the old
+		 * config may have announced itself after the first wake.
+		 */
+		if (b->lims[i].rewake) {
+			b->lims[i].rewake = 0;
+			if (b->lims[i].used)
+				lease_wake(&seg_lstates(&b->m)[i]);
 		}
+	}
+	for (unsigned i = 0; i < b->nholds; i++) {
+		struct cell_hold *ch = &b->holds[i];
+		struct lim_slot *l = ch->lim != SEG_NONE ? &b->lims[ch->lim] :
+		    NULL;
+
+		if (ch->n == 0)
+			continue;
+		/* The first tick wakes again, as above. */
+		if (l != NULL && l->used && (move_reconcile(b, ch) ||
+		    ch->quarantine == QUARANTINE_TICKS))
+			lease_wake(&seg_lstates(&b->m)[ch->lim]);
+		if (--ch->quarantine != 0)
+			continue;
+		/* Every lease left there is in the new cells: forget them. */
+		if (l != NULL && l->was_ncells == ch->n &&
+		    l->was_cells == ch->first) {
+			l->was_cells = l->was_ncells = 0;
+			republish |= l->used;
+		}
+		memset(b->cell_used + ch->first, 0, ch->n);
+		free(ch->carried);
+		free(ch->at);
+		*ch = (struct cell_hold){ 0 };
+	}
+	if (republish)
+		segment_republish(b);
 	/* Relaxed: a reading of liveness, publishing nothing else. */
 	atomic_store_explicit(&b->m.hdr->heartbeat_ns, now,
 	    memory_order_relaxed);
@@ -877,6 +1111,10 @@ segment_close(struct broker *b)
 	free(b->keys);
 	free(b->lims);
 	free(b->cell_used);
+	for (unsigned i = 0; b->holds != NULL && i < b->nholds; i++) {
+		free(b->holds[i].carried);
+		free(b->holds[i].at);
+	}
 	free(b->holds);
 	free(b->cl);
 }

@@ -226,25 +226,65 @@ peek(const tg_client *c, const struct lview *v, const tg_cost *cost,
 	return w > capw ? w : capw;
 }
 
-/* Leases a concurrency limit allows now: fewer while adaptive cut it. */
+/*
+ * Leases a concurrency limit allows now: its count (its cells may be
+ * more, lease.h), fewer while adaptive cut it.
+ */
 static uint32_t
 conc_allowed(const tg_client *c, const struct lview *v)
 {
-	uint32_t eff;
+	uint32_t n, eff;
 
+	n = v->count < v->ncells ? (uint32_t)v->count : v->ncells;
 	if (!(v->flags & LIMIT_F_ADAPTIVE))
-		return v->ncells;
+		return n;
 	/* Relaxed: the broker's value of the moment; any one is fine. */
 	eff = atomic_load_explicit(&seg_lstates(&c->m)[v->id].eff,
 	    memory_order_relaxed);
-	return eff == 0 || eff > v->ncells ? v->ncells : eff;
+	return eff == 0 || eff > n ? n : eff;
+}
+
+/*
+ * take() and a reload: the config moved under the take (a lease found
+ * its cells retired, or the config changed before the take ended).
+ * Nothing is taken; read the config again.  Not a caller's error code.
+ */
+#define TAKE_STALE	(-EINPROGRESS)
+#define STALE_PAUSE_NS	100000ull	/* for the broker to flip: 0.1 ms */
+
+/*
+ * Whether the live config is still the one ch was read from, after a
+ * take that claimed leases.  It makes a take exact across a reload that
+ * resizes a concurrency limit: if this load of the index comes before
+ * the broker's flip in the seq_cst total order, so did our claims (they
+ * precede it), and every taker that reads the new config counts them
+ * (lease.c); if it comes after, we give the leases back and take again
+ * under the new config.  Without it, a taker that read the old count
+ * just before a shrink could claim after the flip and be admitted
+ * against the old, larger count.
+ */
+static int
+config_still(const tg_client *c, const struct chain *ch)
+{
+	struct seg_cfg *cfg;
+	uint32_t seq;
+	uint64_t gen;
+
+	/* seq_cst: after our claims in S; pairs with the flip (segment.c). */
+	cfg = seg_cfg(&c->m, atomic_load_explicit(&c->m.hdr->config_idx,
+	    memory_order_seq_cst));
+	/* Acquire: as seg_read_begin; a copy being written has moved on. */
+	seq = atomic_load_explicit(&cfg->seq, memory_order_acquire);
+	gen = cfg->gen;
+	return (seq & 1) == 0 && seg_read_ok(cfg, seq) && gen == ch->cfg_gen;
 }
 
 /*
  * Take cost from every limit of ch at now, all or nothing, reserving rate
  * slots up to max_wait_ns ahead.  Returns 0 with *wait_ns the wait for the
  * latest reserved slot, or -EAGAIN with *wait_ns the time until it could
- * fit (0: it waits on a release of concurrency limit *blocked), or -E2BIG.
+ * fit (0: it waits on a release of concurrency limit *blocked), -E2BIG,
+ * or TAKE_STALE.
  */
 static int
 take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
@@ -276,7 +316,8 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		    gcra_never_fits(now, rcost[i], v->tau_ns))) ||
 		    (v->kind == LIM_WINDOW && (units > v->count ||
 		    units > WIN_COUNT_MAX)) ||
-		    (v->kind == LIM_CONC && v->ncells == 0))
+		    (v->kind == LIM_CONC && (v->ncells == 0 ||
+		    v->count == 0)))
 			return -E2BIG;
 	}
 	/* A paused key (the server said so) refuses until the pause ends. */
@@ -329,11 +370,13 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 					    memory_order_relaxed) + 1;
 				while (tk->gen == 0);
 			}
-			r = lease_take(&cells[v->cells], conc_allowed(c, v),
-			    LEASE_VAL(c->slot, tk->gen), c->slot,
-			    &tk->lease[tk->nlease].cell);
+			r = lease_take(&ls[v->id], &cells[v->cells], v->ncells,
+			    conc_allowed(c, v), LEASE_VAL(c->slot, tk->gen),
+			    c->slot, &tk->lease[tk->nlease].cell);
 			if (r == 0)
 				tk->lease[tk->nlease++].lim = v->id;
+			else if (r == -ESTALE)
+				r = TAKE_STALE;
 			else
 				*blocked = v->id;
 			break;
@@ -348,9 +391,17 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		if (w > wait)
 			wait = w;
 	}
+	if (r >= 0 && tk->nlease > 0 && !config_still(c, ch)) {
+		untake(c, ch, ch->nlim, cost, rcost, now, tk, capped);
+		return TAKE_STALE;
+	}
 	if (r >= 0) {
 		*wait_ns = wait;
 		return 0;
+	}
+	if (r == TAKE_STALE) {
+		untake(c, ch, i, cost, rcost, now, tk, capped);
+		return TAKE_STALE;
 	}
 	/* Refused by lim[i]: undo the others, then say when to come back. */
 	atomic_fetch_add_explicit(&ls[ch->lim[i].id].denied, 1,
@@ -439,7 +490,7 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 	const struct chain *ch;
 	struct chain buf;
 	uint64_t now, wait = 0;
-	int r, blocked;
+	int r, blocked, tries = 0;
 
 	if (c == NULL || t == NULL)
 		return -EINVAL;
@@ -453,15 +504,26 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 	 * makes ours fail.
 	 */
 	now = now_ns();
-	if ((r = chain_get(c, key, &buf, &ch)) < 0)
-		return r;
-	if (ch->nlim == 1 && ch->lim[0].kind == LIM_RATE &&
-	    ch->lim[0].unit_ns != 0 && ch->lim[0].burst >= 1 &&
-	    unit_cost(cost, ch->lim[0].unit) == 1 &&
-	    take_one_rate(c, ch, now, tk) == 0)
-		r = 0;
-	else
-		r = take(c, ch, cost, now, 0, tk, &wait, &blocked);
+	for (;;) {
+		if ((r = chain_get(c, key, &buf, &ch)) < 0)
+			return r;
+		if (ch->nlim == 1 && ch->lim[0].kind == LIM_RATE &&
+		    ch->lim[0].unit_ns != 0 && ch->lim[0].burst >= 1 &&
+		    unit_cost(cost, ch->lim[0].unit) == 1 &&
+		    take_one_rate(c, ch, now, tk) == 0)
+			r = 0;
+		else
+			r = take(c, ch, cost, now, 0, tk, &wait, &blocked);
+		if (r != TAKE_STALE)
+			break;
+		/* A reload moved a limit: the new config, or come back. */
+		if (++tries == 3) {
+			r = -EAGAIN;
+			wait = STALE_PAUSE_NS;
+			break;
+		}
+		chain_put(c, ch);
+	}
 	if (r == 0)
 		granted(c, ch, cost, now, tk);
 	else if (r == -EAGAIN) {
@@ -513,6 +575,11 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			return r;
 		left = deadline - now;
 		r = take(c, ch, cost, now, left, tk, &wait, &blocked);
+		if (r == TAKE_STALE) {
+			/* A reload moved a limit: again, once it flipped. */
+			r = -EAGAIN;
+			wait = STALE_PAUSE_NS;
+		}
 		if (r == 0) {
 			granted(c, ch, cost, now, tk);
 			chain_put(c, ch);
@@ -565,34 +632,45 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 	return 0;
 }
 
-/* Free the leases of tk, reading where they live from the live config. */
+/*
+ * Free the leases of tk, reading where they live from the live config:
+ * in its cells, else in those a reload just moved it from (seg.h).
+ */
 static void
 leases_put(tg_client *c, const struct tk *tk)
 {
 	const struct seg_limit *l;
 	struct seg_cfg *cfg;
-	uint32_t seq, cells[TK_LEASES], ncells[TK_LEASES];
+	uint32_t seq, cells[TK_LEASES][2], ncells[TK_LEASES][2];
 	unsigned n = tk->nlease < TK_LEASES ? tk->nlease : TK_LEASES;
+	uint64_t val = LEASE_VAL(tk->slot, tk->gen);
+	int freed;
 
 	do {
 		cfg = seg_read_begin(&c->m, &seq);
 		for (unsigned i = 0; i < n; i++) {
-			cells[i] = ncells[i] = 0;
+			cells[i][0] = ncells[i][0] = 0;
+			cells[i][1] = ncells[i][1] = 0;
 			if (tk->lease[i].lim >= c->m.hdr->max_limits)
 				continue;
 			l = &seg_limits(&c->m, cfg)[tk->lease[i].lim];
 			if (l->kind != LIM_CONC)
 				continue;
-			cells[i] = l->cells;
-			ncells[i] = l->ncells;
+			cells[i][0] = l->cells;
+			ncells[i][0] = l->ncells;
+			cells[i][1] = l->was_cells;
+			ncells[i][1] = l->was_ncells;
 		}
 	} while (!seg_read_ok(cfg, seq));
 	for (unsigned i = 0; i < n; i++) {
-		if (ncells[i] == 0 || (uint64_t)cells[i] + ncells[i] >
-		    c->m.hdr->max_cells)
-			continue;
-		if (lease_put(&seg_cells(&c->m)[cells[i]], ncells[i],
-		    tk->lease[i].cell, LEASE_VAL(tk->slot, tk->gen)))
+		freed = 0;
+		for (int w = 0; w < 2 && !freed; w++)
+			if (ncells[i][w] != 0 && (uint64_t)cells[i][w] +
+			    ncells[i][w] <= c->m.hdr->max_cells)
+				freed = lease_put(&seg_cells(&c->m)[
+				    cells[i][w]], ncells[i][w],
+				    tk->lease[i].cell, val);
+		if (freed)
 			lease_wake(&seg_lstates(&c->m)[tk->lease[i].lim]);
 	}
 }

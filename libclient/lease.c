@@ -11,31 +11,81 @@
 #include "lease.h"
 #include "seg.h"
 
-int
-lease_take(_Atomic uint64_t *cells, uint32_t ncells, uint64_t val,
-    uint32_t hint, uint32_t *cell)
+/*
+ * Why counting after the claim makes a take exact, for any allowed up to
+ * ncells.  Claims, counts and frees of cells are all seq_cst, so they
+ * fall in one total order S.  Take any leases in flight together, each
+ * granted by a claim (a CAS 0 -> val) and then a count that found at
+ * most allowed cells held.  The one whose claim came last in S counted
+ * after every other claim, and before any of their frees (all were in
+ * flight once its take returned), so its count saw all of them and its
+ * own: there are at most allowed.  A claim given back may be counted
+ * by other takers meanwhile, who then refuse though there was room:
+ * spurious refusals under a race, never an excess.
+ *
+ * The count before the claim is not needed for that; it spares a full
+ * limit the claim and its undo, so that a sleeper's own undo does not
+ * keep waking it (see the sleep protocol below).
+ */
+static uint32_t
+held(_Atomic uint64_t *cells, uint32_t ncells, int *sealed)
 {
-	uint64_t free_val;
-	uint32_t i;
+	uint32_t n = 0;
+	uint64_t v;
 
-	for (uint32_t k = 0; k < ncells; k++) {
+	for (uint32_t i = 0; i < ncells; i++) {
+		/* seq_cst: in the total order the argument above needs. */
+		v = atomic_load_explicit(&cells[i], memory_order_seq_cst);
+		n += v != 0;
+		*sealed |= v == LEASE_SEALED;
+	}
+	return n;
+}
+
+int
+lease_take(struct seg_lstate *ls, _Atomic uint64_t *cells, uint32_t ncells,
+    uint32_t allowed, uint64_t val, uint32_t hint, uint32_t *cell)
+{
+	uint64_t expect;
+	uint32_t i = 0, k;
+	int sealed = 0;
+
+	if (allowed > ncells)
+		allowed = ncells;
+	if (held(cells, ncells, &sealed) >= allowed || sealed)
+		return sealed ? -ESTALE : -EAGAIN;
+	for (k = 0; k < ncells; k++) {
 		i = (hint + k) % ncells;
 		/* Relaxed peek: skip held cells without owning their line. */
 		if (atomic_load_explicit(&cells[i], memory_order_relaxed) != 0)
 			continue;
-		free_val = 0;
+		expect = 0;
 		/*
-		 * seq_cst: pairs with lease_wait_prepare's store of `waiting'
-		 * (a Dekker pair with lease_put's free and its load of it).
+		 * seq_cst: the claim the count below must follow in S; and
+		 * it pairs with lease_wait_prepare's store of `waiting' (a
+		 * Dekker pair with a free and lease_wake's load of it).
 		 */
 		if (TG_CAS_COUNT(atomic_compare_exchange_strong_explicit(
-		    &cells[i], &free_val, val, memory_order_seq_cst,
-		    memory_order_relaxed))) {
-			*cell = i;
-			return 0;
-		}
+		    &cells[i], &expect, val, memory_order_seq_cst,
+		    memory_order_relaxed)))
+			break;
 	}
-	return -EAGAIN;
+	if (k == ncells)
+		return -EAGAIN;
+	if (held(cells, ncells, &sealed) <= allowed && !sealed) {
+		*cell = i;
+		return 0;
+	}
+	/*
+	 * Too many: give it back, from exactly val (seq_cst, as any free),
+	 * and wake the limit: a sleeper may have counted our claim in the
+	 * count that made it sleep, and no release would wake it for it.
+	 */
+	expect = val;
+	(void)atomic_compare_exchange_strong_explicit(&cells[i], &expect, 0,
+	    memory_order_seq_cst, memory_order_relaxed);
+	lease_wake(ls);
+	return sealed ? -ESTALE : -EAGAIN;
 }
 
 int
@@ -44,14 +94,14 @@ lease_put(_Atomic uint64_t *cells, uint32_t ncells, uint32_t cell,
 {
 	uint64_t expect = val;
 
-	if (val == 0)
+	if (val == 0 || val == LEASE_SEALED)	/* never a lease */
 		return 0;
 	/* seq_cst: the free must be visible before lease_wake reads waiting. */
 	if (cell < ncells && atomic_compare_exchange_strong_explicit(
 	    &cells[cell], &expect, 0, memory_order_seq_cst,
 	    memory_order_relaxed))
 		return 1;
-	/* The broker may have moved it (a reload resized the limit). */
+	/* The broker may have moved it (a reload grew the limit). */
 	for (uint32_t i = 0; i < ncells; i++) {
 		expect = val;
 		if (atomic_load_explicit(&cells[i], memory_order_relaxed) ==
@@ -65,26 +115,25 @@ lease_put(_Atomic uint64_t *cells, uint32_t ncells, uint32_t cell,
 uint32_t
 lease_count(_Atomic uint64_t *cells, uint32_t ncells)
 {
-	uint32_t n = 0;
+	int sealed = 0;
 
-	for (uint32_t i = 0; i < ncells; i++)
-		if (atomic_load_explicit(&cells[i], memory_order_relaxed))
-			n++;
-	return n;
+	return held(cells, ncells, &sealed);
 }
 
 /*
  * The sleep protocol.  A sleeper reads `wake', sets `waiting', then tries
- * the cells once more and sleeps on `wake' only if that fails.  A releaser
- * frees its cell, then swaps `waiting' to 0 and, if it was set, bumps
- * `wake' and wakes everyone.  All seq_cst, and a fence between the
- * sleeper's store and its retry's relaxed peeks: either the sleeper's
- * retry sees the freed cell, or the releaser sees `waiting' set after the
- * sleeper read `wake', and the bump makes the futex wait return at once.  A
- * sleeper that dies leaves `waiting' set: the next release pays one
- * futex call and clears it.  Everyone is woken, since a woken sleeper
- * that loses the race simply sleeps again: simpler than handing the wake
- * on, and a concurrency limit has few sleepers.
+ * the cells once more and sleeps on `wake' only if that fails.  Whoever
+ * frees a cell (a release, a claim given back, the broker) then swaps
+ * `waiting' to 0 and, if it was set, bumps `wake' and wakes everyone.
+ * All seq_cst, and a fence between the sleeper's store and its retry's
+ * loads: for each cell the sleeper's retry counted as held, either
+ * it saw the cell after it was freed, or the freer sees `waiting' set
+ * after the sleeper read `wake', and the bump makes the futex wait return
+ * at once.  So the sleeper is woken by the first free of any cell that
+ * made it refuse.  A sleeper that dies leaves `waiting' set: the next
+ * release pays one futex call and clears it.  Everyone is woken, since a
+ * woken sleeper that loses the race simply sleeps again: simpler than
+ * handing the wake on, and a concurrency limit has few sleepers.
  */
 uint32_t
 lease_wait_prepare(struct seg_lstate *ls)
@@ -149,22 +198,32 @@ lease_drop_slot(const struct seg_map *m, uint32_t slot)
 	cfg = seg_read_begin(m, &seq);
 	lims = seg_limits(m, cfg);
 	for (uint32_t id = 0; id < m->hdr->max_limits; id++) {
-		uint32_t first = lims[id].cells, nc = lims[id].ncells;
-
-		if (lims[id].kind != LIM_CONC || (uint64_t)first + nc > max)
+		if (lims[id].kind != LIM_CONC)
 			continue;
 		n = 0;
-		for (uint32_t i = first; i < first + nc; i++) {
-			v = atomic_load_explicit(&cells[i],
-			    memory_order_relaxed);
-			/*
-			 * A CAS from exactly v, since its owner may free it
-			 * too; seq_cst as lease_put's, before lease_wake.
-			 */
-			if (v != 0 && LEASE_SLOT(v) == slot &&
-			    atomic_compare_exchange_strong_explicit(&cells[i],
-			    &v, 0, memory_order_seq_cst, memory_order_relaxed))
-				n++;
+		/* Its cells, and those a reload just moved it from. */
+		for (int w = 0; w < 2; w++) {
+			uint32_t first = w ? lims[id].was_cells :
+			    lims[id].cells;
+			uint32_t nc = w ? lims[id].was_ncells : lims[id].ncells;
+
+			if ((uint64_t)first + nc > max)
+				continue;
+			for (uint32_t i = first; i < first + nc; i++) {
+				v = atomic_load_explicit(&cells[i],
+				    memory_order_relaxed);
+				/*
+				 * A CAS from exactly v, since its owner may
+				 * free it too; seq_cst as lease_put's, before
+				 * lease_wake.
+				 */
+				if (v != 0 && v != LEASE_SEALED &&
+				    LEASE_SLOT(v) == slot &&
+				    atomic_compare_exchange_strong_explicit(
+				    &cells[i], &v, 0, memory_order_seq_cst,
+				    memory_order_relaxed))
+					n++;
+			}
 		}
 		if (n) {
 			lease_wake(&seg_lstates(m)[id]);

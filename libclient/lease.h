@@ -8,12 +8,23 @@
 #include "seg.h"
 
 /*
- * Claim a free cell of cells[0..ncells) for val (LEASE_VAL of the taker's
- * slot and a fresh generation), starting the search at hint so that
- * takers spread over the cells.  Returns 0 with *cell set, or -EAGAIN.
+ * Take a lease of a concurrency limit that allows `allowed' in flight,
+ * in cells[0..ncells): claim a free cell for val (LEASE_VAL of the
+ * taker's slot and a fresh generation), searching from hint so that
+ * takers spread, then count the held cells and give the cell back if
+ * that makes more than allowed.  ncells may exceed allowed: a reload
+ * that shrinks a limit only lowers its count, one that grows it may
+ * move it to more cells than it allows (segment.c), and adaptive
+ * concurrency allows fewer while cut.  Returns 0 with *cell set;
+ * -EAGAIN if allowed are in flight (rarely, only a racing taker's claim
+ * made it look so); -ESTALE if the cells are retired (LEASE_SEALED): a
+ * reload moved the limit, read the config again.  A claim given back
+ * wakes ls's sleepers, who may have counted it.  The count makes it
+ * exact: see lease.c.
  */
-int	lease_take(_Atomic uint64_t *cells, uint32_t ncells, uint64_t val,
-	    uint32_t hint, uint32_t *cell);
+int	lease_take(struct seg_lstate *ls, _Atomic uint64_t *cells,
+	    uint32_t ncells, uint32_t allowed, uint64_t val, uint32_t hint,
+	    uint32_t *cell);
 
 /*
  * Free the cell holding exactly val: cells[cell] if it does, else any
@@ -24,7 +35,7 @@ int	lease_take(_Atomic uint64_t *cells, uint32_t ncells, uint64_t val,
 int	lease_put(_Atomic uint64_t *cells, uint32_t ncells, uint32_t cell,
 	    uint64_t val);
 
-/* Cells held now. */
+/* Cells held now (retired ones too: they are not free). */
 uint32_t lease_count(_Atomic uint64_t *cells, uint32_t ncells);
 
 /*

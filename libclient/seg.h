@@ -112,9 +112,23 @@ struct seg_limit {
 	uint64_t		period_ns;
 	uint64_t		burst;		/* rate: capacity in units */
 	uint64_t		cooldown_ns;
-	uint64_t		tau_ns;		/* rate: GCRA limit; window: sub-window */
+	union {
+		uint64_t	tau_ns;	/* rate: GCRA limit; window: sub */
+		/*
+		 * Concurrency, for QUARANTINE_TICKS after a reload grew it
+		 * into new cells: the cells it had.  A lease taken there by
+		 * a client that read the config before the flip may not be
+		 * carried over yet; its release looks there too.  0, 0
+		 * otherwise.
+		 */
+		struct {
+			uint32_t was_cells;
+			uint32_t was_ncells;
+		};
+	};
 	uint32_t		cells;		/* first pool word: ring or leases */
-	uint32_t		ncells;		/* window: SEG_WIN_SLOTS; conc: count */
+	uint32_t		ncells;		/* window: SEG_WIN_SLOTS; conc: at
+						   least count (lease.h) */
 	uint64_t		conf_count;	/* count in the config file; count
 						   differs once a server's is learned */
 };
@@ -256,6 +270,12 @@ struct seg_lstate {
 /* A lease cell: 0 free, else (client slot + 1) << 32 | generation. */
 #define LEASE_VAL(slot, gen)	((uint64_t)((slot) + 1) << 32 | (uint32_t)(gen))
 #define LEASE_SLOT(v)		((uint32_t)((v) >> 32) - 1)
+/*
+ * A cell the broker retired: the limit moved to other cells (a reload
+ * grew it).  Never a lease (its slot would be 0xfffffffe); a taker that
+ * meets one reads the config again (lease.h).
+ */
+#define LEASE_SEALED		UINT64_MAX
 
 static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2,
     "atomics shared between processes must be lock-free");
@@ -265,6 +285,9 @@ static_assert(offsetof(struct seg_header, heartbeat_ns) == 128, "line 2");
 static_assert(sizeof(struct seg_cfg) == 64, "seg_cfg changed");
 static_assert(sizeof(struct seg_key) == 128, "seg_key changed");
 static_assert(sizeof(struct seg_limit) == 64, "seg_limit changed");
+static_assert(offsetof(struct seg_limit, was_cells) ==
+    offsetof(struct seg_limit, tau_ns) && offsetof(struct seg_limit, cells) ==
+    offsetof(struct seg_limit, tau_ns) + 8, "was_* overlay tau_ns");
 static_assert(sizeof(struct seg_state) == 128, "seg_state changed");
 static_assert(sizeof(struct seg_client) == 128, "seg_client changed");
 static_assert(offsetof(struct seg_client, acquired) == 64, "own line");

@@ -21,6 +21,9 @@
 
 #define NCELLS	8
 
+/* The limit's line where no test looks at its wake-ups. */
+static struct seg_lstate nobody;
+
 static uint64_t
 mono_ns(void)
 {
@@ -52,15 +55,15 @@ test_lease_take_fills_cells_then_eagain(void **state)
 
 	(void)state;
 	for (uint32_t s = 0; s < NCELLS; s++) {
-		assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(s, 1),
-		    s * 3, &cell), 0);
+		assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+		    LEASE_VAL(s, 1), s * 3, &cell), 0);
 		assert_true(cell < NCELLS);
 		assert_false(seen & 1u << cell);	/* distinct cells */
 		seen |= 1u << cell;
 		assert_int_equal(atomic_load(&cells[cell]), LEASE_VAL(s, 1));
 	}
-	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(NCELLS, 1), 0,
-	    &cell), -EAGAIN);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(NCELLS, 1), 0, &cell), -EAGAIN);
 	for (uint32_t i = 0; i < NCELLS; i++)
 		assert_true(LEASE_SLOT(atomic_load(&cells[i])) < NCELLS);
 }
@@ -73,16 +76,16 @@ test_lease_take_starts_at_hint(void **state)
 	uint32_t cell;
 
 	(void)state;
-	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(5, 1), 5, &cell),
-	    0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(5, 1), 5, &cell), 0);
 	assert_int_equal(cell, 5);
 	/* Held: the next free one after it, wrapping past the end. */
-	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(6, 1),
-	    5 + NCELLS, &cell), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(6, 1), 5 + NCELLS, &cell), 0);
 	assert_int_equal(cell, 6);
 	atomic_store(&cells[7], LEASE_VAL(9, 9));
-	assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(7, 1), 6, &cell),
-	    0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(7, 1), 6, &cell), 0);
 	assert_int_equal(cell, 0);
 }
 
@@ -95,7 +98,8 @@ test_lease_put_exact_value_frees(void **state)
 	uint32_t cell;
 
 	(void)state;
-	assert_int_equal(lease_take(cells, NCELLS, v, 0, &cell), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS, v, 0,
+	    &cell), 0);
 	assert_int_equal(lease_put(cells, NCELLS, cell, v), 1);
 	assert_int_equal(atomic_load(&cells[cell]), 0);
 	/* A doubled release finds nothing to free. */
@@ -114,9 +118,11 @@ test_lease_put_stale_generation_does_not_free(void **state)
 	uint32_t cell, cell2;
 
 	(void)state;
-	assert_int_equal(lease_take(cells, NCELLS, old, 2, &cell), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS, old, 2,
+	    &cell), 0);
 	assert_int_equal(lease_put(cells, NCELLS, cell, old), 1);
-	assert_int_equal(lease_take(cells, NCELLS, cur, 2, &cell2), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS, cur, 2,
+	    &cell2), 0);
 	assert_int_equal(cell2, cell);
 	assert_int_equal(lease_put(cells, NCELLS, cell, old), 0);
 	assert_int_equal(atomic_load(&cells[cell]), cur);
@@ -146,6 +152,143 @@ test_lease_put_finds_moved_value(void **state)
 	assert_int_equal(atomic_load(&cells[4]), 0);
 }
 
+/*
+ * More cells than the limit allows (a shrunk or grown limit, adaptive
+ * concurrency cut): takes stop at allowed, whatever cells are free, and
+ * a release lets exactly one more in.
+ */
+static void
+test_lease_take_stops_at_allowed(void **state)
+{
+	_Atomic uint64_t cells[NCELLS] = { 0 };
+	uint32_t c[3], cell;
+
+	(void)state;
+	for (uint32_t s = 0; s < 3; s++)
+		assert_int_equal(lease_take(&nobody, cells, NCELLS, 3,
+		    LEASE_VAL(s, 1), s * 2, &c[s]), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, 3,
+	    LEASE_VAL(7, 1), 7, &cell), -EAGAIN);
+	/* The refusal wrote nothing: five cells still free. */
+	assert_int_equal(lease_count(cells, NCELLS), 3);
+	/* Allowed one now (a shrink): held ones stay, nothing more. */
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, 1,
+	    LEASE_VAL(7, 1), 7, &cell), -EAGAIN);
+	assert_int_equal(lease_put(cells, NCELLS, c[0], LEASE_VAL(0, 1)), 1);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, 1,
+	    LEASE_VAL(7, 1), 7, &cell), -EAGAIN);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, 3,
+	    LEASE_VAL(7, 1), 7, &cell), 0);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, 3,
+	    LEASE_VAL(8, 1), 0, &cell), -EAGAIN);
+	assert_int_equal(lease_count(cells, NCELLS), 3);
+}
+
+/*
+ * Retired cells (a reload moved the limit): -ESTALE, so the taker reads
+ * the config again, and nothing is claimed, even with free cells.
+ */
+static void
+test_lease_take_sealed_is_stale(void **state)
+{
+	_Atomic uint64_t cells[NCELLS] = { 0 };
+	uint32_t cell;
+
+	(void)state;
+	atomic_store(&cells[3], LEASE_SEALED);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(1, 1), 0, &cell), -ESTALE);
+	assert_int_equal(lease_count(cells, NCELLS), 1);
+	/* A release never frees a retired cell: it is no lease. */
+	assert_int_equal(lease_put(cells, NCELLS, 3, LEASE_SEALED), 0);
+	assert_int_equal(atomic_load(&cells[3]), LEASE_SEALED);
+}
+
+/*
+ * The litmus test of the count after the claim: processes race for one
+ * lease of many cells (allowed = 1 of 8, and 2 of 8), each counting
+ * itself in a shared word of holders while it holds; that word never
+ * goes over the allowed, the lease is granted again and again, and a
+ * refusal under the race never leaves a claim behind.
+ */
+#define LIT_PROCS	6
+struct litmus {
+	struct seg_lstate	ls;
+	_Atomic uint64_t	cells[NCELLS];
+	_Atomic int		go;
+	_Atomic int		holders;
+	_Atomic int		over;
+	_Atomic uint64_t	granted;
+	_Atomic uint64_t	refused;
+};
+
+static void
+litmus_run(struct litmus *l, uint32_t slot, uint32_t allowed)
+{
+	uint64_t end, gen = 0;
+	uint32_t cell;
+	int h;
+
+	while (!atomic_load(&l->go))
+		;
+	end = mono_ns() + 300000000u;
+	while (mono_ns() < end) {
+		uint64_t v = LEASE_VAL(slot, ++gen);
+
+		if (lease_take(&l->ls, l->cells, NCELLS, allowed, v, slot,
+		    &cell) != 0) {
+			atomic_fetch_add(&l->refused, 1);
+			continue;
+		}
+		h = atomic_fetch_add(&l->holders, 1) + 1;
+		if ((uint32_t)h > allowed)
+			atomic_fetch_add(&l->over, 1);
+		atomic_fetch_add(&l->granted, 1);
+		for (volatile int spin = 0; spin < 200; spin++)
+			;
+		atomic_fetch_sub(&l->holders, 1);
+		if (lease_put(l->cells, NCELLS, cell, v) != 1)
+			atomic_fetch_add(&l->over, 1000);
+		lease_wake(&l->ls);
+	}
+}
+
+static void
+test_lease_take_litmus(void **state)
+{
+	(void)state;
+	for (uint32_t allowed = 1; allowed <= 2; allowed++) {
+		struct litmus *l = mmap(NULL, sizeof(*l), PROT_READ |
+		    PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		pid_t pid[LIT_PROCS];
+		int st;
+
+		assert_true(l != MAP_FAILED);
+		for (uint32_t i = 0; i < LIT_PROCS; i++) {
+			pid[i] = fork();
+			assert_true(pid[i] >= 0);
+			if (pid[i] == 0) {
+				litmus_run(l, i, allowed);
+				_exit(0);
+			}
+		}
+		atomic_store(&l->go, 1);
+		for (uint32_t i = 0; i < LIT_PROCS; i++) {
+			assert_int_equal(waitpid(pid[i], &st, 0), pid[i]);
+			assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		}
+		print_message("allowed %u of %u: %llu granted, %llu refused, "
+		    "%d over\n", allowed, NCELLS,
+		    (unsigned long long)atomic_load(&l->granted),
+		    (unsigned long long)atomic_load(&l->refused),
+		    atomic_load(&l->over));
+		assert_int_equal(atomic_load(&l->over), 0);
+		assert_true(atomic_load(&l->granted) > 1000);
+		assert_int_equal(lease_count(l->cells, NCELLS), 0);
+		assert_int_equal(munmap(l, sizeof(*l)), 0);
+	}
+}
+
 /* lease_count counts held cells, whoever holds them. */
 static void
 test_lease_count_counts_held_cells(void **state)
@@ -156,8 +299,8 @@ test_lease_count_counts_held_cells(void **state)
 	(void)state;
 	assert_int_equal(lease_count(cells, NCELLS), 0);
 	for (uint32_t s = 0; s < 3; s++)
-		assert_int_equal(lease_take(cells, NCELLS, LEASE_VAL(s, 1), s,
-		    &c[s]), 0);
+		assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+		    LEASE_VAL(s, 1), s, &c[s]), 0);
 	assert_int_equal(lease_count(cells, NCELLS), 3);
 	assert_int_equal(lease_put(cells, NCELLS, c[1], LEASE_VAL(1, 1)), 1);
 	assert_int_equal(lease_count(cells, NCELLS), 2);
@@ -198,8 +341,8 @@ test_lease_wake_before_wait_is_not_lost(void **state)
 	(void)state;
 	seen = lease_wait_prepare(&ls);
 	assert_int_equal(atomic_load(&ls.waiting), 1);
-	assert_int_equal(lease_take(cells, 1, LEASE_VAL(2, 1), 0, &cell),
-	    -EAGAIN);
+	assert_int_equal(lease_take(&ls, cells, 1, 1, LEASE_VAL(2, 1), 0,
+	    &cell), -EAGAIN);
 	/* The holder releases now, before we sleep. */
 	assert_int_equal(lease_put(cells, 1, 0, LEASE_VAL(1, 1)), 1);
 	lease_wake(&ls);
@@ -211,7 +354,8 @@ test_lease_wake_before_wait_is_not_lost(void **state)
 	    (long)(deadline % 1000000000u) };
 	assert_int_equal(lease_wait(&ls, seen, &abs), 0);
 	assert_true(mono_ns() - t0 < 1000000000u);
-	assert_int_equal(lease_take(cells, 1, LEASE_VAL(2, 1), 0, &cell), 0);
+	assert_int_equal(lease_take(&ls, cells, 1, 1, LEASE_VAL(2, 1), 0,
+	    &cell), 0);
 }
 
 /* What parent and child share: the limit's line and its cells. */
@@ -237,7 +381,8 @@ child_wait(struct shared *sh)
 	abs = (struct timespec){ (time_t)(deadline / 1000000000u),
 	    (long)(deadline % 1000000000u) };
 	seen = lease_wait_prepare(&sh->ls);
-	if (lease_take(sh->cells, 2, LEASE_VAL(9, 1), 0, &cell) == 0)
+	if (lease_take(&sh->ls, sh->cells, 2, 2, LEASE_VAL(9, 1), 0,
+	    &cell) == 0)
 		return 2;
 	for (;;) {
 		r = lease_wait(&sh->ls, seen, &abs);
@@ -247,7 +392,8 @@ child_wait(struct shared *sh)
 			return 3;
 		/* Woken: try again, and sleep again if someone beat us. */
 		seen = lease_wait_prepare(&sh->ls);
-		if (lease_take(sh->cells, 2, LEASE_VAL(9, 1), 0, &cell) == 0)
+		if (lease_take(&sh->ls, sh->cells, 2, 2, LEASE_VAL(9, 1), 0,
+		    &cell) == 0)
 			return 0;
 	}
 }
@@ -334,7 +480,7 @@ test_lease_wake_wakes_sleeper_in_other_process(void **state)
 #define LITMUS_ROUNDS	200000
 #define LITMUS_NS	500000000ull
 
-struct litmus {
+struct sb_litmus {
 	struct seg_lstate	ls;
 	_Atomic uint64_t	cell[1];
 	_Atomic unsigned	arrived[2];	/* rounds each side reached */
@@ -348,7 +494,7 @@ struct litmus {
  * as the race needs; the yield is for a machine with one free CPU.
  */
 static void
-litmus_meet(struct litmus *l, int me, unsigned r)
+sb_meet(struct sb_litmus *l, int me, unsigned r)
 {
 	atomic_store(&l->arrived[me], r);
 	for (unsigned spin = 0; atomic_load(&l->arrived[!me]) < r; spin++)
@@ -357,16 +503,16 @@ litmus_meet(struct litmus *l, int me, unsigned r)
 }
 
 static void *
-litmus_releaser(void *arg)
+sb_releaser(void *arg)
 {
-	struct litmus *l = arg;
+	struct sb_litmus *l = arg;
 
 	for (unsigned r = 1; r <= atomic_load(&l->stop); r++) {
-		litmus_meet(l, 1, 3 * r);
+		sb_meet(l, 1, 3 * r);
 		(void)lease_put(l->cell, 1, 0, LEASE_VAL(1, r));
 		lease_wake(&l->ls);
-		litmus_meet(l, 1, 3 * r + 1);
-		litmus_meet(l, 1, 3 * r + 2);	/* the sleeper resets */
+		sb_meet(l, 1, 3 * r + 1);
+		sb_meet(l, 1, 3 * r + 2);	/* the sleeper resets */
 	}
 	return NULL;
 }
@@ -374,7 +520,7 @@ litmus_releaser(void *arg)
 static void
 test_lease_wake_is_not_lost_litmus(void **state)
 {
-	struct litmus *l;
+	struct sb_litmus *l;
 	pthread_t th;
 	uint64_t t0 = mono_ns();
 	uint32_t seen, cell;
@@ -386,12 +532,13 @@ test_lease_wake_is_not_lost_litmus(void **state)
 	assert_non_null(l);
 	atomic_store(&l->stop, LITMUS_ROUNDS);
 	atomic_store(&l->cell[0], LEASE_VAL(1, 1));
-	assert_int_equal(pthread_create(&th, NULL, litmus_releaser, l), 0);
+	assert_int_equal(pthread_create(&th, NULL, sb_releaser, l), 0);
 	for (r = 1; r <= atomic_load(&l->stop); r++) {
-		litmus_meet(l, 0, 3 * r);
+		sb_meet(l, 0, 3 * r);
 		seen = lease_wait_prepare(&l->ls);
-		took = lease_take(l->cell, 1, LEASE_VAL(2, r), 0, &cell) == 0;
-		litmus_meet(l, 0, 3 * r + 1);
+		took = lease_take(&l->ls, l->cell, 1, 1, LEASE_VAL(2, r), 0,
+		    &cell) == 0;
+		sb_meet(l, 0, 3 * r + 1);
 		/* Neither the cell nor a bump of `wake': lost. */
 		if (!took && atomic_load(&l->ls.wake) == seen)
 			l->lost++;
@@ -401,7 +548,7 @@ test_lease_wake_is_not_lost_litmus(void **state)
 		/* Bounded in time: others build beside us. */
 		if (r == atomic_load(&l->stop) || mono_ns() - t0 > LITMUS_NS)
 			atomic_store(&l->stop, r);
-		litmus_meet(l, 0, 3 * r + 2);
+		sb_meet(l, 0, 3 * r + 2);
 	}
 	assert_int_equal(pthread_join(th, NULL), 0);
 	print_message("%u rounds, %u lost wake-ups\n", l->rounds, l->lost);
@@ -419,6 +566,9 @@ main(void)
 		cmocka_unit_test(test_lease_put_exact_value_frees),
 		cmocka_unit_test(test_lease_put_stale_generation_does_not_free),
 		cmocka_unit_test(test_lease_put_finds_moved_value),
+		cmocka_unit_test(test_lease_take_stops_at_allowed),
+		cmocka_unit_test(test_lease_take_sealed_is_stale),
+		cmocka_unit_test(test_lease_take_litmus),
 		cmocka_unit_test(test_lease_count_counts_held_cells),
 		cmocka_unit_test(test_lease_wake_without_waiters_leaves_wake),
 		cmocka_unit_test(test_lease_wake_before_wait_is_not_lost),
