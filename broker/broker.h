@@ -1,30 +1,19 @@
-/* broker.h: private; the broker's state and the duties of its files. */
+/*
+ * broker.h: private; the segment as the broker knows it (struct broker:
+ * the config in force, the mapped objects, its own copy of keys, limits
+ * and cells, which it never reads back from the segment), and the duties
+ * that work on it.  The loop (loop.h) and the client slots (clients.h)
+ * keep state of their own; main.c wires them together.
+ */
 #ifndef TG_BROKER_H
 #define TG_BROKER_H
 
-#include <sys/signalfd.h>
-#include <linux/time_types.h>
-#include <liburing.h>
-#include <signal.h>
 #include <stdint.h>
 
 #include "config.h"
 #include "seg.h"
 
 #define TICK_NS		50000000ull	/* 50 ms */
-
-/* io_uring user_data: event << 56 | registration generation << 24 | slot. */
-enum ev {
-	EV_TICK = 1,
-	EV_SIGNAL = 2,
-	EV_PIDFD = 3,
-	EV_CANCEL = 4,		/* a poll removal: nothing to do */
-};
-#define UD(ev, gen, slot)	((uint64_t)(ev) << 56 | \
-	    (uint64_t)((gen) & 0xffffffu) << 24 | ((slot) & 0xffffffu))
-#define UD_EV(u)		((unsigned)((u) >> 56))
-#define UD_GEN(u)		((uint32_t)((u) >> 24) & 0xffffffu)
-#define UD_SLOT(u)		((uint32_t)(u) & 0xffffffu)
 
 /* What the broker knows of a key id; the segment's copy is never trusted. */
 struct key_slot {
@@ -56,19 +45,6 @@ struct lim_slot {
 	uint64_t	acc;			/* successes toward eff + 1 */
 	uint64_t	last_ok;
 	uint64_t	last_limited;
-};
-
-/*
- * A client slot as the broker tracks it.  The pidfd is only a hint that
- * says at once when a client of our PID namespace exits; whether it is
- * alive is always its lock's to say (clients.c).
- */
-struct cl_track {
-	int		pidfd;		/* -1: none */
-	uint32_t	gen;		/* tracking generation, in user_data */
-	uint32_t	token;		/* the registration the pidfd is for */
-	uint32_t	claim_tok;	/* CLAIMING without its lock: that claim */
-	uint64_t	claim_seen_ns;	/* and since when */
 };
 
 /*
@@ -104,18 +80,6 @@ struct broker {
 	unsigned	nholds;
 	uint16_t	next_key;	/* next-fit: ids are reused late */
 	uint16_t	next_lim;
-
-	/* Clients. */
-	struct cl_track	*cl;		/* [max_clients] */
-
-	/* The loop. */
-	struct io_uring	ring;
-	int		sigfd;
-	struct signalfd_siginfo si;	/* the kernel writes it after arming */
-	struct __kernel_timespec tick_ts;
-	volatile sig_atomic_t stopping;
-	uint64_t	watchdog_ns;
-	uint64_t	last_watchdog_ns;
 };
 
 /* segment.c */
@@ -132,24 +96,15 @@ void	feedback_tick(struct broker *b, uint64_t now);
 /* guard.c */
 void	guard_install(struct broker *b);
 void	guard_check(struct broker *b, uint64_t now);
-void	guard_count(struct broker *b, const char *what, unsigned long n);
+/* Count and log n pieces of garbage found in the state object. */
+void	guard_count(const struct seg_map *m, const char *what,
+	    unsigned long n);
 
-/* clients.c */
-void	clients_init(struct broker *b);
-void	clients_scan(struct broker *b, uint64_t now);
-void	clients_exited(struct broker *b, uint32_t slot, uint32_t gen,
-	    uint64_t now);
-void	clients_close(struct broker *b);
-
-/* loop.c */
-int	loop_init(struct broker *b);
-int	loop_run(struct broker *b);
-void	loop_fini(struct broker *b);
-int	loop_arm_pidfd(struct broker *b, uint32_t slot);
-void	loop_disarm_pidfd(struct broker *b, uint32_t slot);
-
-/* main.c */
-void	broker_reload(struct broker *b);
+/*
+ * reload.c: read the config file again and publish it; a bad one changes
+ * nothing.  Tells a supervisor (RELOADING=1, READY=1).
+ */
+void	reload_run(struct broker *b);
 
 /* notify.c */
 int	notify_send(const char *msg);

@@ -14,10 +14,12 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "broker.h"
+#include "clients.h"
 #include "clock.h"
 #include "lease.h"
 #include "log.h"
@@ -25,28 +27,64 @@
 /* A claim without its lock this long is a claimer that died. */
 #define CLAIM_STUCK_NS	(2ull * 1000000000ull)
 
-static uint64_t own_pid_ns;	/* the inode of our PID namespace; 0 unknown */
+/*
+ * A client slot as the broker tracks it.  The pidfd is only a hint that
+ * says at once when a client of our PID namespace exits; whether it is
+ * alive is always its lock's to say.
+ */
+struct cl_track {
+	int		pidfd;		/* -1: none */
+	uint32_t	gen;		/* watch generation, for the loop */
+	uint32_t	token;		/* the registration the pidfd is for */
+	uint32_t	claim_tok;	/* CLAIMING without its lock: that claim */
+	uint64_t	claim_seen_ns;	/* and since when */
+};
+
+struct clients {
+	const struct seg_map *m;
+	struct loop	*loop;		/* NULL: no pidfds */
+	uint64_t	own_pid_ns;	/* our PID namespace's inode; 0 unknown */
+	uint32_t	n;		/* slots */
+	struct cl_track	t[];
+};
+
+struct clients *
+clients_new(const struct seg_map *m, struct loop *loop)
+{
+	struct clients *cs;
+	struct stat st;
+	uint32_t n = m->hdr->max_clients;
+
+	if ((cs = calloc(1, sizeof(*cs) + n * sizeof(cs->t[0]))) == NULL)
+		return NULL;
+	cs->m = m;
+	cs->loop = loop;
+	cs->n = n;
+	cs->own_pid_ns = stat("/proc/self/ns/pid", &st) == 0 ?
+	    (uint64_t)st.st_ino : 0;
+	for (uint32_t i = 0; i < n; i++)
+		cs->t[i].pidfd = -1;
+	return cs;
+}
 
 void
-clients_init(struct broker *b)
+clients_free(struct clients *cs)
 {
-	struct stat st;
-
-	own_pid_ns = stat("/proc/self/ns/pid", &st) == 0 ?
-	    (uint64_t)st.st_ino : 0;
-	for (uint32_t i = 0; i < b->m.hdr->max_clients; i++) {
-		b->cl[i].pidfd = -1;
-		b->cl[i].claim_seen_ns = 0;
-	}
+	if (cs == NULL)
+		return;
+	for (uint32_t i = 0; i < cs->n; i++)
+		if (cs->t[i].pidfd >= 0)
+			close(cs->t[i].pidfd);
+	free(cs);
 }
 
 static void
-untrack(struct broker *b, uint32_t slot)
+untrack(struct clients *cs, uint32_t slot)
 {
-	struct cl_track *t = &b->cl[slot];
+	struct cl_track *t = &cs->t[slot];
 
 	if (t->pidfd >= 0) {
-		loop_disarm_pidfd(b, slot);
+		loop_unwatch(cs->loop, slot, t->gen);
 		close(t->pidfd);
 	}
 	t->pidfd = -1;
@@ -60,24 +98,25 @@ untrack(struct broker *b, uint32_t slot)
  * one's exit only makes us test the lock early.
  */
 static void
-track(struct broker *b, uint32_t slot, uint32_t token)
+track(struct clients *cs, uint32_t slot, uint32_t token)
 {
-	struct seg_client *c = &seg_clients(&b->m)[slot];
-	struct cl_track *t = &b->cl[slot];
+	struct seg_client *c = &seg_clients(cs->m)[slot];
+	struct cl_track *t = &cs->t[slot];
 	int32_t pid;
 	int fd;
 
-	untrack(b, slot);
+	untrack(cs, slot);
 	t->token = token;	/* tried: not again for this registration */
 	/* Relaxed: written before LIVE, which the scan loaded with acquire. */
 	pid = atomic_load_explicit(&c->pid, memory_order_relaxed);
-	if (own_pid_ns == 0 || pid <= 0 || atomic_load_explicit(&c->pid_ns,
-	    memory_order_relaxed) != own_pid_ns)
+	if (cs->loop == NULL || cs->own_pid_ns == 0 || pid <= 0 ||
+	    atomic_load_explicit(&c->pid_ns, memory_order_relaxed) !=
+	    cs->own_pid_ns)
 		return;		/* another namespace: the tick's lock test */
 	if ((fd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0)
 		return;		/* gone already: the lock test says so */
 	t->pidfd = fd;
-	if (loop_arm_pidfd(b, slot) < 0) {
+	if (loop_watch(cs->loop, fd, slot, t->gen) < 0) {
 		close(fd);
 		t->pidfd = -1;
 		return;
@@ -86,18 +125,16 @@ track(struct broker *b, uint32_t slot, uint32_t token)
 }
 
 /*
- * Take slot away from the registration `owner' and free what it held:
- * its leases, its grant stripe, its counters (kept in the retired
- * totals), then the slot.  Claimed first, by a CAS to RECLAIMING: a
- * client that closed and a newcomer that claimed the slot since the scan
+ * Claimed first, by a CAS to RECLAIMING: a client that closed and a
+ * newcomer that claimed the slot since the caller read the owner word
  * have another token, so the CAS fails and nothing of theirs is touched.
- * Returns 1 if it reclaimed, 0 if the slot had moved on.
  */
-static int
-reclaim(struct broker *b, uint32_t slot, uint64_t owner, const char *why)
+int
+clients_reclaim(struct clients *cs, uint32_t slot, uint64_t owner,
+    const char *why)
 {
-	struct seg_client *c = &seg_clients(&b->m)[slot];
-	struct seg_state *s = (struct seg_state *)b->m.state;
+	struct seg_client *c = &seg_clients(cs->m)[slot];
+	struct seg_state *s = (struct seg_state *)cs->m->state;
 	uint64_t t0 = now_ns(), mine;
 	uint32_t freed, tok = CLIENT_TOKEN(owner);
 
@@ -111,7 +148,7 @@ reclaim(struct broker *b, uint32_t slot, uint64_t owner, const char *why)
 	    &c->owner, &owner, mine, memory_order_acquire,
 	    memory_order_relaxed))
 		return 0;
-	freed = lease_drop_slot(&b->m, slot);
+	freed = lease_drop_slot(cs->m, slot);
 	/*
 	 * Relaxed throughout: nobody else writes a RECLAIMING slot, and the
 	 * release CAS that frees it orders all of this before a newcomer.
@@ -133,8 +170,8 @@ reclaim(struct broker *b, uint32_t slot, uint64_t owner, const char *why)
 		    memory_order_relaxed);
 	/* Release: pairs with slot_claim's acquire CAS of a newcomer. */
 	atomic_store_explicit(&c->owner, 0, memory_order_release);
-	b->cl[slot].claim_seen_ns = 0;
-	untrack(b, slot);
+	cs->t[slot].claim_seen_ns = 0;
+	untrack(cs, slot);
 	log_info("reclaimed client pid %d (slot %u, %s): %u lease%s freed in "
 	    "%llu us", (int)atomic_load_explicit(&c->pid,
 	    memory_order_relaxed), slot, why, freed, freed == 1 ? "" : "s",
@@ -149,88 +186,78 @@ reclaim(struct broker *b, uint32_t slot, uint64_t owner, const char *why)
  * claimer between its CAS and its lock: it gets CLAIM_STUCK_NS.
  */
 static void
-check_slot(struct broker *b, uint32_t i, uint64_t now)
+check_slot(struct clients *cs, uint32_t i, uint64_t now)
 {
-	struct cl_track *t = &b->cl[i];
+	struct cl_track *t = &cs->t[i];
 	/* Acquire: pairs with the client's release CAS to LIVE. */
-	uint64_t o = atomic_load_explicit(&seg_clients(&b->m)[i].owner,
+	uint64_t o = atomic_load_explicit(&seg_clients(cs->m)[i].owner,
 	    memory_order_acquire);
 	int held;
 
 	if (o == 0) {
 		t->claim_seen_ns = 0;
 		if (t->pidfd >= 0)
-			untrack(b, i);		/* closed by tg_close */
+			untrack(cs, i);		/* closed by tg_close */
 		return;
 	}
 	switch (CLIENT_STATE(o)) {
 	case CLIENT_LIVE:
 	case CLIENT_CLAIMING:
-		if ((held = seg_slot_locked(b->m.state_fd, i)) < 0) {
+		if ((held = seg_slot_locked(cs->m->state_fd, i)) < 0) {
 			log_warnx("slot %u: lock test: %s", i, strerror(-held));
 			return;
 		}
 		if (held && CLIENT_STATE(o) == CLIENT_LIVE) {
 			t->claim_seen_ns = 0;
 			if (t->token != CLIENT_TOKEN(o))
-				track(b, i, CLIENT_TOKEN(o));
+				track(cs, i, CLIENT_TOKEN(o));
 			return;
 		}
 		if (held)
 			return;		/* about to go LIVE */
 		if (CLIENT_STATE(o) == CLIENT_LIVE) {
-			(void)reclaim(b, i, o, "exited");
+			(void)clients_reclaim(cs, i, o, "exited");
 			return;
 		}
 		if (t->claim_seen_ns == 0 || t->claim_tok != CLIENT_TOKEN(o)) {
 			t->claim_seen_ns = now ? now : 1;
 			t->claim_tok = CLIENT_TOKEN(o);
 		} else if (now - t->claim_seen_ns > CLAIM_STUCK_NS)
-			(void)reclaim(b, i, o, "claim abandoned");
+			(void)clients_reclaim(cs, i, o, "claim abandoned");
 		break;
 	case CLIENT_RECLAIMING:
-		(void)reclaim(b, i, o, "left half reclaimed");
+		(void)clients_reclaim(cs, i, o, "left half reclaimed");
 		break;
 	default:
-		guard_count(b, "client slot in an unknown state", 1);
-		(void)reclaim(b, i, o, "bad state");
+		guard_count(cs->m, "client slot in an unknown state", 1);
+		(void)clients_reclaim(cs, i, o, "bad state");
 		break;
 	}
 }
 
 /* Every tick: reclaim every slot whose client is gone. */
 void
-clients_scan(struct broker *b, uint64_t now)
+clients_scan(struct clients *cs, uint64_t now)
 {
-	for (uint32_t i = 0; i < b->m.hdr->max_clients; i++)
-		check_slot(b, i, now);
+	for (uint32_t i = 0; i < cs->n; i++)
+		check_slot(cs, i, now);
 }
 
 /* A watched pidfd became readable: that process exited; look now. */
 void
-clients_exited(struct broker *b, uint32_t slot, uint32_t gen, uint64_t now)
+clients_exited(struct clients *cs, uint32_t slot, uint32_t gen, uint64_t now)
 {
 	struct cl_track *t;
 
-	if (slot >= b->m.hdr->max_clients)
+	if (slot >= cs->n)
 		return;
-	t = &b->cl[slot];
+	t = &cs->t[slot];
 	if ((t->gen & 0xffffffu) != gen || t->pidfd < 0)
 		return;			/* an old registration of the slot */
-	check_slot(b, slot, now);
+	check_slot(cs, slot, now);
 	/* Still held: the pid was not the client's; the ticks watch it. */
-	if (t->pidfd >= 0 && t->gen == gen) {
+	if (t->pidfd >= 0 && (t->gen & 0xffffffu) == gen) {
 		close(t->pidfd);
 		t->pidfd = -1;
 	}
-}
-
-void
-clients_close(struct broker *b)
-{
-	if (b->cl == NULL)
-		return;
-	for (uint32_t i = 0; i < b->m.hdr->max_clients; i++)
-		if (b->cl[i].pidfd >= 0)
-			close(b->cl[i].pidfd);
 }

@@ -103,7 +103,7 @@ learned(struct broker *b, uint32_t id)
 	l->srv_seen = v;
 	limit_format(&l->spec, spec, sizeof(spec));
 	if (v > LEARN_MAX) {
-		guard_count(b, "server limit out of range", 1);
+		guard_count(&b->m, "server limit out of range", 1);
 		return 0;
 	}
 	if (v == l->spec.count)

@@ -67,11 +67,12 @@ guard_install(struct broker *b)
 }
 
 void
-guard_count(struct broker *b, const char *what, unsigned long n)
+guard_count(const struct seg_map *m, const char *what, unsigned long n)
 {
 	if (n == 0)
 		return;
-	atomic_fetch_add(&b->m.hdr->repairs, n);
+	/* Relaxed: a count for people; it orders nothing. */
+	atomic_fetch_add_explicit(&m->hdr->repairs, n, memory_order_relaxed);
 	log_warnx("repaired %lu x %s in the state object", n, what);
 }
 
@@ -139,7 +140,7 @@ scrub(struct broker *b, uint64_t now)
 		s->version = TG_SEG_VERSION;
 		s->size = h->state_size;
 		atomic_store(&s->magic, TG_SEG_MAGIC);
-		guard_count(b, "state header", 1);
+		guard_count(&b->m, "state header", 1);
 	}
 	for (uint32_t id = 0; id < h->max_limits; id++) {
 		const struct lim_slot *l = &b->lims[id];
@@ -243,13 +244,13 @@ scrub(struct broker *b, uint64_t now)
 		atomic_store(&s->stripe_owner[0], 0);	/* never owned */
 		bad_stripes++;
 	}
-	guard_count(b, "grant stripe owner", bad_stripes);
-	guard_count(b, "rate limit TAT", bad_tats);
-	guard_count(b, "window ring slot", bad_rings);
-	guard_count(b, "orphaned lease", bad_leases);
-	guard_count(b, "key pause", bad_pauses);
-	guard_count(b, "server remaining cap", bad_caps);
-	guard_count(b, "key backoff", bad_backoffs);
+	guard_count(&b->m, "grant stripe owner", bad_stripes);
+	guard_count(&b->m, "rate limit TAT", bad_tats);
+	guard_count(&b->m, "window ring slot", bad_rings);
+	guard_count(&b->m, "orphaned lease", bad_leases);
+	guard_count(&b->m, "key pause", bad_pauses);
+	guard_count(&b->m, "server remaining cap", bad_caps);
+	guard_count(&b->m, "key backoff", bad_backoffs);
 }
 
 /* Every tick: the size of the state object, then its contents. */
@@ -263,14 +264,14 @@ guard_check(struct broker *b, uint64_t now)
 		if (ftruncate(b->m.state_fd, (off_t)b->m.state_size) < 0)
 			log_warn("restoring the state object's size");
 		else
-			guard_count(b, "truncated state object (size "
+			guard_count(&b->m, "truncated state object (size "
 			    "restored; what was cut off is zero)", 1);
 		/* Pages now, while none is touched: see on_sigbus. */
 		if (fallocate(b->m.state_fd, 0, 0, (off_t)b->m.state_size) < 0)
 			log_warn("backing the restored state object");
 	}
 	if (g_sigbus) {
-		guard_count(b, "access past a truncated end (SIGBUS)",
+		guard_count(&b->m, "access past a truncated end (SIGBUS)",
 		    (unsigned long)g_sigbus);
 		g_sigbus = 0;
 	}

@@ -1,4 +1,4 @@
-/* loop.c: the broker's one io_uring loop: tick, signals, client pidfds. */
+/* loop.c: the broker's one io_uring loop: a tick, signals, descriptors. */
 #include <sys/signalfd.h>
 #include <errno.h>
 #include <poll.h>
@@ -6,153 +6,136 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "broker.h"
 #include "clock.h"
 #include "log.h"
+#include "loop.h"
+
+/* user_data: event << 56 | watch generation << 24 | watch id. */
+enum ev {
+	EV_TICK = 1,
+	EV_SIGNAL = 2,
+	EV_READY = 3,
+	EV_CANCEL = 4,		/* a poll removal: nothing to do */
+};
+#define UD(ev, gen, id)		((uint64_t)(ev) << 56 | \
+	    (uint64_t)((gen) & 0xffffffu) << 24 | ((id) & 0xffffffu))
+#define UD_EV(u)		((unsigned)((u) >> 56))
+#define UD_GEN(u)		((uint32_t)((u) >> 24) & 0xffffffu)
+#define UD_ID(u)		((uint32_t)(u) & 0xffffffu)
 
 /* An SQE, submitting what is queued first if the ring is full. */
 static struct io_uring_sqe *
-sqe_get(struct broker *b)
+sqe_get(struct loop *l)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
 
 	if (sqe == NULL) {
-		io_uring_submit(&b->ring);
-		sqe = io_uring_get_sqe(&b->ring);
+		io_uring_submit(&l->ring);
+		sqe = io_uring_get_sqe(&l->ring);
 	}
 	return sqe;
 }
 
 static int
-arm_tick(struct broker *b)
+arm_tick(struct loop *l)
 {
-	struct io_uring_sqe *sqe = sqe_get(b);
+	struct io_uring_sqe *sqe = sqe_get(l);
 
 	if (sqe == NULL)
 		return -EBUSY;
-	b->tick_ts.tv_sec = 0;
-	b->tick_ts.tv_nsec = (long long)TICK_NS;
-	io_uring_prep_timeout(sqe, &b->tick_ts, 0, 0);
+	io_uring_prep_timeout(sqe, &l->tick_ts, 0, 0);
 	io_uring_sqe_set_data64(sqe, UD(EV_TICK, 0, 0));
 	return 0;
 }
 
 static int
-arm_signal(struct broker *b)
+arm_signal(struct loop *l)
 {
-	struct io_uring_sqe *sqe = sqe_get(b);
+	struct io_uring_sqe *sqe = sqe_get(l);
 
 	if (sqe == NULL)
 		return -EBUSY;
-	/* b->si, not the stack: the kernel writes it after we return. */
-	io_uring_prep_read(sqe, b->sigfd, &b->si, sizeof(b->si), 0);
+	/* l->si, not the stack: the kernel writes it after we return. */
+	io_uring_prep_read(sqe, l->sigfd, &l->si, sizeof(l->si), 0);
 	io_uring_sqe_set_data64(sqe, UD(EV_SIGNAL, 0, 0));
 	return 0;
 }
 
 int
-loop_arm_pidfd(struct broker *b, uint32_t slot)
+loop_watch(struct loop *l, int fd, uint32_t id, uint32_t gen)
 {
-	struct io_uring_sqe *sqe = sqe_get(b);
+	struct io_uring_sqe *sqe = sqe_get(l);
 
 	if (sqe == NULL)
 		return -EBUSY;
-	io_uring_prep_poll_add(sqe, b->cl[slot].pidfd, POLLIN);
-	io_uring_sqe_set_data64(sqe, UD(EV_PIDFD, b->cl[slot].gen, slot));
+	io_uring_prep_poll_add(sqe, fd, POLLIN);
+	io_uring_sqe_set_data64(sqe, UD(EV_READY, gen, id));
 	return 0;
 }
 
 void
-loop_disarm_pidfd(struct broker *b, uint32_t slot)
+loop_unwatch(struct loop *l, uint32_t id, uint32_t gen)
 {
-	struct io_uring_sqe *sqe = sqe_get(b);
+	struct io_uring_sqe *sqe = sqe_get(l);
 
 	if (sqe == NULL)
 		return;		/* its completion is ignored by generation */
-	io_uring_prep_poll_remove(sqe, UD(EV_PIDFD, b->cl[slot].gen, slot));
+	io_uring_prep_poll_remove(sqe, UD(EV_READY, gen, id));
 	io_uring_sqe_set_data64(sqe, UD(EV_CANCEL, 0, 0));
 }
 
 int
-loop_init(struct broker *b)
+loop_init(struct loop *l, uint64_t tick_ns, const int *sigs,
+    const struct loop_ops *ops, void *arg)
 {
 	sigset_t mask;
-	unsigned entries = 256;
 	int r;
 
+	memset(l, 0, sizeof(*l));
+	l->sigfd = -1;
+	l->ops = ops;
+	l->arg = arg;
+	l->tick_ts.tv_sec = (long long)(tick_ns / 1000000000u);
+	l->tick_ts.tv_nsec = (long long)(tick_ns % 1000000000u);
 	/* Blocked first, read through the signalfd: no handlers. */
 	sigemptyset(&mask);
-	sigaddset(&mask, SIGHUP);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
+	for (; *sigs != 0; sigs++)
+		sigaddset(&mask, *sigs);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return -errno;
-	if ((b->sigfd = signalfd(-1, &mask, SFD_CLOEXEC)) < 0)
+	if ((l->sigfd = signalfd(-1, &mask, SFD_CLOEXEC)) < 0)
 		return -errno;
-	if ((r = io_uring_queue_init(entries, &b->ring, 0)) < 0)
+	if ((r = io_uring_queue_init(256, &l->ring, 0)) < 0)
 		return r;
-	if ((r = arm_tick(b)) < 0 || (r = arm_signal(b)) < 0)
+	if ((r = arm_tick(l)) < 0 || (r = arm_signal(l)) < 0)
 		return r;
 	return 0;
 }
 
 static void
-on_tick(struct broker *b)
-{
-	uint64_t now = now_ns();
-
-	segment_tick(b, now);
-	clients_scan(b, now);
-	guard_check(b, now);
-	feedback_tick(b, now);
-	if (b->watchdog_ns && now - b->last_watchdog_ns >= b->watchdog_ns / 2) {
-		notify_send("WATCHDOG=1");
-		b->last_watchdog_ns = now;
-	}
-}
-
-static void
-on_signal(struct broker *b)
-{
-	switch (b->si.ssi_signo) {
-	case SIGHUP:
-		broker_reload(b);
-		break;
-	case SIGTERM:
-	case SIGINT:
-		log_info("signal %u: stopping; the segment stays for the "
-		    "next broker", b->si.ssi_signo);
-		notify_send("STOPPING=1");
-		b->stopping = 1;
-		break;
-	}
-}
-
-static void
-dispatch(struct broker *b, struct io_uring_cqe *cqe)
+dispatch(struct loop *l, struct io_uring_cqe *cqe)
 {
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
 
 	switch (UD_EV(ud)) {
 	case EV_TICK:
 		/* -ETIME is a timeout's normal end. */
-		on_tick(b);
-		if (arm_tick(b) < 0)
+		l->ops->tick(l->arg, now_ns());
+		if (arm_tick(l) < 0)
 			log_warnx("cannot re-arm the tick");
 		break;
 	case EV_SIGNAL:
-		if (cqe->res == (int)sizeof(b->si))
-			on_signal(b);
+		if (cqe->res == (int)sizeof(l->si))
+			l->ops->signal(l->arg, (int)l->si.ssi_signo);
 		else if (cqe->res < 0 && cqe->res != -EINTR &&
 		    cqe->res != -EAGAIN)
 			log_warnx("signalfd read: %s", strerror(-cqe->res));
-		if (!b->stopping && arm_signal(b) < 0)
+		if (!l->stopping && arm_signal(l) < 0)
 			log_warnx("cannot re-arm the signalfd");
 		break;
-	case EV_PIDFD:
-		if (cqe->res == -ECANCELED)
-			break;
-		clients_exited(b, UD_SLOT(ud), UD_GEN(ud), now_ns());
+	case EV_READY:
+		if (cqe->res != -ECANCELED)
+			l->ops->ready(l->arg, UD_ID(ud), UD_GEN(ud));
 		break;
 	case EV_CANCEL:
 		break;
@@ -162,33 +145,39 @@ dispatch(struct broker *b, struct io_uring_cqe *cqe)
 	}
 }
 
-/* Run until a signal asks us to stop.  Returns 0, or -errno from the ring. */
 int
-loop_run(struct broker *b)
+loop_run(struct loop *l)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, n;
 	int ret;
 
-	while (!b->stopping) {
-		if ((ret = io_uring_submit_and_wait(&b->ring, 1)) == -EINTR)
+	while (!l->stopping) {
+		if ((ret = io_uring_submit_and_wait(&l->ring, 1)) == -EINTR)
 			continue;
 		if (ret < 0)
 			return ret;
 		n = 0;
-		io_uring_for_each_cqe(&b->ring, head, cqe) {
-			dispatch(b, cqe);
+		io_uring_for_each_cqe(&l->ring, head, cqe) {
+			dispatch(l, cqe);
 			n++;
 		}
-		io_uring_cq_advance(&b->ring, n);
+		io_uring_cq_advance(&l->ring, n);
 	}
 	return 0;
 }
 
 void
-loop_fini(struct broker *b)
+loop_stop(struct loop *l)
 {
-	io_uring_queue_exit(&b->ring);
-	if (b->sigfd >= 0)
-		close(b->sigfd);
+	l->stopping = 1;
+}
+
+void
+loop_fini(struct loop *l)
+{
+	if (l->ring.ring_fd > 0)
+		io_uring_queue_exit(&l->ring);
+	if (l->sigfd >= 0)
+		close(l->sigfd);
 }

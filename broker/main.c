@@ -8,14 +8,18 @@
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "broker.h"
+#include "clients.h"
 #include "clock.h"
 #include "log.h"
+#include "loop.h"
 #include "own.h"
 
 extern char **environ;
@@ -32,50 +36,6 @@ report(void *arg, const char *msg)
 {
 	(void)arg;
 	fprintf(stderr, "%s\n", msg);
-}
-
-static void
-report_log(void *arg, const char *msg)
-{
-	(void)arg;
-	log_warnx("reload: %s", msg);
-}
-
-/* SIGHUP: read the file again; a bad one changes nothing. */
-void
-broker_reload(struct broker *b)
-{
-	struct config cfg;
-	char err[256], status[320];
-	int n;
-
-	notify_send("RELOADING=1");
-	log_info("reloading %s", b->config_path);
-	if ((n = config_load(b->config_path, &cfg, report_log, NULL)) != 0) {
-		log_warnx("reload refused: %d error%s; the old config stays",
-		    n, n == 1 ? "" : "s");
-		goto out;
-	}
-	if (strcmp(cfg.segment, b->cfg.segment) != 0)
-		log_warnx("reload: segment changes only on restart; "
-		    "still serving %s", b->cfg.segment);
-	if (segment_publish(b, &cfg, err, sizeof(err)) < 0) {
-		log_warnx("reload refused: %s; the old config stays", err);
-		config_free(&cfg);
-		goto out;
-	}
-	/* What the segment already has stays: name, mode, capacities. */
-	memcpy(cfg.segment, b->cfg.segment, sizeof(cfg.segment));
-	config_free(&b->cfg);
-	b->cfg = cfg;
-	log_info("reloaded: %u keys, %u limits (generation %llu)",
-	    cfg.nkeys, cfg.nlimits, (unsigned long long)seg_cfg(&b->m,
-	    atomic_load(&b->m.hdr->config_idx))->gen);
-out:
-	snprintf(status, sizeof(status), "STATUS=serving %s: %u keys, "
-	    "%u limits", b->cfg.segment, b->cfg.nkeys, b->cfg.nlimits);
-	notify_send(status);
-	notify_send("READY=1");
 }
 
 /* mkdir -p of the pidfile's directory, so /run/tollgate may not exist. */
@@ -118,6 +78,85 @@ fd_limit(uint32_t max_clients)
 		    rl.rlim_cur, max_clients);
 }
 
+/* The broker's parts, as the loop's callbacks see them. */
+struct daemon {
+	struct broker	*b;
+	struct loop	loop;
+	struct clients	*clients;
+	uint64_t	watchdog_ns;	/* 0: no watchdog */
+	uint64_t	last_watchdog_ns;
+};
+
+/* Every tick: the broker's duties, in order. */
+static void
+on_tick(void *arg, uint64_t now)
+{
+	struct daemon *d = arg;
+
+	segment_tick(d->b, now);
+	clients_scan(d->clients, now);
+	guard_check(d->b, now);
+	feedback_tick(d->b, now);
+	if (d->watchdog_ns && now - d->last_watchdog_ns >= d->watchdog_ns / 2) {
+		notify_send("WATCHDOG=1");
+		d->last_watchdog_ns = now;
+	}
+}
+
+static void
+on_signal(void *arg, int signo)
+{
+	struct daemon *d = arg;
+
+	switch (signo) {
+	case SIGHUP:
+		reload_run(d->b);
+		break;
+	case SIGTERM:
+	case SIGINT:
+		log_info("signal %d: stopping; the segment stays for the "
+		    "next broker", signo);
+		notify_send("STOPPING=1");
+		loop_stop(&d->loop);
+		break;
+	}
+}
+
+/* A client's pidfd: that process exited. */
+static void
+on_ready(void *arg, uint32_t id, uint32_t gen)
+{
+	struct daemon *d = arg;
+
+	clients_exited(d->clients, id, gen, now_ns());
+}
+
+/*
+ * Say in the header that we own the segment now.  The pid is the
+ * sequence: 0 while the rest changes, ours last.  tollstat reads pid,
+ * start time and since, then the pid again, and takes them only if both
+ * reads of the pid agree (and are not 0).
+ */
+static void
+attach_as_owner(struct broker *b)
+{
+	struct seg_header *h = b->m.hdr;
+	uint64_t st = 0;
+
+	(void)proc_starttime(getpid(), &st);
+	atomic_store_explicit(&h->broker_pid, 0, memory_order_relaxed);
+	/* Release fence: a reader that sees a field below sees the 0. */
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&h->broker_start, st, memory_order_relaxed);
+	atomic_store_explicit(&h->broker_since_ns, now_ns(),
+	    memory_order_relaxed);
+	atomic_store_explicit(&h->heartbeat_ns, now_ns(),
+	    memory_order_relaxed);
+	/* Release: a reader that sees our pid sees the fields above. */
+	atomic_store_explicit(&h->broker_pid, (int32_t)getpid(),
+	    memory_order_release);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -126,16 +165,19 @@ main(int argc, char *argv[])
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, 0 };
+	static const struct loop_ops ops = { on_tick, on_signal, on_ready };
+	struct daemon d;
 	struct broker b;
 	struct seglock lk;
 	struct pidfh *pfh;
 	pid_t other;
 	char status[320];
-	uint64_t st = 0;
 	int ch, check = 0, n, r;
 
 	memset(&b, 0, sizeof(b));
-	b.sigfd = -1;
+	memset(&d, 0, sizeof(d));
+	d.b = &b;
 	setproctitle_init(argc, argv, environ);
 	while ((ch = getopt_long(argc, argv, "c:dnh", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -209,21 +251,18 @@ main(int argc, char *argv[])
 		errx(1, "segment %s: %s", b.cfg.segment, status);
 	}
 	pidfile_write(pfh);
-	(void)proc_starttime(getpid(), &st);
-	/* pid 0 first: no reader pairs the old pid with our start time. */
-	atomic_store(&b.m.hdr->broker_pid, 0);
-	atomic_store(&b.m.hdr->broker_start, st);
-	atomic_store(&b.m.hdr->broker_since_ns, now_ns());
-	atomic_store(&b.m.hdr->heartbeat_ns, now_ns());
-	atomic_store(&b.m.hdr->broker_pid, (int32_t)getpid());
+	attach_as_owner(&b);
 
-	clients_init(&b);
 	guard_install(&b);
-	if ((r = loop_init(&b)) < 0) {
+	if ((r = loop_init(&d.loop, TICK_NS, sigs, &ops, &d)) < 0) {
 		pidfile_remove(pfh);
 		errx(1, "io_uring: %s", strerror(-r));
 	}
-	b.watchdog_ns = notify_watchdog_ns();
+	if ((d.clients = clients_new(&b.m, &d.loop)) == NULL) {
+		pidfile_remove(pfh);
+		errx(1, "out of memory");
+	}
+	d.watchdog_ns = notify_watchdog_ns();
 	setproctitle("segment %s", b.cfg.segment);
 	log_info("serving segment %s: %u keys, %u limits, pid %d",
 	    b.cfg.segment, b.cfg.nkeys, b.cfg.nlimits, (int)getpid());
@@ -232,12 +271,13 @@ main(int argc, char *argv[])
 	notify_send(status);
 	notify_send("READY=1");
 
-	r = loop_run(&b);
+	r = loop_run(&d.loop);
 	if (r < 0)
 		log_warnx("loop: %s", strerror(-r));
-	loop_fini(&b);
-	clients_close(&b);
-	atomic_store(&b.m.hdr->broker_pid, 0);
+	loop_fini(&d.loop);
+	clients_free(d.clients);
+	/* Release: tollstat's acquire load of the pid reads "none". */
+	atomic_store_explicit(&b.m.hdr->broker_pid, 0, memory_order_release);
 	segment_close(&b);
 	/* The lock file stays: no other user can make it while it is there. */
 	seglock_drop(&lk, 0);

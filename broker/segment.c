@@ -169,8 +169,7 @@ alloc_private(struct broker *b)
 	b->lims = calloc(h->max_limits, sizeof(*b->lims));
 	b->cell_used = calloc(h->max_cells, 1);
 	b->holds = calloc(h->max_limits, sizeof(*b->holds));
-	b->cl = calloc(h->max_clients, sizeof(*b->cl));
-	if (!b->keys || !b->lims || !b->cell_used || !b->holds || !b->cl)
+	if (!b->keys || !b->lims || !b->cell_used || !b->holds)
 		return -ENOMEM;
 	return 0;
 }
@@ -1116,5 +1115,4 @@ segment_close(struct broker *b)
 		free(b->holds[i].at);
 	}
 	free(b->holds);
-	free(b->cl);
 }

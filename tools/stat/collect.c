@@ -264,13 +264,25 @@ read_state(const struct seg_map *m, struct snap *s)
 		return -EFAULT;
 	bus_armed = 1;
 	/*
-	 * Acquire: pairs with the broker's (seq_cst) store of its pid, made
-	 * after its start time and since: those are then its own.
+	 * The broker's pid is a sequence (main.c, attach_as_owner): 0 while
+	 * a new broker writes its start time and since, its pid after.
+	 * Acquire: pairs with the release store of the pid, so start and
+	 * since are that broker's; the second read of the pid, after an
+	 * acquire fence that pairs with the broker's release fence after its
+	 * 0, tells a new broker's fields read with an old broker's pid.
 	 */
-	pid = atomic_load_explicit(&h->broker_pid, memory_order_acquire);
-	start = atomic_load_explicit(&h->broker_start, memory_order_relaxed);
-	since = atomic_load_explicit(&h->broker_since_ns,
-	    memory_order_relaxed);
+	for (int tries = 0; ; tries++) {
+		pid = atomic_load_explicit(&h->broker_pid,
+		    memory_order_acquire);
+		start = atomic_load_explicit(&h->broker_start,
+		    memory_order_relaxed);
+		since = atomic_load_explicit(&h->broker_since_ns,
+		    memory_order_relaxed);
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&h->broker_pid,
+		    memory_order_relaxed) == pid || tries == 100)
+			break;
+	}
 	hb = atomic_load_explicit(&h->heartbeat_ns, memory_order_relaxed);
 	s->repairs = atomic_load_explicit(&h->repairs, memory_order_relaxed);
 	/* After the heartbeat's load: an age is never negative. */
