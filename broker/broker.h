@@ -83,7 +83,15 @@ struct broker {
 };
 
 /* segment.c */
+struct seg_plan {
+	uint32_t	max_keys;
+	uint32_t	max_limits;
+	uint32_t	max_cells;
+};
+int	segment_plan(const struct config *cfg, struct seg_plan *p, char *err,
+	    size_t errlen);
 int	segment_open(struct broker *b);
+void	segment_discard(struct broker *b);
 int	segment_publish(struct broker *b, const struct config *cfg,
 	    char *err, size_t errlen);
 void	segment_close(struct broker *b);

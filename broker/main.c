@@ -208,6 +208,13 @@ main(int argc, char *argv[])
 		    n, n == 1 ? "" : "s");
 		return 1;
 	}
+	/* What no segment holds, before anything is created (or -n OK). */
+	if (segment_plan(&b.cfg, &(struct seg_plan){ 0 }, status,
+	    sizeof(status)) < 0) {
+		fprintf(stderr, "%s: %s\ntollgated: %s: 1 error\n",
+		    b.config_path, status, b.config_path);
+		return 1;
+	}
 	if (check) {
 		printf("configuration OK\n");
 		config_free(&b.cfg);
@@ -247,6 +254,7 @@ main(int argc, char *argv[])
 		errx(1, "segment %s: %s", b.cfg.segment, strerror(-r));
 	}
 	if (segment_publish(&b, &b.cfg, status, sizeof(status)) < 0) {
+		segment_discard(&b);
 		pidfile_remove(pfh);
 		errx(1, "segment %s: %s", b.cfg.segment, status);
 	}

@@ -36,16 +36,64 @@ grow(uint32_t def, uint64_t need)
 	return n > SEG_IDS_MAX ? SEG_IDS_MAX : (uint32_t)n;
 }
 
-/* Pool words a limit needs: a window ring, or one cell per lease. */
-static uint32_t
+/*
+ * Pool words a limit needs: a window ring, or one cell per lease (a
+ * count segment_plan has checked, before this is taken as 32 bits).
+ */
+static uint64_t
 spec_cells(const struct limit_spec *l)
 {
 	switch (l->kind) {
 	case LIM_WINDOW:
 		return SEG_WIN_SLOTS;
 	case LIM_CONC:
-		return (uint32_t)l->count;
+		return l->count;
 	}
+	return 0;
+}
+
+/*
+ * The capacities of a fresh segment for cfg, with room to grow by
+ * reloads, or why no segment can hold it: every limit segment_create,
+ * segment_publish and seg_check apply to a fresh segment.  `tollgated
+ * -n' applies them as the broker does, before it creates anything, and
+ * each publish checks them again.  Returns 0, or -E2BIG with err set.
+ */
+int
+segment_plan(const struct config *cfg, struct seg_plan *p, char *err,
+    size_t errlen)
+{
+	uint64_t need = 0;
+
+	if (cfg->nkeys > SEG_IDS_MAX) {
+		snprintf(err, errlen, "%u keys: a segment holds at most %u "
+		    "(key ids are 16 bits)", cfg->nkeys, SEG_IDS_MAX);
+		return -E2BIG;
+	}
+	if (cfg->nlimits > SEG_IDS_MAX) {
+		snprintf(err, errlen, "%u limits: a segment holds at most %u "
+		    "(limit ids are 16 bits)", cfg->nlimits, SEG_IDS_MAX);
+		return -E2BIG;
+	}
+	if (cfg->max_clients > SEG_IDS_MAX) {
+		snprintf(err, errlen, "max_clients %u: a segment holds at "
+		    "most %u client slots", cfg->max_clients, SEG_IDS_MAX);
+		return -E2BIG;
+	}
+	for (unsigned i = 0; i < cfg->nlimits; i++)
+		need += spec_cells(&cfg->limits[i]);
+	/* Twice what it needs, as for keys and limits: see grow(). */
+	if (need > SEG_CELLS_MAX / 2) {
+		snprintf(err, errlen, "the limits need %llu cells (a window "
+		    "ring is %u, a concurrency limit one per lease): a "
+		    "segment holds at most %u", (unsigned long long)need,
+		    SEG_WIN_SLOTS, SEG_CELLS_MAX / 2);
+		return -E2BIG;
+	}
+	p->max_keys = grow(DEF_MAX_KEYS, cfg->nkeys);
+	p->max_limits = grow(DEF_MAX_LIMITS, cfg->nlimits);
+	p->max_cells = need * 2 > DEF_MAX_CELLS ? (uint32_t)(need * 2) :
+	    DEF_MAX_CELLS;
 	return 0;
 }
 
@@ -180,17 +228,20 @@ segment_create(struct broker *b, const char *conf, const char *state)
 {
 	struct seg_header *h;
 	struct seg_state *s;
-	uint64_t offs[5], cfgsz, need_cells = 0, hsz, ssz;
+	struct seg_plan plan;
+	uint64_t offs[5], cfgsz, hsz, ssz;
 	uint32_t mk, ml, mc;
+	char err[256];
 	void *p;
 	int r;
 
-	for (unsigned i = 0; i < b->cfg.nlimits; i++)
-		need_cells += spec_cells(&b->cfg.limits[i]);
-	mk = grow(DEF_MAX_KEYS, b->cfg.nkeys);
-	ml = grow(DEF_MAX_LIMITS, b->cfg.nlimits);
-	mc = need_cells * 2 > DEF_MAX_CELLS ? (uint32_t)(need_cells * 2) :
-	    DEF_MAX_CELLS;
+	if ((r = segment_plan(&b->cfg, &plan, err, sizeof(err))) < 0) {
+		log_warnx("%s", err);
+		return r;
+	}
+	mk = plan.max_keys;
+	ml = plan.max_limits;
+	mc = plan.max_cells;
 	cfgsz = seg_config_bytes(mk, ml);
 	hsz = sizeof(*h) + 2 * ((cfgsz + SEG_LINE - 1) / SEG_LINE * SEG_LINE);
 	ssz = seg_state_bytes(b->cfg.max_clients, mk, ml, mc, offs);
@@ -418,6 +469,24 @@ segment_open(struct broker *b)
 	    b->cfg.segment, (unsigned long long)seg_cfg(&b->m,
 	    atomic_load(&h->config_idx))->gen);
 	return segment_adopt(b);
+}
+
+/*
+ * After the first publish failed: a segment that no client could attach
+ * to yet (magic is set by the first publish, last) goes, so that it does
+ * not stand in the way of the next start as one of another layout.
+ */
+void
+segment_discard(struct broker *b)
+{
+	char conf[256], state[256];
+
+	if (b->m.hdr == NULL || atomic_load_explicit(&b->m.hdr->magic,
+	    memory_order_relaxed) == TG_SEG_MAGIC ||
+	    seg_names(b->cfg.segment, conf, state, sizeof(conf)) < 0)
+		return;
+	shm_unlink(conf);
+	shm_unlink(state);
 }
 
 /* The id of key `name', live or quarantined, or -1. */
@@ -772,6 +841,11 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 	    uint32_t *at; struct cell_hold *hold; } *moves = NULL;
 	unsigned nmoves = 0, idx;
 
+	/* What no segment holds: a count too large for 32 bits, say. */
+	if ((r = segment_plan(cfg, &(struct seg_plan){ 0 }, err,
+	    errlen)) < 0)
+		return r;
+	r = -ENOSPC;
 	keys = malloc(h->max_keys * sizeof(*keys));
 	lims = malloc(h->max_limits * sizeof(*lims));
 	used = malloc(h->max_cells);
@@ -869,7 +943,7 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 		for (unsigned j = ks->first_limit; j < ks->first_limit +
 		    ks->nlimits; j++) {
 			const struct limit_spec *sp = &cfg->limits[j];
-			uint32_t need = spec_cells(sp);
+			uint32_t need = (uint32_t)spec_cells(sp);
 			int64_t first;
 			int id = lid[j];
 

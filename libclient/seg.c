@@ -78,7 +78,7 @@ seg_check(const struct seg_header *h, size_t hdr_size, size_t state_size)
 	if (h->max_keys == 0 || h->max_keys > SEG_IDS_MAX ||
 	    h->max_limits == 0 || h->max_limits > SEG_IDS_MAX ||
 	    h->max_clients == 0 || h->max_clients > SEG_IDS_MAX ||
-	    h->max_cells > (1u << 30))
+	    h->max_cells > SEG_CELLS_MAX)
 		return -EBADMSG;
 	cfg = seg_config_bytes(h->max_keys, h->max_limits);
 	st = seg_state_bytes(h->max_clients, h->max_keys, h->max_limits,

@@ -17,6 +17,7 @@
 #define SEG_DEPTH_MAX	8		/* == CFG_DEPTH_MAX */
 #define SEG_NAME_MAX	48		/* key name with its NUL */
 #define SEG_IDS_MAX	0xfff0u		/* key and limit ids are 16 bits */
+#define SEG_CELLS_MAX	(1u << 30)	/* words in the cell pool */
 #define SEG_WIN_SLOTS	64		/* sub-windows in a window ring */
 #define SEG_STRIPES	16		/* copies of the grant counters */
 #define SEG_CLIENTS_MAX	65535u		/* client slots at most (max_clients) */
