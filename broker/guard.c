@@ -9,6 +9,7 @@
 
 #include "broker.h"
 #include "gcra.h"
+#include "lease.h"
 #include "log.h"
 #include "srvcap.h"
 #include "window.h"
@@ -135,11 +136,19 @@ scrub(struct broker *b, uint64_t now)
 	unsigned long bad_pauses = 0, bad_caps = 0, bad_backoffs = 0;
 	unsigned long bad_stripes = 0;
 
-	if (atomic_load(&s->magic) != TG_SEG_MAGIC ||
-	    s->version != TG_SEG_VERSION || s->size != h->state_size) {
+	/*
+	 * Relaxed, here and below unless said: the guard repairs words no
+	 * client trusts for anything but their own value, and each repair is
+	 * a CAS from exactly the value judged bad, so a client's write in
+	 * between wins.
+	 */
+	if (atomic_load_explicit(&s->magic, memory_order_relaxed) !=
+	    TG_SEG_MAGIC || s->version != TG_SEG_VERSION ||
+	    s->size != h->state_size) {
 		s->version = TG_SEG_VERSION;
 		s->size = h->state_size;
-		atomic_store(&s->magic, TG_SEG_MAGIC);
+		atomic_store_explicit(&s->magic, TG_SEG_MAGIC,
+		    memory_order_relaxed);
 		guard_count(&b->m, "state header", 1);
 	}
 	for (uint32_t id = 0; id < h->max_limits; id++) {
@@ -149,18 +158,22 @@ scrub(struct broker *b, uint64_t now)
 		if (!l->used)
 			continue;
 		/* A server cap ends within the key's max_pause. */
-		cap = atomic_load(&ls[id].srv_cap);
+		cap = atomic_load_explicit(&ls[id].srv_cap,
+		    memory_order_relaxed);
 		if (cap_live(cap, now) && cap_until_ns(cap) - now >
 		    key_max_pause(b, l->key) &&
-		    atomic_compare_exchange_strong(&ls[id].srv_cap, &cap, 0))
+		    atomic_compare_exchange_strong_explicit(&ls[id].srv_cap,
+		    &cap, 0, memory_order_relaxed, memory_order_relaxed))
 			bad_caps++;
 		switch (l->spec.kind) {
 		case LIM_RATE: {
-			uint64_t tat = atomic_load(&ls[id].tat_ns);
+			uint64_t tat = atomic_load_explicit(&ls[id].tat_ns,
+			    memory_order_relaxed);
 
 			if (tat > now && tat - now > tat_ahead_max(&l->spec) &&
-			    atomic_compare_exchange_strong(&ls[id].tat_ns,
-			    &tat, now))
+			    atomic_compare_exchange_strong_explicit(
+			    &ls[id].tat_ns, &tat, now, memory_order_relaxed,
+			    memory_order_relaxed))
 				bad_tats++;
 			break;
 		}
@@ -169,21 +182,32 @@ scrub(struct broker *b, uint64_t now)
 			uint64_t e = now / sub, w, ahead;
 
 			for (uint32_t i = 0; i < l->ncells; i++) {
-				w = atomic_load(&cells[l->cells + i]);
+				w = atomic_load_explicit(&cells[l->cells + i],
+				    memory_order_relaxed);
 				ahead = ((w >> WIN_COUNT_BITS) - e) &
 				    WIN_EPOCH_MASK;
 				/* Further ahead than a racing clock can be. */
 				if (w != 0 && ahead > WIN_AHEAD_MAX &&
 				    ahead < WIN_EPOCH_MASK / 2 &&
-				    atomic_compare_exchange_strong(
-				    &cells[l->cells + i], &w, 0))
+				    atomic_compare_exchange_strong_explicit(
+				    &cells[l->cells + i], &w, 0,
+				    memory_order_relaxed, memory_order_relaxed))
 					bad_rings++;
 			}
 			break;
 		}
-		case LIM_CONC:
+		case LIM_CONC: {
+			unsigned long orphans = bad_leases;
+
 			for (uint32_t i = 0; i < l->ncells; i++) {
-				uint64_t v = atomic_load(&cells[l->cells + i]);
+				/*
+				 * Acquire: pairs with the release half of the
+				 * taker's seq_cst CAS of the cell, made after
+				 * its slot went LIVE: the owner read below is
+				 * then that registration's, or later.
+				 */
+				uint64_t v = atomic_load_explicit(
+				    &cells[l->cells + i], memory_order_acquire);
 				uint32_t slot = LEASE_SLOT(v);
 
 				if (v == 0)
@@ -195,34 +219,50 @@ scrub(struct broker *b, uint64_t now)
 				 * lease is an orphan; v names only that slot,
 				 * so nobody else can have taken it since.
 				 */
+				if (v == LEASE_SEALED)
+					continue;	/* not a lease */
 				if (slot >= h->max_clients ||
-				    atomic_load(&cl[slot].owner) == 0) {
-					if (atomic_compare_exchange_strong(
-					    &cells[l->cells + i], &v, 0))
+				    atomic_load_explicit(&cl[slot].owner,
+				    memory_order_relaxed) == 0) {
+					/* seq_cst: a free, before the wake. */
+					if (atomic_compare_exchange_strong_explicit(
+					    &cells[l->cells + i], &v, 0,
+					    memory_order_seq_cst,
+					    memory_order_relaxed))
 						bad_leases++;
 				}
 			}
+			/* Sleepers wait for a release: this was one. */
+			if (bad_leases != orphans)
+				lease_wake(&ls[id]);
 			break;
+		}
 		}
 	}
 	for (uint32_t id = 0; id < h->max_keys; id++) {
-		uint64_t p = atomic_load(&ks[id].paused_until_ns), v, max;
+		uint64_t p = atomic_load_explicit(&ks[id].paused_until_ns,
+		    memory_order_relaxed), v, max;
 
 		if (p > now && p - now > key_max_pause(b, id) &&
-		    atomic_compare_exchange_strong(&ks[id].paused_until_ns,
-		    &p, 0))
+		    atomic_compare_exchange_strong_explicit(
+		    &ks[id].paused_until_ns, &p, 0, memory_order_relaxed,
+		    memory_order_relaxed))
 			bad_pauses++;
 		/* A round begun in the future would stop every backoff. */
-		v = atomic_load(&ks[id].pause_set_ns);
+		v = atomic_load_explicit(&ks[id].pause_set_ns,
+		    memory_order_relaxed);
 		if (v > now + CLOCK_SLACK_NS &&
-		    atomic_compare_exchange_strong(&ks[id].pause_set_ns, &v,
-		    now))
+		    atomic_compare_exchange_strong_explicit(
+		    &ks[id].pause_set_ns, &v, now, memory_order_relaxed,
+		    memory_order_relaxed))
 			bad_backoffs++;
 		max = b->keys[id].backoff_max_ns ? b->keys[id].backoff_max_ns :
 		    CFG_BACKOFF_MAX_NS;
-		v = atomic_load(&ks[id].backoff_ns);
-		if (v > max && atomic_compare_exchange_strong(
-		    &ks[id].backoff_ns, &v, max))
+		v = atomic_load_explicit(&ks[id].backoff_ns,
+		    memory_order_relaxed);
+		if (v > max && atomic_compare_exchange_strong_explicit(
+		    &ks[id].backoff_ns, &v, max, memory_order_relaxed,
+		    memory_order_relaxed))
 			bad_backoffs++;
 	}
 	/*
@@ -233,15 +273,26 @@ scrub(struct broker *b, uint64_t now)
 	 * may claim: grant statistics, not limits, would be off.
 	 */
 	for (uint32_t i = 1; i < SEG_STRIPES; i++) {
-		uint32_t v = atomic_load(&s->stripe_owner[i]);
+		/*
+		 * Acquire: pairs with the claimer's acq_rel CAS of the
+		 * stripe, made after its slot went LIVE, as for leases.
+		 */
+		uint32_t v = atomic_load_explicit(&s->stripe_owner[i],
+		    memory_order_acquire);
 
 		if (v != 0 && (v > h->max_clients ||
-		    atomic_load(&cl[v - 1].owner) == 0) &&
-		    atomic_compare_exchange_strong(&s->stripe_owner[i], &v, 0))
+		    atomic_load_explicit(&cl[v - 1].owner,
+		    memory_order_relaxed) == 0) &&
+		    atomic_compare_exchange_strong_explicit(
+		    &s->stripe_owner[i], &v, 0, memory_order_relaxed,
+		    memory_order_relaxed))
 			bad_stripes++;
 	}
-	if (atomic_load(&s->stripe_owner[0]) != 0) {
-		atomic_store(&s->stripe_owner[0], 0);	/* never owned */
+	if (atomic_load_explicit(&s->stripe_owner[0], memory_order_relaxed) !=
+	    0) {
+		/* Never owned. */
+		atomic_store_explicit(&s->stripe_owner[0], 0,
+		    memory_order_relaxed);
 		bad_stripes++;
 	}
 	guard_count(&b->m, "grant stripe owner", bad_stripes);

@@ -756,11 +756,16 @@ stripe_claim(tg_client *c)
 		/* Start where the slot says: fewer CAS on a busy array. */
 		s = 1 + (c->slot + k) % (SEG_STRIPES - 1);
 		expect = 0;
+		/*
+		 * acq_rel: acquire the last owner's counts; release our LIVE
+		 * slot to the broker's guard, which reads the stripe's owner,
+		 * then the slot.
+		 */
 		if (atomic_load_explicit(&st->stripe_owner[s],
 		    memory_order_relaxed) == 0 &&
 		    atomic_compare_exchange_strong_explicit(
 		    &st->stripe_owner[s], &expect, c->slot + 1,
-		    memory_order_acquire, memory_order_relaxed)) {
+		    memory_order_acq_rel, memory_order_relaxed)) {
 			c->stripe = s;
 			break;
 		}

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <errno.h>
+#include <sched.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <stdarg.h>
 #include <stddef.h>
@@ -253,6 +254,52 @@ test_unlocked_and_half_reclaimed(void **state)
 	}
 }
 
+/*
+ * The guard frees a lease whose slot is free (an orphan) and must wake
+ * whoever sleeps on the limit, as a release would: before, the sleeper
+ * slept on until its timeout.
+ */
+static void
+test_orphan_freed_wakes_sleeper(void **state)
+{
+	struct fixture *f = *state;
+	struct seg_lstate *ls = seg_lstates(&f->b.m);
+	_Atomic uint64_t *cells = seg_cells(&f->b.m);
+	tg_client *c;
+	tg_ticket t;
+	uint32_t k, id = SEG_NONE, cell = 0;
+	pid_t pid;
+
+	assert_int_equal(tg_open(f->segment, &c), 0);
+	assert_int_equal(tg_key(c, "one", &k), 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	/* Its lease now names slot 7, which is free: an orphan. */
+	for (uint32_t i = 0; i < f->b.m.hdr->max_limits && id == SEG_NONE;
+	    i++)
+		if (f->b.lims[i].used && f->b.lims[i].spec.kind == LIM_CONC)
+			id = i;
+	assert_int_not_equal(id, SEG_NONE);
+	for (uint32_t i = 0; i < f->b.lims[id].ncells; i++)
+		if (atomic_load(&cells[f->b.lims[id].cells + i]) != 0)
+			cell = f->b.lims[id].cells + i;
+	atomic_store(&cells[cell], LEASE_VAL(7, 1));
+	atomic_store(&ls[id].waiting, 0);
+	if ((pid = fork()) == 0) {
+		tg_client *c2;
+		tg_ticket t2;
+
+		if (tg_open(f->segment, &c2) < 0)
+			_exit(2);
+		_exit(tg_acquire(c2, k, NULL, 20 * S_NS, &t2) == 0 ? 0 : 1);
+	}
+	/* Until it announced its sleep: no fixed wait. */
+	while (atomic_load(&ls[id].waiting) == 0)
+		sched_yield();
+	guard_check(&f->b, now_ns());
+	assert_int_equal(tb_wait_child(pid), 0);
+	tg_close(c);
+}
+
 int
 main(void)
 {
@@ -266,6 +313,8 @@ main(void)
 		    test_abandoned_claim_after_grace, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_unlocked_and_half_reclaimed, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_orphan_freed_wakes_sleeper, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
