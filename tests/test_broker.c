@@ -93,6 +93,19 @@ teardown(void **state)
 	return 0;
 }
 
+/* A free slot that is not `not'; the test's own client may have any. */
+static uint32_t
+free_slot(struct fixture *f, int not)
+{
+	struct seg_client *cl = seg_clients(&f->b.m);
+
+	for (uint32_t i = 0; i < f->b.m.hdr->max_clients; i++)
+		if ((int)i != not && atomic_load(&cl[i].owner) == 0)
+			return i;
+	fail_msg("no free slot");
+	return 0;
+}
+
 /* The slot of the only live client; -1 if none. */
 static int
 live_slot(struct fixture *f, uint64_t *owner)
@@ -106,6 +119,7 @@ live_slot(struct fixture *f, uint64_t *owner)
 	}
 	return -1;
 }
+
 
 /* Whether a second client gets the one lease of `one' now. */
 static int
@@ -227,7 +241,7 @@ test_unlocked_and_half_reclaimed(void **state)
 	tg_client *c;
 	tg_ticket t;
 	uint64_t o;
-	uint32_t k;
+	uint32_t k, fake;
 	int slot;
 
 	for (int pass = 0; pass < 2; pass++) {
@@ -235,8 +249,9 @@ test_unlocked_and_half_reclaimed(void **state)
 		assert_int_equal(tg_key(c, "one", &k), 0);
 		assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
 		assert_true((slot = live_slot(f, &o)) >= 0);
-		/* Move its lease to a made-up registration of slot 6. */
-		atomic_store(&cl[6].owner, pass == 0 ?
+		/* Move its lease to a made-up registration of another slot. */
+		fake = free_slot(f, slot);
+		atomic_store(&cl[fake].owner, pass == 0 ?
 		    CLIENT_OWNER(CLIENT_LIVE, 9) :
 		    CLIENT_OWNER(CLIENT_RECLAIMING, 9));
 		for (uint32_t i = 0; i < f->b.m.hdr->max_cells; i++) {
@@ -244,12 +259,12 @@ test_unlocked_and_half_reclaimed(void **state)
 
 			if (atomic_load(cell) != 0 &&
 			    LEASE_SLOT(atomic_load(cell)) == (uint32_t)slot)
-				atomic_store(cell, LEASE_VAL(6, 1));
+				atomic_store(cell, LEASE_VAL(fake, 1));
 		}
 		tg_close(c);
 		assert_false(lease_free(f));
 		clients_scan(f->cs, now_ns());
-		assert_int_equal(atomic_load(&cl[6].owner), 0);
+		assert_int_equal(atomic_load(&cl[fake].owner), 0);
 		assert_true(lease_free(f));
 	}
 }
@@ -273,7 +288,6 @@ test_orphan_freed_wakes_sleeper(void **state)
 	assert_int_equal(tg_open(f->segment, &c), 0);
 	assert_int_equal(tg_key(c, "one", &k), 0);
 	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
-	/* Its lease now names slot 7, which is free: an orphan. */
 	for (uint32_t i = 0; i < f->b.m.hdr->max_limits && id == SEG_NONE;
 	    i++)
 		if (f->b.lims[i].used && f->b.lims[i].spec.kind == LIM_CONC)
@@ -282,7 +296,6 @@ test_orphan_freed_wakes_sleeper(void **state)
 	for (uint32_t i = 0; i < f->b.lims[id].ncells; i++)
 		if (atomic_load(&cells[f->b.lims[id].cells + i]) != 0)
 			cell = f->b.lims[id].cells + i;
-	atomic_store(&cells[cell], LEASE_VAL(7, 1));
 	atomic_store(&ls[id].waiting, 0);
 	if ((pid = fork()) == 0) {
 		tg_client *c2;
@@ -295,6 +308,8 @@ test_orphan_freed_wakes_sleeper(void **state)
 	/* Until it announced its sleep: no fixed wait. */
 	while (atomic_load(&ls[id].waiting) == 0)
 		sched_yield();
+	/* Now the lease names a slot neither of us holds: an orphan. */
+	atomic_store(&cells[cell], LEASE_VAL(free_slot(f, -1), 1));
 	guard_check(&f->b, now_ns());
 	assert_int_equal(tb_wait_child(pid), 0);
 	tg_close(c);
