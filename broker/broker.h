@@ -76,8 +76,10 @@ struct broker {
 	struct key_slot	*keys;		/* [max_keys] */
 	struct lim_slot	*lims;		/* [max_limits] */
 	uint8_t		*cell_used;	/* [max_cells]: 1 if allocated */
-	struct cell_hold *holds;
+	struct cell_hold *holds;	/* [max_limits]: [0..nholds) held */
 	unsigned	nholds;
+	uint32_t	*lim_first;	/* [max_keys + 1]: limits by key, */
+	uint16_t	*lim_ids;	/* [max_limits]: see lims_by_key */
 	uint16_t	next_key;	/* next-fit: ids are reused late */
 	uint16_t	next_lim;
 };

@@ -213,6 +213,7 @@ main(int argc, char *argv[])
 	    sizeof(status)) < 0) {
 		fprintf(stderr, "%s: %s\ntollgated: %s: 1 error\n",
 		    b.config_path, status, b.config_path);
+		config_free(&b.cfg);
 		return 1;
 	}
 	if (check) {

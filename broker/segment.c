@@ -217,7 +217,10 @@ alloc_private(struct broker *b)
 	b->lims = calloc(h->max_limits, sizeof(*b->lims));
 	b->cell_used = calloc(h->max_cells, 1);
 	b->holds = calloc(h->max_limits, sizeof(*b->holds));
-	if (!b->keys || !b->lims || !b->cell_used || !b->holds)
+	b->lim_first = calloc(h->max_keys + 1, sizeof(*b->lim_first));
+	b->lim_ids = calloc(h->max_limits, sizeof(*b->lim_ids));
+	if (!b->keys || !b->lims || !b->cell_used || !b->holds ||
+	    !b->lim_first || !b->lim_ids)
 		return -ENOMEM;
 	return 0;
 }
@@ -489,14 +492,83 @@ segment_discard(struct broker *b)
 	shm_unlink(state);
 }
 
+/*
+ * Key names to ids, for a publish: open addressing over a power of two
+ * at least twice the ids, 0 empty, else id + 1.  A search per key of the
+ * config would make a publish quadratic in keys.
+ */
+struct key_index {
+	uint32_t	*slot;
+	uint32_t	mask;
+};
+
+static uint32_t
+name_hash(const char *s)
+{
+	uint32_t h = 2166136261u;	/* FNV-1a */
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+/* Index every named id of keys[0..n), live or quarantined; 0, -ENOMEM. */
+static int
+key_index_build(struct key_index *x, const struct key_slot *keys,
+    uint32_t n)
+{
+	uint32_t size = 16, i;
+
+	while (size < 2 * n)
+		size <<= 1;
+	if ((x->slot = calloc(size, sizeof(*x->slot))) == NULL)
+		return -ENOMEM;
+	x->mask = size - 1;
+	for (uint32_t id = 0; id < n; id++) {
+		if (keys[id].name[0] == '\0')
+			continue;
+		for (i = name_hash(keys[id].name) & x->mask; x->slot[i] != 0;
+		    i = (i + 1) & x->mask)
+			;
+		x->slot[i] = id + 1;
+	}
+	return 0;
+}
+
 /* The id of key `name', live or quarantined, or -1. */
 static int
-key_find(const struct key_slot *keys, uint32_t n, const char *name)
+key_find(const struct key_index *x, const struct key_slot *keys,
+    const char *name)
 {
-	for (uint32_t i = 0; i < n; i++)
-		if (keys[i].name[0] && strcmp(keys[i].name, name) == 0)
-			return (int)i;
+	for (uint32_t i = name_hash(name) & x->mask; x->slot[i] != 0;
+	    i = (i + 1) & x->mask)
+		if (strcmp(keys[x->slot[i] - 1].name, name) == 0)
+			return (int)x->slot[i] - 1;
 	return -1;
+}
+
+/*
+ * The used limits of lims[0..nl) by owning key, ids ascending: those of
+ * key k are ids[first[k]..first[k + 1]) (a counting sort, first has
+ * nk + 1 entries).  A scan of every limit per key would make a publish
+ * and cfg_write quadratic.
+ */
+static void
+lims_by_key(const struct lim_slot *lims, uint32_t nl, uint32_t nk,
+    uint32_t *first, uint16_t *ids)
+{
+	memset(first, 0, (nk + 1) * sizeof(*first));
+	for (uint32_t x = 0; x < nl; x++)
+		if (lims[x].used && lims[x].key < nk)
+			first[lims[x].key + 1]++;
+	for (uint32_t k = 0; k < nk; k++)
+		first[k + 1] += first[k];
+	/* Fill with first[k] as k's cursor: it ends at k + 1's start. */
+	for (uint32_t x = 0; x < nl; x++)
+		if (lims[x].used && lims[x].key < nk)
+			ids[first[lims[x].key]++] = (uint16_t)x;
+	memmove(first + 1, first, nk * sizeof(*first));
+	first[0] = 0;
 }
 
 /* A free id, next-fit from *next so that a freed id is reused late. */
@@ -528,19 +600,27 @@ lim_alloc(struct lim_slot *lims, uint32_t n, uint16_t *next)
 	return -1;
 }
 
-/* First fit of n free pool words; returns the first, or -1. */
+/*
+ * First fit of n free pool words from *from, then from the start;
+ * returns the first, or -1.  *from moves past what it found, so that a
+ * publish allocating for many limits scans the pool about once.
+ */
 static int64_t
-cells_alloc(uint8_t *used, uint32_t max, uint32_t n)
+cells_alloc(uint8_t *used, uint32_t max, uint32_t n, uint32_t *from)
 {
 	uint32_t run = 0;
 
 	if (n == 0)
 		return 0;
-	for (uint32_t i = 0; i < max; i++) {
-		run = used[i] ? 0 : run + 1;
-		if (run == n) {
-			memset(used + i + 1 - n, 1, n);
-			return (int64_t)(i + 1 - n);
+	for (int pass = 0; pass < 2; pass++) {
+		run = 0;
+		for (uint32_t i = pass ? 0 : *from; i < max; i++) {
+			run = used[i] ? 0 : run + 1;
+			if (run == n) {
+				memset(used + i + 1 - n, 1, n);
+				*from = i + 1;
+				return (int64_t)(i + 1 - n);
+			}
 		}
 	}
 	return -1;
@@ -603,7 +683,9 @@ cfg_write(struct broker *b, unsigned idx, uint64_t gen)
 		l[i].ncells = s->ncells;
 		l[i].conf_count = s->conf.count;
 	}
-	/* Keys: own limits in file order, then each ancestor's. */
+	/* Keys: own limits in id order, then each ancestor's. */
+	lims_by_key(b->lims, h->max_limits, h->max_keys, b->lim_first,
+	    b->lim_ids);
 	for (uint32_t i = 0; i < h->max_keys; i++) {
 		struct seg_key *kk = &k[i];
 		uint32_t at = i;
@@ -621,12 +703,12 @@ cfg_write(struct broker *b, unsigned idx, uint64_t gen)
 		    b->keys[i].backoff_min_ns : CFG_BACKOFF_MIN_NS;
 		kk->backoff_max_ns = b->keys[i].backoff_max_ns ?
 		    b->keys[i].backoff_max_ns : CFG_BACKOFF_MAX_NS;
-		while (at != SEG_NONE && kk->depth < SEG_DEPTH_MAX) {
+		while (at < h->max_keys && kk->depth < SEG_DEPTH_MAX) {
 			kk->kchain[kk->depth++] = (uint16_t)at;
-			for (uint32_t j = 0; j < h->max_limits; j++)
-				if (b->lims[j].used && b->lims[j].key == at &&
-				    kk->nchain < SEG_CHAIN_MAX)
-					kk->chain[kk->nchain++] = (uint16_t)j;
+			for (uint32_t j = b->lim_first[at]; j <
+			    b->lim_first[at + 1] && kk->nchain < SEG_CHAIN_MAX;
+			    j++)
+				kk->chain[kk->nchain++] = b->lim_ids[j];
 			if (at == i)
 				kk->nown = kk->nchain;
 			at = b->keys[at].parent;
@@ -790,14 +872,12 @@ cells_hold(struct broker *b, uint32_t first, uint32_t n)
 {
 	if (n == 0)
 		return NULL;
-	for (unsigned i = 0; i < b->m.hdr->max_limits; i++)
-		if (b->holds[i].n == 0) {
-			b->holds[i] = (struct cell_hold){ first, n,
-			    QUARANTINE_TICKS, SEG_NONE, 0, 0, NULL, NULL };
-			if (i >= b->nholds)
-				b->nholds = i + 1;
-			return &b->holds[i];
-		}
+	/* holds[0..nholds) are all held: no search, as segment_tick. */
+	if (b->nholds < b->m.hdr->max_limits) {
+		b->holds[b->nholds] = (struct cell_hold){ first, n,
+		    QUARANTINE_TICKS, SEG_NONE, 0, 0, NULL, NULL };
+		return &b->holds[b->nholds++];
+	}
 	memset(b->cell_used + first, 0, n);	/* no room to wait: free now */
 	return NULL;
 }
@@ -833,9 +913,12 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 	const struct seg_header *h = b->m.hdr;
 	struct key_slot *keys = NULL;
 	struct lim_slot *lims = NULL;
-	uint8_t *used = NULL;
+	struct key_index names = { NULL, 0 };
+	uint8_t *used = NULL, *live = NULL;
 	int *kid = NULL, *lid = NULL, *matched = NULL, r = -ENOSPC;
 	uint16_t next_key = b->next_key, next_lim = b->next_lim;
+	uint32_t *lfirst = b->lim_first, cursor = 0;
+	uint16_t *lids = b->lim_ids;
 	/* Concurrency limits that grow out of their cells: see move_begin. */
 	struct { uint32_t id, from, n, to, nto; uint64_t *carried;
 	    uint32_t *at; struct cell_hold *hold; } *moves = NULL;
@@ -853,7 +936,9 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 	lid = calloc(cfg->nlimits + 1, sizeof(*lid));
 	matched = calloc(h->max_limits, sizeof(*matched));
 	moves = calloc(cfg->nlimits + 1, sizeof(*moves));
-	if (!keys || !lims || !used || !kid || !lid || !matched || !moves) {
+	live = calloc(h->max_keys, 1);
+	if (!keys || !lims || !used || !kid || !lid || !matched || !moves ||
+	    !live || key_index_build(&names, b->keys, h->max_keys) < 0) {
 		snprintf(err, errlen, "out of memory");
 		r = -ENOMEM;
 		goto out;
@@ -863,9 +948,13 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 	memcpy(lims, b->lims, h->max_limits * sizeof(*lims));
 	memcpy(used, b->cell_used, h->max_cells);
 
+	/*
+	 * Names are unique in a config, so a name this loop gives a fresh
+	 * id is never looked up again: the index of the old names serves.
+	 */
 	for (unsigned i = 0; i < cfg->nkeys; i++) {
 		const struct key_spec *ks = &cfg->keys[i];
-		int id = key_find(keys, h->max_keys, ks->name);
+		int id = key_find(&names, keys, ks->name);
 
 		if (id >= 0 && keys[id].quarantine) {
 			keys[id].quarantine = 0;	/* back: a new handle */
@@ -889,6 +978,7 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 			seg_grant_zero(&b->m, (uint64_t)id);
 		}
 		kid[i] = id;
+		live[id] = 1;
 		keys[id].learn = ks->learn;
 		keys[id].max_pause_ns = ks->max_pause_ns;
 		keys[id].backoff_min_ns = ks->backoff_min_ns;
@@ -898,35 +988,34 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 		    SEG_NONE;
 	}
 	/* Keys that are gone: hidden now, their id free after quarantine. */
-	for (uint32_t id = 0; id < h->max_keys; id++) {
-		int live = 0;
-
-		for (unsigned i = 0; i < cfg->nkeys && !live; i++)
-			live = kid[i] == (int)id;
-		if (!live && keys[id].name[0] && !keys[id].quarantine)
+	for (uint32_t id = 0; id < h->max_keys; id++)
+		if (!live[id] && keys[id].name[0] && !keys[id].quarantine)
 			keys[id].quarantine = QUARANTINE_TICKS;
-	}
-	/* Limits: an unchanged one keeps its id and so its state. */
+	/*
+	 * Limits: an unchanged one keeps its id and so its state.  Only the
+	 * key's own are candidates (lims_by_key; cfg_write rebuilds these
+	 * arrays from what is committed before it reads them).
+	 */
+	lims_by_key(lims, h->max_limits, h->max_keys, lfirst, lids);
 	for (unsigned i = 0; i < cfg->nkeys; i++) {
 		const struct key_spec *ks = &cfg->keys[i];
+		uint32_t from = lfirst[kid[i]], to = lfirst[kid[i] + 1];
 
 		for (unsigned j = ks->first_limit; j < ks->first_limit +
 		    ks->nlimits; j++) {
 			const struct limit_spec *sp = &cfg->limits[j];
 			int id = -1;
 
-			for (uint32_t x = 0; x < h->max_limits && id < 0; x++)
-				if (lims[x].used && !matched[x] &&
-				    lims[x].key == kid[i] &&
-				    spec_same(&lims[x].conf, sp))
-					id = (int)x;
+			for (uint32_t y = from; y < to && id < 0; y++)
+				if (!matched[lids[y]] &&
+				    spec_same(&lims[lids[y]].conf, sp))
+					id = lids[y];
 			/* A concurrency limit that changed size stays. */
-			for (uint32_t x = 0; x < h->max_limits && id < 0 &&
-			    sp->kind == LIM_CONC; x++)
-				if (lims[x].used && !matched[x] &&
-				    lims[x].key == kid[i] &&
-				    lims[x].spec.kind == LIM_CONC)
-					id = (int)x;
+			for (uint32_t y = from; y < to && id < 0 &&
+			    sp->kind == LIM_CONC; y++)
+				if (!matched[lids[y]] &&
+				    lims[lids[y]].spec.kind == LIM_CONC)
+					id = lids[y];
 			lid[j] = id;
 			if (id >= 0)
 				matched[id] = 1;
@@ -982,7 +1071,7 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 				goto out;
 			}
 			if ((first = cells_alloc(used, h->max_cells,
-			    need)) < 0) {
+			    need, &cursor)) < 0) {
 				snprintf(err, errlen, "the cell pool (%u words)"
 				    " is full: restart with --reset to grow "
 				    "the segment", h->max_cells);
@@ -1112,6 +1201,8 @@ out:
 	free(kid);
 	free(lid);
 	free(matched);
+	free(live);
+	free(names.slot);
 	for (unsigned i = 0; i < nmoves; i++) {
 		free(moves[i].carried);
 		free(moves[i].at);
@@ -1151,8 +1242,6 @@ segment_tick(struct broker *b, uint64_t now)
 		struct lim_slot *l = ch->lim != SEG_NONE ? &b->lims[ch->lim] :
 		    NULL;
 
-		if (ch->n == 0)
-			continue;
 		/* The first tick wakes again, as above. */
 		if (l != NULL && l->used && (move_reconcile(b, ch) ||
 		    ch->quarantine == QUARANTINE_TICKS))
@@ -1168,7 +1257,9 @@ segment_tick(struct broker *b, uint64_t now)
 		memset(b->cell_used + ch->first, 0, ch->n);
 		free(ch->carried);
 		free(ch->at);
-		*ch = (struct cell_hold){ 0 };
+		/* The last takes its place, and is looked at next. */
+		*ch = b->holds[--b->nholds];
+		i--;
 	}
 	if (republish)
 		segment_republish(b);
@@ -1189,4 +1280,6 @@ segment_close(struct broker *b)
 		free(b->holds[i].at);
 	}
 	free(b->holds);
+	free(b->lim_first);
+	free(b->lim_ids);
 }

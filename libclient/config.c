@@ -1332,9 +1332,10 @@ set_max_clients(struct parser *p, const char *v)
 		    " (too large)" : "");
 		return;
 	}
-	if (n < 1 || n > 65535) {
+	/* A segment's slots are numbered with the ids: SEG_IDS_MAX. */
+	if (n < 1 || n > 65520) {
 		report_at(p, p->lineno, "max_clients %" PRIu64 " is not within "
-		    "1..65535", n);
+		    "1..65520", n);
 		return;
 	}
 	p->cfg->max_clients = (uint32_t)n;

@@ -26,6 +26,11 @@
  * The count before the claim is not needed for that; it spares a full
  * limit the claim and its undo, so that a sleeper's own undo does not
  * keep waking it (see the sleep protocol below).
+ *
+ * With as many cells as allowed, the common case (no reload resized the
+ * limit, adaptive did not cut it), the claim alone is exact: no more
+ * than ncells can be held.  Such a take counts nothing, and costs what
+ * it did before counting: a scan from hint to a free cell and its CAS.
  */
 static uint32_t
 held(_Atomic uint64_t *cells, uint32_t ncells, int *sealed)
@@ -46,18 +51,23 @@ int
 lease_take(struct seg_lstate *ls, _Atomic uint64_t *cells, uint32_t ncells,
     uint32_t allowed, uint64_t val, uint32_t hint, uint32_t *cell)
 {
-	uint64_t expect;
+	uint64_t expect, v;
 	uint32_t i = 0, k;
-	int sealed = 0;
+	int sealed = 0, count = allowed < ncells;
 
-	if (allowed > ncells)
-		allowed = ncells;
-	if (held(cells, ncells, &sealed) >= allowed || sealed)
+	if (count && (held(cells, ncells, &sealed) >= allowed || sealed))
 		return sealed ? -ESTALE : -EAGAIN;
 	for (k = 0; k < ncells; k++) {
 		i = (hint + k) % ncells;
-		/* Relaxed peek: skip held cells without owning their line. */
-		if (atomic_load_explicit(&cells[i], memory_order_relaxed) != 0)
+		/*
+		 * A peek, to skip held cells without owning their line.
+		 * seq_cst: a refusal for want of a free cell is a count too
+		 * (the sleep protocol needs its loads after `waiting').
+		 */
+		v = atomic_load_explicit(&cells[i], memory_order_seq_cst);
+		if (v == LEASE_SEALED)
+			return -ESTALE;
+		if (v != 0)
 			continue;
 		expect = 0;
 		/*
@@ -72,7 +82,7 @@ lease_take(struct seg_lstate *ls, _Atomic uint64_t *cells, uint32_t ncells,
 	}
 	if (k == ncells)
 		return -EAGAIN;
-	if (held(cells, ncells, &sealed) <= allowed && !sealed) {
+	if (!count || (held(cells, ncells, &sealed) <= allowed && !sealed)) {
 		*cell = i;
 		return 0;
 	}

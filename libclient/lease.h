@@ -17,10 +17,10 @@
  * move it to more cells than it allows (segment.c), and adaptive
  * concurrency allows fewer while cut.  Returns 0 with *cell set;
  * -EAGAIN if allowed are in flight (rarely, only a racing taker's claim
- * made it look so); -ESTALE if the cells are retired (LEASE_SEALED): a
+ * made it look so); -ESTALE if it met a retired cell (LEASE_SEALED): a
  * reload moved the limit, read the config again.  A claim given back
  * wakes ls's sleepers, who may have counted it.  The count makes it
- * exact: see lease.c.
+ * exact: see lease.c; with allowed == ncells a claim alone is.
  */
 int	lease_take(struct seg_lstate *ls, _Atomic uint64_t *cells,
 	    uint32_t ncells, uint32_t allowed, uint64_t val, uint32_t hint,

@@ -1,7 +1,8 @@
 /*
- * mp_keys.c: configs at the segment's limits.  What no segment can hold
- * is refused by `tollgated -n' as by the broker, naming the limit, and a
- * broker that refuses it leaves nothing behind.
+ * mp_keys.c: configs at the segment's limits.  Many keys load and reload
+ * on a real broker; what no segment can hold is refused by `tollgated
+ * -n' as by the broker, naming the limit, and a broker that refuses it
+ * leaves nothing behind.
  */
 #include <sys/stat.h>
 #include <errno.h>
@@ -20,6 +21,8 @@
 #include "seg.h"
 #include "tollgate.h"
 
+#define NKEYS	30000
+
 /* The test's broker: the teardown stops it however the test ended. */
 static struct tbroker the_tb;
 
@@ -31,6 +34,75 @@ teardown(void **state)
 		tb_cleanup(&the_tb);
 	memset(&the_tb, 0, sizeof(the_tb));
 	return 0;
+}
+
+/*
+ * NKEYS keys, one in ten at the top and the others its children, each
+ * with a rate limit of `rate' per second; the last key, "last", with a
+ * concurrency limit too.  Returns a malloc'ed string.
+ */
+static char *
+many_keys(unsigned rate)
+{
+	size_t len = (size_t)NKEYS * 40 + 256, at = 0;
+	char *s = malloc(len);
+
+	assert_non_null(s);
+	for (unsigned i = 0; i < NKEYS - 1; i++) {
+		if (i % 10 == 0)
+			at += (size_t)snprintf(s + at, len - at, "[k%u]\n", i);
+		else
+			at += (size_t)snprintf(s + at, len - at, "[k%u/%u]\n",
+			    i - i % 10, i % 10);
+		at += (size_t)snprintf(s + at, len - at, "limit = %u "
+		    "requests/s\n", rate);
+	}
+	snprintf(s + at, len - at, "[last]\nlimit = %u requests/s\n"
+	    "concurrency = 2\n", rate);
+	return s;
+}
+
+/*
+ * 30,000 keys: the broker starts on them and reloads a change to every
+ * one of them, and a client takes a ticket on the last key each time.
+ * No timing is asserted; tb_start and tb_reload wait up to 10 s.
+ */
+static void
+test_many_keys_load_and_reload(void **state)
+{
+	struct tbroker *tb = &the_tb;
+	char *conf = many_keys(5);
+	tg_client *c;
+	uint64_t t0, t1, t2, retry;
+	tg_ticket t;
+	uint32_t k;
+	int r;
+
+	(void)state;
+	t0 = tb_now_ns();
+	if ((r = tb_start(tb, conf)) == -ENOSYS) {
+		free(conf);
+		skip();
+	}
+	assert_int_equal(r, 0);
+	t1 = tb_now_ns();
+	c = tb_client(tb);
+	k = tb_key(c, "last");
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), 0);
+	tg_release(c, &t);
+	free(conf);
+	conf = many_keys(6);
+	t2 = tb_now_ns();
+	assert_int_equal(tb_reload(tb, conf), 0);
+	print_message("%u keys: started in %.3f s, reloaded in %.3f s\n",
+	    NKEYS, (double)(t1 - t0) / 1e9, (double)(tb_now_ns() - t2) / 1e9);
+	/* The same handle: the key kept its id and its limits their state. */
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), 0);
+	tg_release(c, &t);
+	assert_int_equal(tb_key(c, "k29990/8"), tb_key(c, "k29990/8"));
+	tg_close(c);
+	assert_true(tb_alive(tb));
+	free(conf);
 }
 
 /* Write a config of `body' under [broker] for segment seg to path. */
@@ -139,6 +211,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_many_keys_load_and_reload,
+		    teardown),
 		cmocka_unit_test_teardown(
 		    test_check_refuses_what_no_segment_holds, teardown),
 	};

@@ -249,13 +249,13 @@ test_broker_settings(void **state)
 
 	(void)state;
 	good("[broker]\nsegment = Tg_2.test-x\nmode = 600\ngroup = 4242\n"
-	    "pidfile = /tmp/t.pid\nmax_clients = 65535\n", &cfg);
+	    "pidfile = /tmp/t.pid\nmax_clients = 65520\n", &cfg);
 	assert_string_equal(cfg.segment, "Tg_2.test-x");
 	assert_int_equal(cfg.mode, 0600);
 	assert_int_equal(cfg.has_group, 1);
 	assert_int_equal(cfg.group, 4242);
 	assert_string_equal(cfg.pidfile, "/tmp/t.pid");
-	assert_int_equal(cfg.max_clients, 65535);
+	assert_int_equal(cfg.max_clients, 65520);
 	config_free(&cfg);
 
 	good("[broker]\nmode = 0777\nmax_clients = 1\ngroup = 0\n", &cfg);
@@ -1247,8 +1247,8 @@ static void
 test_bad_broker_values(void **state)
 {
 	(void)state;
-	bad1("[broker]\nmax_clients = 0\n", 2, "1..65535");
-	bad1("[broker]\nmax_clients = 65536\n", 2, "1..65535");
+	bad1("[broker]\nmax_clients = 0\n", 2, "1..65520");
+	bad1("[broker]\nmax_clients = 65521\n", 2, "1..65520");
 	bad1("[broker]\nmax_clients = 1k\n", 2, "not a decimal number");
 	bad1("[broker]\nmax_clients = 99999999999999999999\n", 2,
 	    "too large");

@@ -185,8 +185,11 @@ test_lease_take_stops_at_allowed(void **state)
 }
 
 /*
- * Retired cells (a reload moved the limit): -ESTALE, so the taker reads
- * the config again, and nothing is claimed, even with free cells.
+ * Retired cells (a reload moved the limit): a taker that meets one gets
+ * -ESTALE, so that it reads the config again, and claims nothing.  One
+ * that counts meets them all; one that does not (allowed == ncells)
+ * meets those before a free cell, and may take a cell its holder freed
+ * after the retirement (the broker accounts for it: segment.c).
  */
 static void
 test_lease_take_sealed_is_stale(void **state)
@@ -196,9 +199,14 @@ test_lease_take_sealed_is_stale(void **state)
 
 	(void)state;
 	atomic_store(&cells[3], LEASE_SEALED);
-	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS - 1,
 	    LEASE_VAL(1, 1), 0, &cell), -ESTALE);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(1, 1), 3, &cell), -ESTALE);
 	assert_int_equal(lease_count(cells, NCELLS), 1);
+	assert_int_equal(lease_take(&nobody, cells, NCELLS, NCELLS,
+	    LEASE_VAL(1, 1), 4, &cell), 0);
+	assert_int_equal(cell, 4);
 	/* A release never frees a retired cell: it is no lease. */
 	assert_int_equal(lease_put(cells, NCELLS, 3, LEASE_SEALED), 0);
 	assert_int_equal(atomic_load(&cells[3]), LEASE_SEALED);
@@ -209,7 +217,8 @@ test_lease_take_sealed_is_stale(void **state)
  * lease of many cells (allowed = 1 of 8, and 2 of 8), each counting
  * itself in a shared word of holders while it holds; that word never
  * goes over the allowed, the lease is granted again and again, and a
- * refusal under the race never leaves a claim behind.
+ * refusal under the race never leaves a claim behind.  And 2 of 2, the
+ * claim without a count.
  */
 #define LIT_PROCS	6
 struct litmus {
@@ -223,7 +232,8 @@ struct litmus {
 };
 
 static void
-litmus_run(struct litmus *l, uint32_t slot, uint32_t allowed)
+litmus_run(struct litmus *l, uint32_t slot, uint32_t allowed,
+    uint32_t ncells)
 {
 	uint64_t end, gen = 0;
 	uint32_t cell;
@@ -235,7 +245,7 @@ litmus_run(struct litmus *l, uint32_t slot, uint32_t allowed)
 	while (mono_ns() < end) {
 		uint64_t v = LEASE_VAL(slot, ++gen);
 
-		if (lease_take(&l->ls, l->cells, NCELLS, allowed, v, slot,
+		if (lease_take(&l->ls, l->cells, ncells, allowed, v, slot,
 		    &cell) != 0) {
 			atomic_fetch_add(&l->refused, 1);
 			continue;
@@ -247,7 +257,7 @@ litmus_run(struct litmus *l, uint32_t slot, uint32_t allowed)
 		for (volatile int spin = 0; spin < 200; spin++)
 			;
 		atomic_fetch_sub(&l->holders, 1);
-		if (lease_put(l->cells, NCELLS, cell, v) != 1)
+		if (lease_put(l->cells, ncells, cell, v) != 1)
 			atomic_fetch_add(&l->over, 1000);
 		lease_wake(&l->ls);
 	}
@@ -256,8 +266,12 @@ litmus_run(struct litmus *l, uint32_t slot, uint32_t allowed)
 static void
 test_lease_take_litmus(void **state)
 {
+	static const uint32_t runs[][2] = { { 1, NCELLS }, { 2, NCELLS },
+	    { 2, 2 } };
+
 	(void)state;
-	for (uint32_t allowed = 1; allowed <= 2; allowed++) {
+	for (unsigned r = 0; r < sizeof(runs) / sizeof(runs[0]); r++) {
+		uint32_t allowed = runs[r][0], ncells = runs[r][1];
 		struct litmus *l = mmap(NULL, sizeof(*l), PROT_READ |
 		    PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 		pid_t pid[LIT_PROCS];
@@ -268,7 +282,7 @@ test_lease_take_litmus(void **state)
 			pid[i] = fork();
 			assert_true(pid[i] >= 0);
 			if (pid[i] == 0) {
-				litmus_run(l, i, allowed);
+				litmus_run(l, i, allowed, ncells);
 				_exit(0);
 			}
 		}
@@ -278,7 +292,7 @@ test_lease_take_litmus(void **state)
 			assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 		}
 		print_message("allowed %u of %u: %llu granted, %llu refused, "
-		    "%d over\n", allowed, NCELLS,
+		    "%d over\n", allowed, ncells,
 		    (unsigned long long)atomic_load(&l->granted),
 		    (unsigned long long)atomic_load(&l->refused),
 		    atomic_load(&l->over));
