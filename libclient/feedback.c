@@ -138,11 +138,53 @@ same_level(const struct lview *a, const struct lview *b)
 	    (b->kind == LIM_RATE || b->kind == LIM_WINDOW);
 }
 
+/* What one unit of rate limit v costs, as take() charges it. */
+static uint64_t
+unit_ns(const struct lview *v)
+{
+	return gcra_cost_ns(1, v->period_ns, v->count);
+}
+
 /*
- * What the server said of each unit: `remaining' until `reset' caps the
- * limits of that unit; a `limit' other than the configured count is
- * posted for the broker, on the one with the shortest period (a server
- * reports its tightest: requests per minute, not per day).
+ * The size L of the server's bucket for unit u, to reckon its refill
+ * with: what it said, else the count of our nearest limit of that unit
+ * (the config's belief of it); 0 if neither.
+ */
+static uint64_t
+srv_size(const struct chain *ch, unsigned u, const struct hdr_unit *hu)
+{
+	int at;
+
+	if (hu->limit != HDR_UNKNOWN && hu->limit != 0)
+		return hu->limit;
+	return (at = nearest(ch, u)) >= 0 ? ch->lim[at].count : 0;
+}
+
+/*
+ * How long until unit u, of which the server said 0 are left, has one
+ * again: a window's reset; a refilling bucket's time to refill one unit
+ * (headers.h), not its time until full.
+ */
+static uint64_t
+zero_wait(const struct chain *ch, unsigned u, const struct hdr_unit *hu)
+{
+	uint64_t size;
+
+	if (!hdr_refills(hu) || (size = srv_size(ch, u, hu)) == 0)
+		return hu->reset_ns;
+	return srv_refill_ns(size, 0, hu->reset_ns);
+}
+
+/*
+ * What the server said of each unit, by the semantics of the fields it
+ * came in (headers.h).  A window's `remaining R until reset T' caps the
+ * limits of that unit: at most R more until T.  A refilling bucket's R
+ * tightens them to the server's bucket: the TAT of a rate limit moves to
+ * where it holds at most R units (with none, the next after the server's
+ * refill of one); a window limit is capped to R until that refill.  A
+ * `limit' other than the configured count is posted for the broker, on
+ * the one with the shortest period (a server reports its tightest:
+ * requests per minute, not per day).
  */
 static void
 server_counts(tg_client *c, const struct chain *ch, const struct hdr_result *hr,
@@ -151,31 +193,81 @@ server_counts(tg_client *c, const struct chain *ch, const struct hdr_result *hr,
 	struct seg_lstate *ls = seg_lstates(&c->m);
 	const struct hdr_unit *hu;
 	const struct lview *first, *best;
-	int at;
+	uint64_t refill = 0, tat, reset;
+	int at, bucket;
 
 	for (unsigned u = 0; u < UNIT_COUNT; u++) {
 		hu = &hr->unit[u];
 		if ((at = nearest(ch, u)) < 0)
 			continue;
 		first = best = &ch->lim[at];
+		bucket = hdr_refills(hu) && hu->remaining != HDR_UNKNOWN;
+		if (bucket)
+			/* No reset (Azure): R alone, the refill unknown. */
+			refill = clamp_pause(ch, srv_refill_ns(srv_size(ch, u,
+			    hu), hu->remaining, hu->reset_ns == HDR_UNKNOWN ?
+			    0 : hu->reset_ns));
 		for (unsigned i = (unsigned)at; i < ch->nlim; i++) {
 			const struct lview *v = &ch->lim[i];
 
 			if (!same_level(first, v))
 				continue;
-			if (hu->remaining != HDR_UNKNOWN &&
-			    hu->reset_ns != HDR_UNKNOWN)
-				cap_post(&ls[v->id].srv_cap, now,
-				    hu->remaining, clamp_pause(ch,
-				    hu->reset_ns));
 			if (v->period_ns < best->period_ns)
 				best = v;
+			if (hu->remaining == HDR_UNKNOWN)
+				continue;
+			if (!bucket) {
+				if (hu->reset_ns != HDR_UNKNOWN)
+					cap_post(&ls[v->id].srv_cap, now,
+					    hu->remaining, clamp_pause(ch,
+					    hu->reset_ns));
+			} else if (v->kind == LIM_RATE) {
+				if ((tat = srv_bucket_tat(now, v->tau_ns,
+				    unit_ns(v), hu->remaining, refill)) != 0)
+					gcra_raise(&ls[v->id].tat_ns, tat);
+			} else if ((reset = refill) != 0)
+				cap_post(&ls[v->id].srv_cap, now,
+				    hu->remaining, reset);
 		}
 		if (hu->limit != HDR_UNKNOWN && hu->limit != 0 &&
 		    hu->limit != best->count && atomic_load_explicit(
 		    &ls[best->id].srv_limit, memory_order_relaxed) != hu->limit)
 			atomic_store_explicit(&ls[best->id].srv_limit, hu->limit,
 			    memory_order_relaxed);
+	}
+}
+
+/*
+ * A 429 says the server's bucket is empty: leave ours empty when the
+ * pause ends (until_ns), so that the waiters of the pause go one by one
+ * at the rate and not all at its end.  Rate limits of the units in mask
+ * (bit per unit) on the nearest key that has them; their TAT moves to
+ * where one unit fits at until_ns and the next one a unit's cost later.
+ */
+static void
+empty_at(tg_client *c, const struct chain *ch, unsigned mask,
+    uint64_t until_ns)
+{
+	struct seg_lstate *ls = seg_lstates(&c->m);
+	uint64_t one, tat;
+	int at;
+
+	for (unsigned u = 0; u < UNIT_COUNT; u++) {
+		if (!(mask & 1u << u) || (at = nearest(ch, u)) < 0)
+			continue;
+		for (unsigned i = (unsigned)at; i < ch->nlim; i++) {
+			const struct lview *v = &ch->lim[i];
+
+			if (!same_level(&ch->lim[at], v) ||
+			    v->kind != LIM_RATE)
+				continue;
+			one = unit_ns(v);
+			if (v->tau_ns < one || v->tau_ns - one > UINT64_MAX -
+			    until_ns)
+				continue;
+			tat = until_ns + (v->tau_ns - one);
+			gcra_raise(&ls[v->id].tat_ns, tat);
+		}
 	}
 }
 
@@ -222,7 +314,8 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 	struct tk *tk = (struct tk *)t;
 	struct hdr_result hr;
 	struct chain ch;
-	uint64_t now, hint, zero_reset = HDR_UNKNOWN;
+	uint64_t now, hint, zw, until, zero_reset = HDR_UNKNOWN;
+	unsigned zero_units = 0;
 	int evidence, cls, advice, r, cd;
 
 	if (c == NULL || t == NULL || http_status < 200 || http_status > 599 ||
@@ -235,17 +328,20 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 
 	/*
 	 * Rate-limit evidence: a retry hint, or a count of 0 left.  With no
-	 * hint, the latest reset of a unit with 0 left says how long.
+	 * hint, the longest wait of a unit with 0 left says how long: a
+	 * window's reset, a refilling bucket's refill of one unit.
 	 */
 	evidence = hr.retry_after_ns != HDR_UNKNOWN;
 	for (unsigned u = 0; u < UNIT_COUNT; u++) {
 		if (hr.unit[u].remaining != 0)
 			continue;
 		evidence = 1;
-		if (hr.unit[u].reset_ns != HDR_UNKNOWN &&
-		    (zero_reset == HDR_UNKNOWN || hr.unit[u].reset_ns >
-		    zero_reset))
-			zero_reset = hr.unit[u].reset_ns;
+		zero_units |= 1u << u;
+		if (hr.unit[u].reset_ns == HDR_UNKNOWN)
+			continue;
+		zw = zero_wait(&ch, u, &hr.unit[u]);
+		if (zero_reset == HDR_UNKNOWN || zw > zero_reset)
+			zero_reset = zw;
 	}
 	/*
 	 * A hint of 0 is evidence but says nothing of how long: a date at
@@ -292,6 +388,16 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 		backoff_reset(c, &ch, tk);
 
 	server_counts(c, &ch, &hr, now);
+	if (cls == ST_LIMITED) {
+		/*
+		 * The pause in force, whoever set it.  Emptied: the units
+		 * the server said are out, else (it did not say) all.
+		 */
+		until = atomic_load_explicit(&seg_kstates(&c->m)[ch.key].
+		    paused_until_ns, memory_order_relaxed);
+		empty_at(c, &ch, zero_units != 0 ? zero_units :
+		    (1u << UNIT_COUNT) - 1, until > now ? until : now);
+	}
 	adaptive_post(c, &ch, tk, cls);
 	atomic_fetch_add_explicit(&seg_kstates(&c->m)[ch.key].status[cls], 1,
 	    memory_order_relaxed);

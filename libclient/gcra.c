@@ -110,6 +110,19 @@ gcra_charge(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 	    next, memory_order_relaxed, memory_order_relaxed)));
 }
 
+void
+gcra_raise(_Atomic uint64_t *tatp, uint64_t tat_ns)
+{
+	uint64_t tat = atomic_load_explicit(tatp, memory_order_relaxed);
+
+	do {
+		if (tat >= tat_ns)
+			return;
+		/* Relaxed: as gcra_reserve, the CAS alone orders the word. */
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
+	    tat_ns, memory_order_relaxed, memory_order_relaxed)));
+}
+
 uint64_t
 gcra_available(uint64_t tat_ns, uint64_t now_ns, uint64_t cost1_ns,
     uint64_t tau_ns)

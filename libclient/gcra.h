@@ -111,6 +111,13 @@ void	gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns,
 void	gcra_charge(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 	    uint64_t max_ahead_ns);
 
+/*
+ * Move the TAT forward to at least tat_ns, never back: the bucket holds
+ * no more than it would at that TAT (a server's figures, the end of a
+ * pause).  An atomic max; a TAT already past it is left alone.
+ */
+void	gcra_raise(_Atomic uint64_t *tatp, uint64_t tat_ns);
+
 /* Units of cost1_ns each that would fit now (for tollstat). */
 uint64_t gcra_available(uint64_t tat_ns, uint64_t now_ns, uint64_t cost1_ns,
 	    uint64_t tau_ns);

@@ -68,7 +68,13 @@ static const char conf[] =
     "limit = 7 requests/s burst 7\n"
     "[pastb]\n"
     "limit = 1000 requests/s\n"
-    "backoff = 300ms..600ms\n";
+    "backoff = 300ms..600ms\n"
+    "[oai]\n"
+    "limit = 20 requests/6s\n"
+    "[oai429]\n"
+    "limit = 20 requests/6s\n"
+    "[ghwin]\n"
+    "limit = 20 requests/6s\n";
 
 static int
 setup(void **state)
@@ -294,9 +300,9 @@ test_storm_one_growing_pause(void **state)
 }
 
 /*
- * A 200 with x-ratelimit-remaining-requests: 2 lets exactly two more
- * requests through, from any worker, until its reset; then the local
- * model rules again.
+ * A 200 with a window's remaining: 2 (GitHub's x-ratelimit-remaining and
+ * a reset in seconds) lets exactly two more requests through, from any
+ * worker, until its reset; then the local model rules again.
  */
 static void
 test_remaining_two_lets_two(void **state)
@@ -312,9 +318,9 @@ test_remaining_two_lets_two(void **state)
 	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
 	t0 = tb_now_ns();
 	assert_int_equal(observe(c, &t, 200, "HTTP/2 200\r\n"
-	    "x-ratelimit-limit-requests: 1000\r\n"
-	    "x-ratelimit-remaining-requests: 2\r\n"
-	    "x-ratelimit-reset-requests: 2s\r\n\r\n"), TG_OK);
+	    "x-ratelimit-limit: 1000\r\n"
+	    "x-ratelimit-remaining: 2\r\n"
+	    "x-ratelimit-reset: 2\r\n\r\n"), TG_OK);
 	tg_release(c, &t);
 	for (int i = 0; i < 4; i++)
 		if ((pid[i] = fork()) == 0) {
@@ -643,6 +649,117 @@ test_past_hint_falls_back(void **state)
 	tg_close(c);
 }
 
+/*
+ * Four workers wait on key k after a response left its server bucket
+ * empty; each records when its ticket came.  Returns how many came.
+ */
+static int
+bucket_wait(const struct tbroker *tb, const char *key, struct shared *s,
+    int status, const char *h, uint64_t *t0)
+{
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, key);
+	tg_ticket t;
+	pid_t pid[4];
+	int n = 0;
+
+	atomic_store(&s->go, 0);
+	atomic_store(&s->ready, 0);
+	for (int i = 0; i < 4; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *wc = tb_client(tb);
+			uint32_t wk = tb_key(wc, key);
+			tg_ticket wt;
+
+			atomic_fetch_add(&s->ready, 1);
+			wait_for(&s->go, 1);
+			s->at[i] = 0;
+			if (tg_acquire(wc, wk, NULL, 1300 * MS, &wt) == 0) {
+				s->at[i] = tb_now_ns();
+				tg_release(wc, &wt);
+			}
+			tg_close(wc);
+			_exit(0);
+		}
+	wait_for(&s->ready, 4);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	*t0 = tb_now_ns();
+	assert_int_equal(observe(c, &t, status, h), status == 200 ? TG_OK :
+	    TG_RETRY);
+	tg_release(c, &t);
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+		n += s->at[i] != 0;
+	}
+	tg_close(c);
+	return n;
+}
+
+/*
+ * Issue 13, 1: OpenAI's x-ratelimit-reset-requests is the time until
+ * its continuously refilled bucket is full, so `0 left, reset 6s' of 20
+ * a bucket means the next request fits in 6 s / 20 = 300 ms, not in
+ * 6 s.  Four waiting workers get tickets one by one at the rate (three
+ * or four in 1.3 s), none before the server refills one.  A window's
+ * reset (GitHub) still holds everyone until it.
+ */
+static void
+test_bucket_reset_is_time_to_full(void **state)
+{
+	static const char oai[] = "HTTP/2 200\r\n"
+	    "x-ratelimit-limit-requests: 20\r\n"
+	    "x-ratelimit-remaining-requests: 0\r\n"
+	    "x-ratelimit-reset-requests: 6s\r\n\r\n";
+	static const char oai429[] = "HTTP/2 429\r\n"
+	    "x-ratelimit-limit-requests: 20\r\n"
+	    "x-ratelimit-remaining-requests: 0\r\n"
+	    "x-ratelimit-reset-requests: 6s\r\n\r\n";
+	static const char gh[] = "HTTP/2 200\r\n"
+	    "x-ratelimit-limit: 20\r\n"
+	    "x-ratelimit-remaining: 0\r\n"
+	    "x-ratelimit-reset: 6\r\n\r\n";
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = tb_shared(sizeof(*s));
+	static const char *const keys[] = { "oai", "oai429" };
+	const char *const hs[] = { oai, oai429 };
+	uint64_t t0, at[4];
+	int n, m;
+
+	for (int j = 0; j < 2; j++) {
+		n = bucket_wait(tb, keys[j], s, j == 0 ? 200 : 429, hs[j],
+		    &t0);
+		m = 0;
+		for (int i = 0; i < 4; i++)
+			if (s->at[i] != 0)
+				at[m++] = s->at[i] - t0;
+		for (int a = 0; a < m; a++)	/* sort: a few */
+			for (int b = a + 1; b < m; b++)
+				if (at[b] < at[a]) {
+					uint64_t x = at[a];
+
+					at[a] = at[b];
+					at[b] = x;
+				}
+		print_message("[%s] %d of 4 waiters served in 1.3 s:", keys[j],
+		    n);
+		for (int i = 0; i < m; i++)
+			print_message(" %.3f", (double)at[i] / NS);
+		print_message(" s\n");
+		/* Before: none, the cap held them 6 s. */
+		assert_true(n >= 3);
+		/* Not before the server has refilled one, then at the rate. */
+		assert_true(at[0] >= 280 * MS);
+		for (int i = 1; i < m; i++)
+			assert_true(at[i] - at[i - 1] >= 280 * MS);
+	}
+	/* A window resets at once: nothing comes before it. */
+	n = bucket_wait(tb, "ghwin", s, 200, gh, &t0);
+	print_message("[ghwin] %d of 4 waiters served in 1.3 s\n", n);
+	assert_int_equal(n, 0);
+	munmap(s, sizeof(*s));
+}
+
 int
 main(void)
 {
@@ -656,6 +773,7 @@ main(void)
 		cmocka_unit_test(test_learned_limits),
 		cmocka_unit_test(test_cooldown_and_clamp),
 		cmocka_unit_test(test_past_hint_falls_back),
+		cmocka_unit_test(test_bucket_reset_is_time_to_full),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
