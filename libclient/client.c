@@ -240,6 +240,17 @@ conc_allowed(const tg_client *c, const struct lview *v)
 	return eff == 0 || eff > v->ncells ? v->ncells : eff;
 }
 
+/* Whether cost charges a window limit of ch. */
+static int
+chain_has_window(const struct chain *ch, const tg_cost *cost)
+{
+	for (unsigned i = 0; i < ch->nlim; i++)
+		if (ch->lim[i].kind == LIM_WINDOW &&
+		    unit_cost(cost, ch->lim[i].unit) > 0)
+			return 1;
+	return 0;
+}
+
 /*
  * Take cost from every limit of ch at now, all or nothing, reserving rate
  * slots up to max_wait_ns ahead.  Returns 0 with *wait_ns the wait for the
@@ -253,7 +264,7 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 	struct seg_kstate *ks = seg_kstates(&c->m);
 	struct seg_lstate *ls = seg_lstates(&c->m);
 	_Atomic uint64_t *cells = seg_cells(&c->m);
-	uint64_t units, w, wait = 0, until, rcost[SEG_CHAIN_MAX];
+	uint64_t units, w, wait = 0, until, from, rcost[SEG_CHAIN_MAX];
 	uint32_t capped = 0;
 	unsigned i;
 	int r = 0;
@@ -286,10 +297,19 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		if (until > now && until - now > wait)
 			wait = until - now;
 	}
-	if (wait > 0) {
+	/*
+	 * A waiter (tg_acquire) reserves its rate slots from the pause's
+	 * end, in the order waiters come, as it does outside a pause: a
+	 * 429 left the bucket empty then (feedback.c), so they leave one by
+	 * one at the rate, first come first served, not all at the end.
+	 * Not with a window in the chain: it counts a take when it is
+	 * made, and one made now for later would expire too soon.
+	 */
+	if (wait > 0 && (wait > max_wait_ns || chain_has_window(ch, cost))) {
 		*wait_ns = wait;
 		return -EAGAIN;
 	}
+	from = now + wait;
 	tk->nlease = 0;
 	tk->slot = (uint16_t)c->slot;
 	tk->token = c->token;
@@ -311,8 +331,9 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		case LIM_RATE:
 			if (units == 0)
 				continue;
-			r = gcra_reserve(&ls[v->id].tat_ns, now, rcost[i],
-			    v->tau_ns, max_wait_ns, &w);
+			r = gcra_reserve(&ls[v->id].tat_ns, from, rcost[i],
+			    v->tau_ns, max_wait_ns - (from - now), &w);
+			w += from - now;
 			break;
 		case LIM_WINDOW:
 			if (units == 0)
@@ -514,7 +535,12 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 		left = deadline - now;
 		r = take(c, ch, cost, now, left, tk, &wait, &blocked);
 		if (r == 0) {
-			granted(c, ch, cost, now, tk);
+			/*
+			 * Stamped with when it may go, not when it was
+			 * reserved: a response to it belongs to the rounds
+			 * and cuts of that time (feedback.c).
+			 */
+			granted(c, ch, cost, now + wait, tk);
 			chain_put(c, ch);
 			if (wait > 0) {
 				/* A reserved slot: ours, in arrival order. */

@@ -74,7 +74,9 @@ static const char conf[] =
     "[oai429]\n"
     "limit = 20 requests/6s\n"
     "[ghwin]\n"
-    "limit = 20 requests/6s\n";
+    "limit = 20 requests/6s\n"
+    "[herd]\n"
+    "limit = 10 requests/s\n";
 
 static int
 setup(void **state)
@@ -760,6 +762,72 @@ test_bucket_reset_is_time_to_full(void **state)
 	munmap(s, sizeof(*s));
 }
 
+/*
+ * Issue 13, 2: a pause ends without a herd.  8 workers come to wait, 30
+ * ms apart, through the 1 s pause of a 429 (retry-after: 1) on a key of
+ * 10 requests/s whose bucket was full: the 429 says the server's is
+ * empty, so they go one by one at the rate from the pause's end, in the
+ * order they came.  Before, all 8 went within a few ms of its end.
+ */
+static void
+test_pause_ends_without_a_herd(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = tb_shared(sizeof(*s));
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "herd");
+	uint64_t t0, end, first100 = 0;
+	tg_ticket t;
+	pid_t pid[8];
+	int inorder = 1;
+
+	for (int i = 0; i < 8; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *wc = tb_client(tb);
+			uint32_t wk = tb_key(wc, "herd");
+			tg_ticket wt;
+
+			atomic_fetch_add(&s->ready, 1);
+			wait_for(&s->go, 1);
+			tb_sleep_ns((uint64_t)i * 30 * MS);
+			if (tg_acquire(wc, wk, NULL, 5 * NS, &wt) != 0)
+				_exit(10);
+			s->at[i] = tb_now_ns();
+			tg_release(wc, &wt);
+			tg_close(wc);
+			_exit(0);
+		}
+	wait_for(&s->ready, 8);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	t0 = tb_now_ns();
+	assert_int_equal(observe(c, &t, 429, "HTTP/1.1 429 Too Many "
+	    "Requests\r\nretry-after: 1\r\n\r\n"), TG_RETRY);
+	tg_release(c, &t);
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+	end = t0 + NS;
+	print_message("after the pause:");
+	for (int i = 0; i < 8; i++) {
+		print_message(" %.3f", ((double)s->at[i] - (double)end) / NS);
+		if (s->at[i] < end + 100 * MS)
+			first100++;
+		if (i > 0 && s->at[i] < s->at[i - 1])
+			inorder = 0;
+	}
+	print_message(" s (worker 0..7, in arrival order)\n");
+	/* None before the pause's end (observed just before t0). */
+	for (int i = 0; i < 8; i++)
+		assert_true(s->at[i] + 10 * MS >= end);
+	/* 10/s: one at the end, the next 100 ms on; +1 for a loaded box. */
+	assert_true(first100 <= 2);
+	/* 8 at 100 ms apart: the last about 0.7 s after the end. */
+	assert_true(s->at[7] >= end + 600 * MS);
+	assert_true(inorder);
+	tg_close(c);
+	munmap(s, sizeof(*s));
+}
+
 int
 main(void)
 {
@@ -774,6 +842,7 @@ main(void)
 		cmocka_unit_test(test_cooldown_and_clamp),
 		cmocka_unit_test(test_past_hint_falls_back),
 		cmocka_unit_test(test_bucket_reset_is_time_to_full),
+		cmocka_unit_test(test_pause_ends_without_a_herd),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
