@@ -307,6 +307,9 @@ cooldown_limit(const struct chain *ch)
 	return best;
 }
 
+static void	settle_to(tg_client *, struct tk *, const struct chain *,
+		    const uint64_t[UNIT_COUNT], uint64_t);
+
 int
 tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
     size_t len)
@@ -374,6 +377,16 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 		advice = TG_GIVE_UP;
 	}
 
+	/*
+	 * A provider that does not count a request it refused (rejected =
+	 * free) gets its charge back, as a settle to nothing would, before
+	 * the pause below empties the bucket at its end.  Once: the ticket
+	 * then says it cost nothing.  Not a ticket inherited across fork.
+	 */
+	if (cls == ST_LIMITED && (ch.flags & SEG_KEY_REFUND_REJECTED) &&
+	    tk_ours(c, tk))
+		settle_to(c, tk, &ch, (const uint64_t[UNIT_COUNT]){ 0 }, now);
+
 	if (cls == ST_LIMITED || cls == ST_SERVER) {
 		if (hint != HDR_UNKNOWN)
 			/* The server said how long: that, for the whole key. */
@@ -404,40 +417,34 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 	return advice;
 }
 
-int
-tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual)
+/*
+ * Settle the ticket tk of chain ch to what it used, act[unit], at now:
+ * tg_settle's work, and a 429's refund where the provider does not count
+ * refused requests (rejected = free).
+ */
+static void
+settle_to(tg_client *c, struct tk *tk, const struct chain *ch,
+    const uint64_t act_units[UNIT_COUNT], uint64_t now)
 {
-	struct tk *tk = (struct tk *)t;
-	struct seg_lstate *ls;
-	_Atomic uint64_t *cells;
-	struct chain ch;
-	uint64_t now, est, act, ce, ca;
-	int r, same;
+	struct seg_lstate *ls = seg_lstates(&c->m);
+	_Atomic uint64_t *cells = seg_cells(&c->m);
+	uint64_t est, act, ce, ca;
+	int same;
 
-	if (c == NULL || t == NULL || actual == NULL || !tk_filled(tk))
-		return -EINVAL;
-	/* Inherited across fork: the parent settles its own tickets. */
-	if (!tk_ours(c, tk))
-		return -EPERM;
-	now = now_ns();
-	if ((r = chain_read(c, tk_handle(tk), &ch)) < 0)
-		return r;
-	ls = seg_lstates(&c->m);
-	cells = seg_cells(&c->m);
 	/*
 	 * A reload since the take may have moved or replaced the limits
 	 * the ticket charged: then nothing is refunded (a refund to a limit
 	 * that never charged would loosen it), but what was used more than
 	 * estimated is still charged.
 	 */
-	same = (uint32_t)ch.cfg_gen == tk->cfg_gen;
-	for (unsigned i = 0; i < ch.nlim; i++) {
-		const struct lview *v = &ch.lim[i];
+	same = (uint32_t)ch->cfg_gen == tk->cfg_gen;
+	for (unsigned i = 0; i < ch->nlim; i++) {
+		const struct lview *v = &ch->lim[i];
 
 		if (v->kind != LIM_RATE && v->kind != LIM_WINDOW)
 			continue;
 		est = tk->cost[v->unit];
-		act = unit_cost(actual, v->unit);
+		act = act_units[v->unit];
 		if (act == est || (act < est && !same))
 			continue;
 		if (v->kind == LIM_RATE) {
@@ -463,8 +470,29 @@ tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual)
 			grant_count(c, &c->lgrants[v->id], act - est);
 		}
 	}
-	tk->cost[UNIT_REQUESTS] = actual->requests;
-	tk->cost[UNIT_TOKENS] = actual->tokens;
-	tk->cost[UNIT_IMAGES] = actual->images;
+	for (unsigned u = 0; u < UNIT_COUNT; u++)
+		tk->cost[u] = act_units[u];
+}
+
+int
+tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual)
+{
+	struct tk *tk = (struct tk *)t;
+	struct chain ch;
+	uint64_t now, act[UNIT_COUNT];
+	int r;
+
+	if (c == NULL || t == NULL || actual == NULL || !tk_filled(tk))
+		return -EINVAL;
+	/* Inherited across fork: the parent settles its own tickets. */
+	if (!tk_ours(c, tk))
+		return -EPERM;
+	now = now_ns();
+	if ((r = chain_read(c, tk_handle(tk), &ch)) < 0)
+		return r;
+	act[UNIT_REQUESTS] = actual->requests;
+	act[UNIT_TOKENS] = actual->tokens;
+	act[UNIT_IMAGES] = actual->images;
+	settle_to(c, tk, &ch, act, now);
 	return 0;
 }

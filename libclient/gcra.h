@@ -22,6 +22,15 @@ uint64_t gcra_cost_ns(uint64_t n, uint64_t period_ns, uint64_t count);
 uint64_t gcra_tau_ns(uint64_t burst, uint64_t period_ns, uint64_t count);
 
 /*
+ * The GCRA limit of a bucket of `burst' units that keeps margin_ns of it
+ * unused (limit_margin_ns): tau less the margin, never less than one
+ * unit's cost, so a full bucket always admits one.  The long-run rate is
+ * the count's either way: a margin only makes the bucket smaller.
+ */
+uint64_t gcra_tau_margin_ns(uint64_t burst, uint64_t period_ns,
+	    uint64_t count, uint64_t margin_ns);
+
+/*
  * Take cost_ns from the bucket whose TAT is *tatp at now_ns.  Returns 0,
  * or -EAGAIN with *retry_in_ns set to when it would fit.
  */

@@ -81,6 +81,7 @@ struct seg_cfg {
 };
 
 #define SEG_KEY_LEARN		0x01	/* adopt limits the server reports */
+#define SEG_KEY_REFUND_REJECTED	0x02	/* `rejected = free': a 429 refunds */
 
 /* A key, indexed by its stable id.  name[0] == 0: unused. */
 struct seg_key {
