@@ -271,27 +271,86 @@ empty_at(tg_client *c, const struct chain *ch, unsigned mask,
 	}
 }
 
-/* Adaptive concurrency: post the outcome for the broker's AIMD. */
+/*
+ * Post a response's outcome on limit id for the broker: a success, or a
+ * 429 (a probe's when probe) of a request sent after the last cut; one
+ * sent before it is part of that cut.  Relaxed: counters the broker
+ * reads each tick, guarding no other data.
+ */
 static void
-adaptive_post(tg_client *c, const struct chain *ch, const struct tk *tk,
-    int cls)
+post(tg_client *c, uint16_t id, const struct tk *tk, int cls, int probe)
+{
+	struct seg_lstate *ls = &seg_lstates(&c->m)[id];
+
+	if (cls == ST_OK)
+		atomic_fetch_add_explicit(&ls->fb_ok, 1, memory_order_relaxed);
+	else if (cls == ST_LIMITED && tk->now_ns >= atomic_load_explicit(
+	    &ls->cut_ns, memory_order_relaxed))
+		atomic_fetch_add_explicit(probe ? &ls->fb_probe :
+		    &ls->fb_limited, 1, memory_order_relaxed);
+}
+
+/*
+ * Post the outcome for the broker: on adaptive concurrency limits for
+ * their AIMD; where the key learns, on the rate limits of each unit the
+ * server gave no figures of (the nearest level's), for the rate learned
+ * from 429s.  A probe's 429 counts on the concurrency limits alone.
+ */
+static void
+feedback_post(tg_client *c, const struct chain *ch, const struct tk *tk,
+    const struct hdr_result *hr, int cls, int probe)
+{
+	const struct hdr_unit *hu;
+	int at;
+
+	for (unsigned i = 0; i < ch->nlim; i++)
+		if (ch->lim[i].kind == LIM_CONC &&
+		    (ch->lim[i].flags & LIMIT_F_ADAPTIVE))
+			post(c, ch->lim[i].id, tk, cls, probe);
+	if (!(ch->flags & SEG_KEY_LEARN) || probe)
+		return;
+	for (unsigned u = 0; u < UNIT_COUNT; u++) {
+		hu = &hr->unit[u];
+		if (hu->limit != HDR_UNKNOWN || hu->remaining != HDR_UNKNOWN ||
+		    (at = nearest(ch, u)) < 0)
+			continue;
+		for (unsigned i = (unsigned)at; i < ch->nlim; i++)
+			if (same_level(&ch->lim[at], &ch->lim[i]) &&
+			    ch->lim[i].kind == LIM_RATE)
+				post(c, ch->lim[i].id, tk, cls, 0);
+	}
+}
+
+/*
+ * Whether a 429 is a concurrency limit's refusal of a probe: an adaptive
+ * concurrency limit of the chain has just grown past a level that ran
+ * without 429s (the broker's probe_from), and the server names no unit
+ * it is out of.  Then the probe failed, not the rate: the broker takes
+ * the limit back to that level and holds it there a while, and the key
+ * is not paused, nor its buckets emptied.
+ */
+static int
+probe_refused(tg_client *c, const struct chain *ch, unsigned zero_units)
 {
 	struct seg_lstate *ls = seg_lstates(&c->m);
+	uint32_t from, eff;
 
+	if (zero_units != 0)
+		return 0;
 	for (unsigned i = 0; i < ch->nlim; i++) {
 		const struct lview *v = &ch->lim[i];
 
 		if (v->kind != LIM_CONC || !(v->flags & LIMIT_F_ADAPTIVE))
 			continue;
-		if (cls == ST_OK)
-			atomic_fetch_add_explicit(&ls[v->id].fb_ok, 1,
-			    memory_order_relaxed);
-		/* A request sent before the last cut is part of that cut. */
-		else if (cls == ST_LIMITED && tk->now_ns >= atomic_load_explicit(
-		    &ls[v->id].cut_ns, memory_order_relaxed))
-			atomic_fetch_add_explicit(&ls[v->id].fb_limited, 1,
-			    memory_order_relaxed);
+		/* Relaxed: the broker's values of the moment, any will do. */
+		from = atomic_load_explicit(&ls[v->id].probe_from,
+		    memory_order_relaxed);
+		eff = atomic_load_explicit(&ls[v->id].eff,
+		    memory_order_relaxed);
+		if (from != 0 && eff > from)
+			return 1;
 	}
+	return 0;
 }
 
 /* The limit of ch with the longest cooldown, or -1. */
@@ -319,7 +378,7 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 	struct chain ch;
 	uint64_t now, hint, zw, until, zero_reset = HDR_UNKNOWN;
 	unsigned zero_units = 0;
-	int evidence, cls, advice, r, cd;
+	int evidence, cls, advice, r, cd, probe = 0;
 
 	if (c == NULL || t == NULL || http_status < 200 || http_status > 599 ||
 	    (headers == NULL && len > 0) || !tk_filled(tk))
@@ -387,7 +446,9 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 	    tk_ours(c, tk))
 		settle_to(c, tk, &ch, (const uint64_t[UNIT_COUNT]){ 0 }, now);
 
-	if (cls == ST_LIMITED || cls == ST_SERVER) {
+	if (cls == ST_LIMITED && probe_refused(c, &ch, zero_units))
+		probe = 1;	/* the rate is fine: no pause */
+	else if (cls == ST_LIMITED || cls == ST_SERVER) {
 		if (hint != HDR_UNKNOWN)
 			/* The server said how long: that, for the whole key. */
 			pause_key(c, ch.key, now, now + clamp_pause(&ch, hint));
@@ -401,7 +462,7 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 		backoff_reset(c, &ch, tk);
 
 	server_counts(c, &ch, &hr, now);
-	if (cls == ST_LIMITED) {
+	if (cls == ST_LIMITED && !probe) {
 		/*
 		 * The pause in force, whoever set it.  Emptied: the units
 		 * the server said are out, else (it did not say) all.
@@ -411,7 +472,7 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 		empty_at(c, &ch, zero_units != 0 ? zero_units :
 		    (1u << UNIT_COUNT) - 1, until > now ? until : now);
 	}
-	adaptive_post(c, &ch, tk, cls);
+	feedback_post(c, &ch, tk, &hr, cls, probe);
 	atomic_fetch_add_explicit(&seg_kstates(&c->m)[ch.key].status[cls], 1,
 	    memory_order_relaxed);
 	return advice;

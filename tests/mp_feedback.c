@@ -5,6 +5,7 @@
  */
 #include <sys/mman.h>
 #include <errno.h>
+#include <limits.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -89,7 +90,12 @@ static const char conf[] =
     "[cparent]\n"
     "limit = 5 requests/min\n"
     "[cparent/kid]\n"
-    "limit = 1000 requests/min\n";
+    "limit = 1000 requests/min\n"
+    "[guess]\n"
+    "limit = 20 requests/2s\n"
+    "learn = yes\n"
+    "[probe]\n"
+    "concurrency = 4 adaptive\n";
 
 static int
 setup(void **state)
@@ -938,6 +944,162 @@ test_rejected_free_refunds(void **state)
 	seg_detach(&m);
 }
 
+/* What the fleet of test_learn_rate_from_429s shares: a strict server. */
+struct server {
+	_Atomic uint64_t	tat;		/* its GCRA, 10 requests/2s */
+	_Atomic int		go;
+	_Atomic int		ready;
+	_Atomic uint64_t	ok[2];		/* first half, second half */
+	_Atomic uint64_t	refused[2];
+};
+
+/*
+ * Issue 13, 3: a config twice the server's real limit (20 requests/2s
+ * against 10), a server that answers 429 with retry-after alone, and a
+ * key that learns.  4 workers run flat out for 8 s.  The broker learns a
+ * lower rate from the 429s (tollstat shows it), and the second half of
+ * the run takes fewer 429s than the first.  Before, learn = yes read
+ * limits from headers only, and the config stood.
+ */
+static void
+test_learn_rate_from_429s(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct server *s = tb_shared(sizeof(*s));
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "guess"), id = limit_id(&m, k, LIM_RATE);
+	char bin[PATH_MAX], cmd[PATH_MAX + 128], out[8192];
+	uint64_t t0, count;
+	pid_t pid[4];
+
+	for (int i = 0; i < 4; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *wc = tb_client(tb);
+			uint32_t wk = tb_key(wc, "guess");
+			uint64_t now, end, retry;
+			tg_ticket wt;
+			int half;
+
+			atomic_fetch_add(&s->ready, 1);
+			wait_for(&s->go, 1);
+			t0 = tb_now_ns();
+			end = t0 + 8 * NS;
+			while ((now = tb_now_ns()) < end) {
+				if (tg_acquire(wc, wk, NULL, (int64_t)(end -
+				    now), &wt) != 0)
+					break;
+				now = tb_now_ns();
+				half = now >= t0 + 4 * NS;
+				if (gcra_take(&s->tat, now, 200 * MS, 2 * NS,
+				    &retry) == 0) {
+					atomic_fetch_add(&s->ok[half], 1);
+					(void)observe(wc, &wt, 200, "HTTP/2 200"
+					    "\r\n\r\n");
+				} else {
+					atomic_fetch_add(&s->refused[half], 1);
+					(void)observe(wc, &wt, 429, "HTTP/2 429"
+					    "\r\nretry-after: 1\r\n\r\n");
+				}
+				tg_release(wc, &wt);
+			}
+			tg_close(wc);
+			_exit(0);
+		}
+	wait_for(&s->ready, 4);
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+	count = limit_count(&m, id);
+	print_message("config 20 requests/2s, server 10: learned %llu; 429s "
+	    "%llu then %llu, served %llu then %llu (4 s each)\n",
+	    (unsigned long long)count,
+	    (unsigned long long)atomic_load(&s->refused[0]),
+	    (unsigned long long)atomic_load(&s->refused[1]),
+	    (unsigned long long)atomic_load(&s->ok[0]),
+	    (unsigned long long)atomic_load(&s->ok[1]));
+	assert_true(count >= 5 && count <= 16);
+	assert_true(atomic_load(&s->refused[1]) < atomic_load(&s->refused[0]));
+	assert_true(tb_log_count(tb, "[guess] learned rate") >= 1);
+	/* tollstat shows the learned rate beside the config's. */
+	snprintf(cmd, sizeof(cmd), "%s -s %s -k guess", tb_bin("tollstat", bin,
+	    sizeof(bin)), tb->segment);
+	assert_int_equal(tb_run(cmd, out, sizeof(out)), 0);
+	assert_non_null(strstr(out, "learned (config 20)"));
+	tg_close(c);
+	seg_detach(&m);
+	munmap(s, sizeof(*s));
+}
+
+/*
+ * Issue 13, 3: an adaptive concurrency limit's probe the server refuses
+ * takes it back one level without pausing the key, and it probes no
+ * further for a while.  Before, the 429 paused the whole key (here for
+ * its retry-after of 1 s) and halved the limit, to probe again at once.
+ */
+static void
+test_probe_refused_holds(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "probe"), id = limit_id(&m, k, LIM_CONC);
+	_Atomic uint32_t *eff = &seg_lstates(&m)[id].eff;
+	uint64_t retry = 0;
+	tg_ticket t[4];
+	int r;
+
+	for (int i = 0; i < 50 && atomic_load(eff) != 4; i++)
+		tb_sleep_ns(20 * MS);
+	/* A 429 at the config's 4 halves it (no probe: 4 is the config). */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t[i], NULL), 0);
+	assert_int_equal(observe(c, &t[0], 429, "retry-after: 0.1"),
+	    TG_RETRY);
+	for (int i = 0; i < 4; i++)
+		tg_release(c, &t[i]);
+	for (int i = 0; i < 100 && atomic_load(eff) != 2; i++)
+		tb_sleep_ns(10 * MS);
+	assert_int_equal(atomic_load(eff), 2);
+	tb_sleep_ns(150 * MS);
+	/* Two successes: it probes 3. */
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[0], NULL), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(observe(c, &t[0], 200, NULL), TG_OK);
+	tg_release(c, &t[0]);
+	for (int i = 0; i < 100 && atomic_load(eff) != 3; i++)
+		tb_sleep_ns(10 * MS);
+	assert_int_equal(atomic_load(eff), 3);
+	/* The server refuses the third in flight. */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t[i], NULL), 0);
+	assert_int_equal(observe(c, &t[2], 429, "retry-after: 1"), TG_RETRY);
+	tg_release(c, &t[2]);
+	/* No pause: the two in flight still let a third lease... */
+	r = tg_try_acquire(c, k, NULL, &t[2], &retry);
+	print_message("after the probe's 429: %s (retry in %.3f s)\n",
+	    tg_strerror(r), (double)retry / NS);
+	assert_int_equal(r, 0);
+	tg_release(c, &t[2]);
+	/* ...until the broker takes it back to 2, the level that ran clean. */
+	for (int i = 0; i < 100 && atomic_load(eff) != 2; i++)
+		tb_sleep_ns(10 * MS);
+	assert_int_equal(atomic_load(eff), 2);
+	tg_release(c, &t[0]);
+	tg_release(c, &t[1]);
+	/* Many successes: held at 2 for a while, no new probe. */
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[0], NULL), 0);
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(observe(c, &t[0], 200, NULL), TG_OK);
+	tg_release(c, &t[0]);
+	tb_sleep_ns(300 * MS);
+	assert_int_equal(atomic_load(eff), 2);
+	assert_true(tb_log_count(tb, "[probe] concurrency 2 of 4 (a probe "
+	    "refused: held a while)") == 1);
+	tg_close(c);
+	seg_detach(&m);
+}
+
 int
 main(void)
 {
@@ -955,6 +1117,8 @@ main(void)
 		cmocka_unit_test(test_pause_ends_without_a_herd),
 		cmocka_unit_test(test_margin_for_the_trip),
 		cmocka_unit_test(test_rejected_free_refunds),
+		cmocka_unit_test(test_learn_rate_from_429s),
+		cmocka_unit_test(test_probe_refused_holds),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
