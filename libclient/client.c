@@ -252,6 +252,38 @@ chain_has_window(const struct chain *ch, const tg_cost *cost)
 }
 
 /*
+ * After a pause that ended at end_ns, a concurrency limit of a chain
+ * that no requests rate paces comes back gradually: one lease at the
+ * end, one more every backoff minimum / N (N the limit), so that the
+ * waiters of the pause leave one by one and not N at once into the
+ * server that just refused.  A chain with a requests rate needs none:
+ * the bucket a 429 left empty paces them (feedback.c).  Returns the
+ * leases the ramp allows at at_ns, UINT32_MAX when it is over, and the
+ * time of its next step in *next_ns.
+ */
+static uint32_t
+conc_ramp(const struct chain *ch, const struct lview *v, uint64_t end_ns,
+    uint64_t at_ns, uint64_t *next_ns)
+{
+	uint64_t step, k;
+
+	if (end_ns == 0 || v->ncells <= 1)
+		return UINT32_MAX;
+	for (unsigned i = 0; i < ch->nlim; i++)
+		if (ch->lim[i].kind == LIM_RATE &&
+		    ch->lim[i].unit == UNIT_REQUESTS)
+			return UINT32_MAX;
+	step = (ch->backoff_min_ns != 0 ? ch->backoff_min_ns :
+	    CFG_BACKOFF_MIN_NS) / v->ncells;
+	if (step == 0 || at_ns < end_ns)
+		k = 0;
+	else if ((k = (at_ns - end_ns) / step) >= v->ncells - 1)
+		return UINT32_MAX;
+	*next_ns = end_ns + (k + 1) * step;
+	return (uint32_t)k + 1;
+}
+
+/*
  * Take cost from every limit of ch at now, all or nothing, reserving rate
  * slots up to max_wait_ns ahead.  Returns 0 with *wait_ns the wait for the
  * latest reserved slot, or -EAGAIN with *wait_ns the time until it could
@@ -264,8 +296,9 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 	struct seg_kstate *ks = seg_kstates(&c->m);
 	struct seg_lstate *ls = seg_lstates(&c->m);
 	_Atomic uint64_t *cells = seg_cells(&c->m);
-	uint64_t units, w, wait = 0, until, from, rcost[SEG_CHAIN_MAX];
-	uint32_t capped = 0;
+	uint64_t units, w, wait = 0, until, from, end = 0, next = 0;
+	uint64_t rcost[SEG_CHAIN_MAX];
+	uint32_t capped = 0, allowed, ramp;
 	unsigned i;
 	int r = 0;
 
@@ -296,6 +329,8 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		    memory_order_relaxed);
 		if (until > now && until - now > wait)
 			wait = until - now;
+		if (until > end)
+			end = until;	/* the last pause's end, even past */
 	}
 	/*
 	 * A waiter (tg_acquire) reserves its rate slots from the pause's
@@ -350,11 +385,16 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 					    memory_order_relaxed) + 1;
 				while (tk->gen == 0);
 			}
-			r = lease_take(&cells[v->cells], conc_allowed(c, v),
-			    LEASE_VAL(c->slot, tk->gen), c->slot,
-			    &tk->lease[tk->nlease].cell);
+			allowed = conc_allowed(c, v);
+			ramp = conc_ramp(ch, v, end, from, &next);
+			r = lease_take(&cells[v->cells], ramp < allowed ?
+			    ramp : allowed, LEASE_VAL(c->slot, tk->gen),
+			    c->slot, &tk->lease[tk->nlease].cell);
 			if (r == 0)
 				tk->lease[tk->nlease++].lim = v->id;
+			else if (ramp < allowed)
+				/* The ramp's next step, not a release. */
+				w = next > now ? next - now : 1;
 			else
 				*blocked = v->id;
 			break;

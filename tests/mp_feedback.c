@@ -42,6 +42,7 @@ static const char conf[] =
     "limit = 100 images/h window\n"
     "[adapt]\n"
     "concurrency = 8 adaptive\n"
+    "backoff = 80ms..1s\n"
     "[learner]\n"
     "learn = yes\n"
     "limit = 100 requests/min\n"
@@ -95,7 +96,11 @@ static const char conf[] =
     "limit = 20 requests/2s\n"
     "learn = yes\n"
     "[probe]\n"
-    "concurrency = 4 adaptive\n";
+    "concurrency = 4 adaptive\n"
+    "backoff = 40ms..1s\n"
+    "[cherd]\n"
+    "concurrency = 4\n"
+    "backoff = 400ms..1s\n";
 
 static int
 setup(void **state)
@@ -1100,6 +1105,64 @@ test_probe_refused_holds(void **state)
 	seg_detach(&m);
 }
 
+/*
+ * Issue 13, 2, concurrency: with no requests rate to pace them, the
+ * leases of `concurrency = 4' come back one at a time after a pause
+ * (one every backoff minimum / 4: 100 ms here), so 6 workers waiting
+ * through it do not send 4 requests at once into the server that just
+ * refused.  Each holds its lease 1 s, as a slow request would.
+ */
+static void
+test_concurrency_ramps_after_a_pause(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = tb_shared(sizeof(*s));
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "cherd");
+	uint64_t t0, end, first100 = 0;
+	tg_ticket t;
+	pid_t pid[6];
+
+	for (int i = 0; i < 6; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *wc = tb_client(tb);
+			uint32_t wk = tb_key(wc, "cherd");
+			tg_ticket wt;
+
+			atomic_fetch_add(&s->ready, 1);
+			wait_for(&s->go, 1);
+			if (tg_acquire(wc, wk, NULL, 5 * NS, &wt) != 0)
+				_exit(10);
+			s->at[i] = tb_now_ns();
+			tb_sleep_ns(NS);
+			tg_release(wc, &wt);
+			tg_close(wc);
+			_exit(0);
+		}
+	wait_for(&s->ready, 6);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	t0 = tb_now_ns();
+	assert_int_equal(observe(c, &t, 429, "HTTP/1.1 429 Too Many "
+	    "Requests\r\nretry-after: 0.5\r\n\r\n"), TG_RETRY);
+	tg_release(c, &t);
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+	end = t0 + 500 * MS;
+	print_message("leases after the pause:");
+	for (int i = 0; i < 6; i++) {
+		print_message(" %.3f", ((double)s->at[i] - (double)end) / NS);
+		if (s->at[i] < end + 100 * MS)
+			first100++;
+		assert_true(s->at[i] + 10 * MS >= end);
+	}
+	print_message(" s\n");
+	/* One at the end, the next 100 ms on; +1 for a loaded machine. */
+	assert_true(first100 <= 2);
+	tg_close(c);
+	munmap(s, sizeof(*s));
+}
+
 int
 main(void)
 {
@@ -1115,6 +1178,7 @@ main(void)
 		cmocka_unit_test(test_past_hint_falls_back),
 		cmocka_unit_test(test_bucket_reset_is_time_to_full),
 		cmocka_unit_test(test_pause_ends_without_a_herd),
+		cmocka_unit_test(test_concurrency_ramps_after_a_pause),
 		cmocka_unit_test(test_margin_for_the_trip),
 		cmocka_unit_test(test_rejected_free_refunds),
 		cmocka_unit_test(test_learn_rate_from_429s),
