@@ -316,8 +316,10 @@ rate_step(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
  * config is above the server's real limit.  The cut falls on the limit of
  * the key most used in the last period (units granted over its count):
  * the one the server most likely enforces.  Its count drops to what was
- * really granted in the last period, and by an eighth at least
- * (multiplicative decrease), never under 1; then it holds a while.
+ * really granted in the last period, and by an eighth at least, by half
+ * at most (multiplicative decrease), never under 1; then it holds a
+ * while.  At most half: the last period may hold a pause of our own, or
+ * begin before the broker saw the limit, and undercount the real rate.
  */
 static int
 rate_cut(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
@@ -341,7 +343,9 @@ rate_cut(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 	least = was / 8 > 1 ? was / 8 : 1;
 	to = was > least ? was - least : 1;
 	if (lr->achieved < to)
-		to = lr->achieved > 1 ? lr->achieved : 1;
+		to = lr->achieved > was / 2 ? lr->achieved : was / 2;
+	if (to < 1)
+		to = 1;
 	set_count(l, to);
 	lr->changed_ns = now;
 	lr->ok_since = 0;
