@@ -53,7 +53,7 @@ struct learn {
 	uint32_t	nsamp;		/* samples in the ring */
 	uint32_t	head;		/* next to write */
 	uint8_t		fresh;		/* this tick: fresh 429s */
-	uint64_t	achieved;	/* this tick: units in the last period */
+	uint64_t	achieved;	/* this tick: granted in a period */
 	uint64_t	samp_ns[RATE_SAMPLES];
 	uint64_t	samp_n[RATE_SAMPLES];
 };
@@ -284,6 +284,7 @@ rate_step(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 	struct seg_lstate *ls = &seg_lstates(&b->m)[id];
 	uint64_t ok, limited, step;
 
+	/* Relaxed: counters of the moment; a scribble steps once at most. */
 	ok = atomic_load_explicit(&ls->fb_ok, memory_order_relaxed);
 	limited = atomic_load_explicit(&ls->fb_limited, memory_order_relaxed);
 	if (lr->changed_ns == 0) {

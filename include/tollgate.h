@@ -86,8 +86,9 @@ int	tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
  * it, so waiters go in arrival order, through a pause too (from its end,
  * where a 429 left the bucket empty: they go one by one at the rate); on
  * a concurrency limit it sleeps until a release, or after a pause until
- * the limit's gradual return allows one more.  Returns 0, -ETIMEDOUT (nothing is taken; returned at
- * once when the wait is known to exceed the timeout), or the errors of
+ * the limit's gradual return allows one more.  Returns 0, -ETIMEDOUT
+ * (nothing is taken; returned at once when the wait is known to exceed
+ * the timeout), or the errors of
  * tg_try_acquire other than -EAGAIN.  A signal does not end the wait.
  * Makes system calls only to sleep.
  */

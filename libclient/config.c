@@ -467,7 +467,8 @@ static int
 parse_limit(const char *s, struct limit_spec *out, struct why *w)
 {
 	struct limit_spec l;
-	const char *t, *slash, *u, *ue, *pe, *burst_at = NULL, *margin_at = NULL;
+	const char *t, *slash, *u, *ue, *pe, *burst_at = NULL;
+	const char *margin_at = NULL;
 	uint64_t pcount, pct, one;
 	size_t len, i, margin_len = 0;
 	int ret, window = 0, burst_set = 0;
@@ -573,11 +574,11 @@ parse_limit(const char *s, struct limit_spec *out, struct why *w)
 			    &l.margin_ns)) < 0 || l.margin_ns == 0)
 				return reject(w, ret == -ERANGE ?
 				    "margin too long" : "bad margin (want a "
-				    "duration longer than zero, e.g. 50ms, or a "
-				    "percentage, e.g. 5%)", t, len);
+				    "duration longer than zero, e.g. 50ms, "
+				    "or a percentage, e.g. 5%)", t, len);
 		} else
-			return reject(w, "unknown option (want burst, cooldown, "
-			    "margin or window)", t, len);
+			return reject(w, "unknown option (want burst, "
+			    "cooldown, margin or window)", t, len);
 	}
 	if (window && burst_set)
 		return reject(w, "burst is only for rate limits, not a window",

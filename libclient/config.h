@@ -36,7 +36,7 @@ struct limit_spec {
 	uint8_t		kind;		/* enum lim_kind */
 	uint8_t		unit;		/* enum lim_unit; UNIT_REQUESTS for LIM_CONC */
 	uint8_t		adaptive;	/* LIM_CONC: `concurrency = N adaptive' */
-	uint8_t		margin_pct;	/* LIM_RATE: `margin P%': of the period */
+	uint8_t		margin_pct;	/* LIM_RATE: `margin P%' (period) */
 	int		line;		/* where it was defined, for messages */
 	uint64_t	count;		/* N per period, N per window, N in flight */
 	uint64_t	period_ns;	/* LIM_RATE, LIM_WINDOW; 0 for LIM_CONC */
@@ -76,7 +76,7 @@ struct key_spec {
 	uint64_t	backoff_max_ns;	/* backoff of a hint-less 429 or 5xx */
 	uint64_t	max_pause_ns;	/* `max_pause = D': clamp on any pause */
 	uint8_t		learn;		/* `learn = yes': adopt server limits */
-	uint8_t		refund_rejected; /* `rejected = free': see tollgate.conf.5 */
+	uint8_t		refund_rejected; /* `rejected = free' */
 };
 
 struct config {

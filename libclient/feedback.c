@@ -467,6 +467,7 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 		 * The pause in force, whoever set it.  Emptied: the units
 		 * the server said are out, else (it did not say) all.
 		 */
+		/* Relaxed: as pause_key, the pause guards no other data. */
 		until = atomic_load_explicit(&seg_kstates(&c->m)[ch.key].
 		    paused_until_ns, memory_order_relaxed);
 		empty_at(c, &ch, zero_units != 0 ? zero_units :

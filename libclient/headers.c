@@ -47,7 +47,7 @@ struct field {
 	enum what	what;
 	enum form	form;
 	int		unit;		/* enum lim_unit */
-	uint32_t	model;		/* HDR_MODEL_*: how its reset is meant */
+	uint32_t	model;		/* HDR_MODEL_*: what its reset means */
 };
 
 /* A decimal number: ip + f / den, plus sticky if digits were dropped. */

@@ -247,13 +247,13 @@ struct seg_lstate {
 	_Atomic uint64_t	waits;		/* sleeps */
 	_Atomic uint64_t	srv_cap;	/* the server's remaining: srvcap.h */
 	_Atomic uint32_t	eff;		/* adaptive: leases allowed; 0 all */
-	_Atomic uint32_t	probe_from;	/* adaptive: eff grew from it; 0 */
+	_Atomic uint32_t	probe_from;	/* adaptive: eff grew from it */
 	uint64_t		pad1[2];
 	/* line 1, written by tg_observe, read by the broker's tick */
 	alignas(SEG_LINE) _Atomic uint64_t srv_limit; /* server's limit; 0 */
 	_Atomic uint64_t	fb_ok;		/* successes */
 	_Atomic uint64_t	fb_limited;	/* fresh 429s */
-	_Atomic uint64_t	cut_ns;		/* when eff or the rate last fell */
+	_Atomic uint64_t	cut_ns;		/* eff or a rate last fell */
 	_Atomic uint64_t	fb_probe;	/* adaptive: 429s of a probe */
 	uint64_t		pad2[3];
 };
