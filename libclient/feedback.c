@@ -464,14 +464,19 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 	server_counts(c, &ch, &hr, now);
 	if (cls == ST_LIMITED && !probe) {
 		/*
-		 * The pause in force, whoever set it.  Emptied: the units
-		 * the server said are out, else (it did not say) all.
+		 * At the end of the pause in force, whoever set it: the
+		 * units the server said are out, else (it did not say) all.
+		 * Not for a request sent before a pause that is over: its
+		 * round emptied the bucket already, and the restart is under
+		 * way.  Relaxed: as pause_key, the pause guards no other data.
 		 */
-		/* Relaxed: as pause_key, the pause guards no other data. */
 		until = atomic_load_explicit(&seg_kstates(&c->m)[ch.key].
 		    paused_until_ns, memory_order_relaxed);
-		empty_at(c, &ch, zero_units != 0 ? zero_units :
-		    (1u << UNIT_COUNT) - 1, until > now ? until : now);
+		if (until > now || tk->now_ns >= atomic_load_explicit(
+		    &seg_kstates(&c->m)[ch.key].pause_set_ns,
+		    memory_order_relaxed))
+			empty_at(c, &ch, zero_units != 0 ? zero_units :
+			    (1u << UNIT_COUNT) - 1, until > now ? until : now);
 	}
 	feedback_post(c, &ch, tk, &hr, cls, probe);
 	atomic_fetch_add_explicit(&seg_kstates(&c->m)[ch.key].status[cls], 1,
