@@ -22,6 +22,7 @@ struct key_slot {
 	uint16_t	parent;			/* key id or SEG_NONE */
 	uint16_t	quarantine;		/* ticks until it is free */
 	uint8_t		learn;			/* `learn = yes' */
+	uint8_t		refund_rejected;	/* `rejected = free' */
 	uint64_t	max_pause_ns;
 	uint64_t	backoff_min_ns;
 	uint64_t	backoff_max_ns;

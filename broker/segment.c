@@ -328,6 +328,8 @@ segment_adopt(struct broker *b)
 		b->keys[i].parent = k[i].parent < h->max_keys ? k[i].parent :
 		    SEG_NONE;
 		b->keys[i].learn = (k[i].flags & SEG_KEY_LEARN) != 0;
+		b->keys[i].refund_rejected = (k[i].flags &
+		    SEG_KEY_REFUND_REJECTED) != 0;
 		b->keys[i].max_pause_ns = k[i].max_pause_ns;
 		b->keys[i].backoff_min_ns = k[i].backoff_min_ns;
 		b->keys[i].backoff_max_ns = k[i].backoff_max_ns;
@@ -671,8 +673,9 @@ cfg_write(struct broker *b, unsigned idx, uint64_t gen)
 		l[i].burst = s->spec.burst;
 		l[i].cooldown_ns = s->spec.cooldown_ns;
 		if (s->spec.kind == LIM_RATE)
-			l[i].tau_ns = gcra_tau_ns(s->spec.burst,
-			    s->spec.period_ns, s->spec.count);
+			l[i].tau_ns = gcra_tau_margin_ns(s->spec.burst,
+			    s->spec.period_ns, s->spec.count,
+			    limit_margin_ns(&s->spec));
 		else if (s->spec.kind == LIM_WINDOW)
 			l[i].tau_ns = win_sub_ns(s->spec.period_ns);
 		else if (s->spec.kind == LIM_CONC) {
@@ -696,7 +699,8 @@ cfg_write(struct broker *b, unsigned idx, uint64_t gen)
 		memcpy(kk->name, b->keys[i].name, SEG_NAME_MAX);
 		kk->gen = b->keys[i].gen;
 		kk->parent = SEG_NONE;
-		kk->flags = b->keys[i].learn ? SEG_KEY_LEARN : 0;
+		kk->flags = (b->keys[i].learn ? SEG_KEY_LEARN : 0) |
+		    (b->keys[i].refund_rejected ? SEG_KEY_REFUND_REJECTED : 0);
 		kk->max_pause_ns = b->keys[i].max_pause_ns ?
 		    b->keys[i].max_pause_ns : CFG_MAX_PAUSE_NS;
 		kk->backoff_min_ns = b->keys[i].backoff_min_ns ?
@@ -980,6 +984,7 @@ segment_publish(struct broker *b, const struct config *cfg, char *err,
 		kid[i] = id;
 		live[id] = 1;
 		keys[id].learn = ks->learn;
+		keys[id].refund_rejected = ks->refund_rejected;
 		keys[id].max_pause_ns = ks->max_pause_ns;
 		keys[id].backoff_min_ns = ks->backoff_min_ns;
 		keys[id].backoff_max_ns = ks->backoff_max_ns;

@@ -83,9 +83,12 @@ int	tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 /*
  * Like tg_try_acquire, but wait up to timeout_ns (< 0: forever) for the
  * ticket.  On a rate limit it reserves the next free slot and sleeps until
- * it, so waiters go in arrival order; on a concurrency limit it sleeps
- * until a release.  Returns 0, -ETIMEDOUT (nothing is taken; returned at
- * once when the wait is known to exceed the timeout), or the errors of
+ * it, so waiters go in arrival order, through a pause too (from its end,
+ * where a 429 left the bucket empty: they go one by one at the rate); on
+ * a concurrency limit it sleeps until a release, or after a pause until
+ * the limit's gradual return allows one more.  Returns 0, -ETIMEDOUT
+ * (nothing is taken; returned at once when the wait is known to exceed
+ * the timeout), or the errors of
  * tg_try_acquire other than -EAGAIN.  A signal does not end the wait.
  * Makes system calls only to sleep.
  */
@@ -100,14 +103,22 @@ int	tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
  * fleet on the host reacts before it returns:
  *   429 (or 403/503 with rate-limit evidence: a retry hint or a remaining
  *       count of 0) pauses t's key and its descendants for the server's
- *       hint (one of 0 or in the past counts as none), else the
+ *       hint (one of 0 or in the past counts as none; a refilling
+ *       bucket's count of 0 has a unit again in reset / limit), else the
  *       lockout of a limit with `cooldown', else a shared
  *       backoff that grows with each round of 429s (one round however
- *       many workers saw it) and resets on a success;
+ *       many workers saw it) and resets on a success; the rate limits of
+ *       the units at 0 (all, if none is named) are left empty at the
+ *       pause's end; with `rejected = free' the ticket's charge is given
+ *       back first; a 429 of an adaptive concurrency probe pauses nothing;
  *   5xx pauses for the hint, or the shared backoff;
- *   `remaining' with `reset' caps the key's limits of that unit: at most
- *       that many more until then (never more than the config allows);
- *   a server `limit' unlike the config's is posted for the broker.
+ *   `remaining' tightens the key's limits of that unit as its provider
+ *       means it: a window's (GitHub, IETF drafts) is at most that many
+ *       more until its reset; a refilling bucket's (OpenAI, Azure, Groq,
+ *       Anthropic) leaves at most that many in the bucket, its reset the
+ *       time until full (never more than the config allows);
+ *   a server `limit' unlike the config's is posted for the broker; where
+ *       the key learns, 429s without figures teach it a lower rate.
  * Returns TG_OK (2xx, 3xx), TG_RETRY (429, 5xx, rate-limited 403: the
  * pause is in place, so the next tg_acquire waits the right time),
  * TG_GIVE_UP (401, other 403 and 4xx), or -EINVAL (a bad argument, or a

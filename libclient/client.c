@@ -279,6 +279,49 @@ config_still(const tg_client *c, const struct chain *ch)
 	return (seq & 1) == 0 && seg_read_ok(cfg, seq) && gen == ch->cfg_gen;
 }
 
+/* Whether cost charges a window limit of ch. */
+static int
+chain_has_window(const struct chain *ch, const tg_cost *cost)
+{
+	for (unsigned i = 0; i < ch->nlim; i++)
+		if (ch->lim[i].kind == LIM_WINDOW &&
+		    unit_cost(cost, ch->lim[i].unit) > 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * After a pause that ended at end_ns, a concurrency limit of a chain
+ * that no requests rate paces comes back gradually: one lease at the
+ * end, one more every backoff minimum / N (N the limit), so that the
+ * waiters of the pause leave one by one and not N at once into the
+ * server that just refused.  A chain with a requests rate needs none:
+ * the bucket a 429 left empty paces them (feedback.c).  Returns the
+ * leases the ramp allows at at_ns, UINT32_MAX when it is over, and the
+ * time of its next step in *next_ns.
+ */
+static uint32_t
+conc_ramp(const struct chain *ch, const struct lview *v, uint64_t end_ns,
+    uint64_t at_ns, uint64_t *next_ns)
+{
+	uint64_t step, k;
+
+	if (end_ns == 0 || v->ncells <= 1)
+		return UINT32_MAX;
+	for (unsigned i = 0; i < ch->nlim; i++)
+		if (ch->lim[i].kind == LIM_RATE &&
+		    ch->lim[i].unit == UNIT_REQUESTS)
+			return UINT32_MAX;
+	step = (ch->backoff_min_ns != 0 ? ch->backoff_min_ns :
+	    CFG_BACKOFF_MIN_NS) / v->ncells;
+	if (step == 0 || at_ns < end_ns)
+		k = 0;
+	else if ((k = (at_ns - end_ns) / step) >= v->ncells - 1)
+		return UINT32_MAX;
+	*next_ns = end_ns + (k + 1) * step;
+	return (uint32_t)k + 1;
+}
+
 /*
  * Take cost from every limit of ch at now, all or nothing, reserving rate
  * slots up to max_wait_ns ahead.  Returns 0 with *wait_ns the wait for the
@@ -293,8 +336,9 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 	struct seg_kstate *ks = seg_kstates(&c->m);
 	struct seg_lstate *ls = seg_lstates(&c->m);
 	_Atomic uint64_t *cells = seg_cells(&c->m);
-	uint64_t units, w, wait = 0, until, rcost[SEG_CHAIN_MAX];
-	uint32_t capped = 0;
+	uint64_t units, w, wait = 0, until, from, end = 0, next = 0;
+	uint64_t rcost[SEG_CHAIN_MAX];
+	uint32_t capped = 0, allowed, ramp;
 	unsigned i;
 	int r = 0;
 
@@ -326,11 +370,22 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		    memory_order_relaxed);
 		if (until > now && until - now > wait)
 			wait = until - now;
+		if (until > end)
+			end = until;	/* the last pause's end, even past */
 	}
-	if (wait > 0) {
+	/*
+	 * A waiter (tg_acquire) reserves its rate slots from the pause's
+	 * end, in the order waiters come, as it does outside a pause: a
+	 * 429 left the bucket empty then (feedback.c), so they leave one by
+	 * one at the rate, first come first served, not all at the end.
+	 * Not with a window in the chain: it counts a take when it is
+	 * made, and one made now for later would expire too soon.
+	 */
+	if (wait > 0 && (wait > max_wait_ns || chain_has_window(ch, cost))) {
 		*wait_ns = wait;
 		return -EAGAIN;
 	}
+	from = now + wait;
 	tk->nlease = 0;
 	tk->slot = (uint16_t)c->slot;
 	tk->token = c->token;
@@ -352,8 +407,9 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		case LIM_RATE:
 			if (units == 0)
 				continue;
-			r = gcra_reserve(&ls[v->id].tat_ns, now, rcost[i],
-			    v->tau_ns, max_wait_ns, &w);
+			r = gcra_reserve(&ls[v->id].tat_ns, from, rcost[i],
+			    v->tau_ns, max_wait_ns - (from - now), &w);
+			w += from - now;
 			break;
 		case LIM_WINDOW:
 			if (units == 0)
@@ -370,13 +426,19 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 					    memory_order_relaxed) + 1;
 				while (tk->gen == 0);
 			}
+			allowed = conc_allowed(c, v);
+			ramp = conc_ramp(ch, v, end, from, &next);
 			r = lease_take(&ls[v->id], &cells[v->cells], v->ncells,
-			    conc_allowed(c, v), LEASE_VAL(c->slot, tk->gen),
-			    c->slot, &tk->lease[tk->nlease].cell);
+			    ramp < allowed ? ramp : allowed,
+			    LEASE_VAL(c->slot, tk->gen), c->slot,
+			    &tk->lease[tk->nlease].cell);
 			if (r == 0)
 				tk->lease[tk->nlease++].lim = v->id;
 			else if (r == -ESTALE)
 				r = TAKE_STALE;
+			else if (ramp < allowed)
+				/* The ramp's next step, not a release. */
+				w = next > now ? next - now : 1;
 			else
 				*blocked = v->id;
 			break;
@@ -581,7 +643,12 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			wait = STALE_PAUSE_NS;
 		}
 		if (r == 0) {
-			granted(c, ch, cost, now, tk);
+			/*
+			 * Stamped with when it may go, not when it was
+			 * reserved: a response to it belongs to the rounds
+			 * and cuts of that time (feedback.c).
+			 */
+			granted(c, ch, cost, now + wait, tk);
 			chain_put(c, ch);
 			if (wait > 0) {
 				/* A reserved slot: ours, in arrival order. */

@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "gcra.h"
 
 #define LINE_BYTES_MAX	199	/* without its '\n': inih r55 splits longer */
 #define FILE_BYTES_MAX	(1u << 20) /* a config is a few KiB; stops /dev/zero */
@@ -108,7 +109,9 @@ struct feedback {
 	int		backoff_line;
 	int		pause_line;
 	int		learn_line;
+	int		rejected_line;
 	uint8_t		learn;
+	uint8_t		refund_rejected;
 };
 
 /* What a key gets when neither it nor an ancestor says otherwise. */
@@ -465,8 +468,9 @@ parse_limit(const char *s, struct limit_spec *out, struct why *w)
 {
 	struct limit_spec l;
 	const char *t, *slash, *u, *ue, *pe, *burst_at = NULL;
-	uint64_t pcount;
-	size_t len, i;
+	const char *margin_at = NULL;
+	uint64_t pcount, pct, one;
+	size_t len, i, margin_len = 0;
 	int ret, window = 0, burst_set = 0;
 
 	memset(&l, 0, sizeof(l));
@@ -550,19 +554,55 @@ parse_limit(const char *s, struct limit_spec *out, struct why *w)
 			if (l.cooldown_ns == 0)
 				return reject(w, "cooldown must be longer than "
 				    "zero", t, len);
+		} else if (tok_is(t, len, "margin")) {
+			if (margin_at != NULL)
+				return reject(w, "option given twice", t, len);
+			margin_at = t;
+			if (!next_tok(&s, &t, &len))
+				return reject(w, "margin needs a duration or a "
+				    "percentage", margin_at, 6);
+			margin_at = t;
+			margin_len = len;
+			if (len > 1 && t[len - 1] == '%') {
+				/* Whole percents of the period, up to half. */
+				if (parse_dec(t, t + len - 1, &pct) < 0 ||
+				    pct < 1 || pct > 50)
+					return reject(w, "margin percentage "
+					    "must be 1% to 50%", t, len);
+				l.margin_pct = (uint8_t)pct;
+			} else if ((ret = parse_duration(t, len,
+			    &l.margin_ns)) < 0 || l.margin_ns == 0)
+				return reject(w, ret == -ERANGE ?
+				    "margin too long" : "bad margin (want a "
+				    "duration longer than zero, e.g. 50ms, "
+				    "or a percentage, e.g. 5%)", t, len);
 		} else
-			return reject(w, "unknown option (want burst, cooldown "
-			    "or window)", t, len);
+			return reject(w, "unknown option (want burst, "
+			    "cooldown, margin or window)", t, len);
 	}
 	if (window && burst_set)
 		return reject(w, "burst is only for rate limits, not a window",
 		    burst_at, 5);
+	if (window && margin_at != NULL)
+		return reject(w, "margin is only for rate limits, not a window",
+		    margin_at, margin_len);
 	if (window)
 		l.kind = LIM_WINDOW;
 	else {
 		l.kind = LIM_RATE;
 		if (!burst_set)
 			l.burst = l.count;
+		/*
+		 * A margin is room kept in the bucket: it must leave the
+		 * bucket room for one unit, or it would be ignored.
+		 */
+		one = gcra_cost_ns(1, l.period_ns, l.count);
+		if (margin_at != NULL && (l.burst < 2 ||
+		    limit_margin_ns(&l) > gcra_tau_ns(l.burst, l.period_ns,
+		    l.count) - one))
+			return reject(w, "margin larger than the bucket holds "
+			    "beyond one unit (raise burst, or lower the "
+			    "margin)", margin_at, margin_len);
 	}
 	*out = l;
 	return 0;
@@ -670,7 +710,7 @@ format_duration(char *buf, size_t len, uint64_t ns)
 int
 limit_format(const struct limit_spec *l, char *buf, size_t len)
 {
-	char per[32], burst[40], cd[48];
+	char per[32], burst[40], cd[48], mg[48];
 
 	switch (l->kind) {
 	case LIM_CONC:
@@ -689,8 +729,16 @@ limit_format(const struct limit_spec *l, char *buf, size_t len)
 			format_duration(cd + 10, sizeof(cd) - 10,
 			    l->cooldown_ns);
 		}
-		return snprintf(buf, len, "%" PRIu64 " %s/%s%s%s%s", l->count,
-		    unit_name(l->unit), per, burst, cd,
+		mg[0] = '\0';
+		if (l->margin_pct != 0)
+			snprintf(mg, sizeof(mg), " margin %u%%",
+			    (unsigned)l->margin_pct);
+		else if (l->margin_ns != 0) {
+			memcpy(mg, " margin ", 9);
+			format_duration(mg + 8, sizeof(mg) - 8, l->margin_ns);
+		}
+		return snprintf(buf, len, "%" PRIu64 " %s/%s%s%s%s%s", l->count,
+		    unit_name(l->unit), per, burst, cd, mg,
 		    l->kind == LIM_WINDOW ? " window" : "");
 	default:
 		return snprintf(buf, len, "(limit of unknown kind %u)",
@@ -1072,6 +1120,27 @@ set_learn(struct parser *p, const char *v, struct feedback *f)
 }
 
 /*
+ * `rejected = charged|free' into *f: whether the provider counts a
+ * request it refused with a 429 toward its limit (OpenAI does).
+ */
+static int
+set_rejected(struct parser *p, const char *v, struct feedback *f)
+{
+	struct qbuf q;
+
+	if (strcmp(v, "charged") == 0)
+		f->refund_rejected = 0;
+	else if (strcmp(v, "free") == 0)
+		f->refund_rejected = 1;
+	else {
+		report_at(p, p->lineno, "rejected `%s': want charged or free",
+		    quotes(&q, v));
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * A feedback setting of key k (NULL under a refused header: its value is
  * still checked).  Returns 1 if name is one, else 0.
  */
@@ -1092,6 +1161,9 @@ feedback_setting(struct parser *p, struct pkey *k, const char *name,
 	} else if (strcmp(name, "learn") == 0) {
 		ret = set_learn(p, value, &f);
 		linep = &f.learn_line;
+	} else if (strcmp(name, "rejected") == 0) {
+		ret = set_rejected(p, value, &f);
+		linep = &f.rejected_line;
 	} else
 		return 0;
 	/* As with `concurrency': a value it could not read was not set. */
@@ -1485,6 +1557,10 @@ feedback_of(struct parser *p, int k)
 		f.learn = key->own.learn;
 		f.learn_line = key->own.learn_line;
 	}
+	if (key->own.rejected_line != 0) {
+		f.refund_rejected = key->own.refund_rejected;
+		f.rejected_line = key->own.rejected_line;
+	}
 	key->fb = f;
 	key->fb_done = 1;
 	return &key->fb;
@@ -1660,6 +1736,7 @@ build(struct parser *p)
 		ks[i].backoff_max_ns = f->backoff_max_ns;
 		ks[i].max_pause_ns = f->max_pause_ns;
 		ks[i].learn = f->learn;
+		ks[i].refund_rejected = f->refund_rejected;
 		k->fill = first;
 		first += (unsigned)k->nlimits;
 	}

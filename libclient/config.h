@@ -36,13 +36,29 @@ struct limit_spec {
 	uint8_t		kind;		/* enum lim_kind */
 	uint8_t		unit;		/* enum lim_unit; UNIT_REQUESTS for LIM_CONC */
 	uint8_t		adaptive;	/* LIM_CONC: `concurrency = N adaptive' */
-	uint8_t		pad0;
+	uint8_t		margin_pct;	/* LIM_RATE: `margin P%' (period) */
 	int		line;		/* where it was defined, for messages */
 	uint64_t	count;		/* N per period, N per window, N in flight */
 	uint64_t	period_ns;	/* LIM_RATE, LIM_WINDOW; 0 for LIM_CONC */
 	uint64_t	burst;		/* LIM_RATE: bucket capacity in units */
 	uint64_t	cooldown_ns;	/* 0: none */
+	uint64_t	margin_ns;	/* LIM_RATE: `margin D'; 0: none */
 };
+
+/*
+ * A rate limit's margin for the trip to the server, in ns: what of its
+ * bucket it keeps unused, so that a request that reaches the server
+ * earlier than the one before it (a warm connection after a cold one)
+ * still finds room there.  `margin D', or `margin P%' of the period.
+ */
+static inline uint64_t
+limit_margin_ns(const struct limit_spec *l)
+{
+	if (l->margin_pct != 0)
+		return l->period_ns / 100 * l->margin_pct +
+		    l->period_ns % 100 * l->margin_pct / 100;
+	return l->margin_ns;
+}
 
 /* One [section] other than [broker]. */
 struct key_spec {
@@ -60,6 +76,7 @@ struct key_spec {
 	uint64_t	backoff_max_ns;	/* backoff of a hint-less 429 or 5xx */
 	uint64_t	max_pause_ns;	/* `max_pause = D': clamp on any pause */
 	uint8_t		learn;		/* `learn = yes': adopt server limits */
+	uint8_t		refund_rejected; /* `rejected = free' */
 };
 
 struct config {

@@ -138,11 +138,53 @@ same_level(const struct lview *a, const struct lview *b)
 	    (b->kind == LIM_RATE || b->kind == LIM_WINDOW);
 }
 
+/* What one unit of rate limit v costs, as take() charges it. */
+static uint64_t
+unit_ns(const struct lview *v)
+{
+	return gcra_cost_ns(1, v->period_ns, v->count);
+}
+
 /*
- * What the server said of each unit: `remaining' until `reset' caps the
- * limits of that unit; a `limit' other than the configured count is
- * posted for the broker, on the one with the shortest period (a server
- * reports its tightest: requests per minute, not per day).
+ * The size L of the server's bucket for unit u, to reckon its refill
+ * with: what it said, else the count of our nearest limit of that unit
+ * (the config's belief of it); 0 if neither.
+ */
+static uint64_t
+srv_size(const struct chain *ch, unsigned u, const struct hdr_unit *hu)
+{
+	int at;
+
+	if (hu->limit != HDR_UNKNOWN && hu->limit != 0)
+		return hu->limit;
+	return (at = nearest(ch, u)) >= 0 ? ch->lim[at].count : 0;
+}
+
+/*
+ * How long until unit u, of which the server said 0 are left, has one
+ * again: a window's reset; a refilling bucket's time to refill one unit
+ * (headers.h), not its time until full.
+ */
+static uint64_t
+zero_wait(const struct chain *ch, unsigned u, const struct hdr_unit *hu)
+{
+	uint64_t size;
+
+	if (!hdr_refills(hu) || (size = srv_size(ch, u, hu)) == 0)
+		return hu->reset_ns;
+	return srv_refill_ns(size, 0, hu->reset_ns);
+}
+
+/*
+ * What the server said of each unit, by the semantics of the fields it
+ * came in (headers.h).  A window's `remaining R until reset T' caps the
+ * limits of that unit: at most R more until T.  A refilling bucket's R
+ * tightens them to the server's bucket: the TAT of a rate limit moves to
+ * where it holds at most R units (with none, the next after the server's
+ * refill of one); a window limit is capped to R until that refill.  A
+ * `limit' other than the configured count is posted for the broker, on
+ * the one with the shortest period (a server reports its tightest:
+ * requests per minute, not per day).
  */
 static void
 server_counts(tg_client *c, const struct chain *ch, const struct hdr_result *hr,
@@ -151,25 +193,41 @@ server_counts(tg_client *c, const struct chain *ch, const struct hdr_result *hr,
 	struct seg_lstate *ls = seg_lstates(&c->m);
 	const struct hdr_unit *hu;
 	const struct lview *first, *best;
-	int at;
+	uint64_t refill = 0, tat, reset;
+	int at, bucket;
 
 	for (unsigned u = 0; u < UNIT_COUNT; u++) {
 		hu = &hr->unit[u];
 		if ((at = nearest(ch, u)) < 0)
 			continue;
 		first = best = &ch->lim[at];
+		bucket = hdr_refills(hu) && hu->remaining != HDR_UNKNOWN;
+		if (bucket)
+			/* No reset (Azure): R alone, the refill unknown. */
+			refill = clamp_pause(ch, srv_refill_ns(srv_size(ch, u,
+			    hu), hu->remaining, hu->reset_ns == HDR_UNKNOWN ?
+			    0 : hu->reset_ns));
 		for (unsigned i = (unsigned)at; i < ch->nlim; i++) {
 			const struct lview *v = &ch->lim[i];
 
 			if (!same_level(first, v))
 				continue;
-			if (hu->remaining != HDR_UNKNOWN &&
-			    hu->reset_ns != HDR_UNKNOWN)
-				cap_post(&ls[v->id].srv_cap, now,
-				    hu->remaining, clamp_pause(ch,
-				    hu->reset_ns));
 			if (v->period_ns < best->period_ns)
 				best = v;
+			if (hu->remaining == HDR_UNKNOWN)
+				continue;
+			if (!bucket) {
+				if (hu->reset_ns != HDR_UNKNOWN)
+					cap_post(&ls[v->id].srv_cap, now,
+					    hu->remaining, clamp_pause(ch,
+					    hu->reset_ns));
+			} else if (v->kind == LIM_RATE) {
+				if ((tat = srv_bucket_tat(now, v->tau_ns,
+				    unit_ns(v), hu->remaining, refill)) != 0)
+					gcra_raise(&ls[v->id].tat_ns, tat);
+			} else if ((reset = refill) != 0)
+				cap_post(&ls[v->id].srv_cap, now,
+				    hu->remaining, reset);
 		}
 		if (hu->limit != HDR_UNKNOWN && hu->limit != 0 &&
 		    hu->limit != best->count && atomic_load_explicit(
@@ -179,27 +237,120 @@ server_counts(tg_client *c, const struct chain *ch, const struct hdr_result *hr,
 	}
 }
 
-/* Adaptive concurrency: post the outcome for the broker's AIMD. */
+/*
+ * A 429 says the server's bucket is empty: leave ours empty when the
+ * pause ends (until_ns), so that the waiters of the pause go one by one
+ * at the rate and not all at its end.  Rate limits of the units in mask
+ * (bit per unit) on the nearest key that has them; their TAT moves to
+ * where one unit fits at until_ns and the next one a unit's cost later.
+ */
 static void
-adaptive_post(tg_client *c, const struct chain *ch, const struct tk *tk,
-    int cls)
+empty_at(tg_client *c, const struct chain *ch, unsigned mask,
+    uint64_t until_ns)
 {
 	struct seg_lstate *ls = seg_lstates(&c->m);
+	uint64_t one, tat;
+	int at;
 
+	for (unsigned u = 0; u < UNIT_COUNT; u++) {
+		if (!(mask & 1u << u) || (at = nearest(ch, u)) < 0)
+			continue;
+		for (unsigned i = (unsigned)at; i < ch->nlim; i++) {
+			const struct lview *v = &ch->lim[i];
+
+			if (!same_level(&ch->lim[at], v) ||
+			    v->kind != LIM_RATE)
+				continue;
+			one = unit_ns(v);
+			if (v->tau_ns < one || v->tau_ns - one > UINT64_MAX -
+			    until_ns)
+				continue;
+			tat = until_ns + (v->tau_ns - one);
+			gcra_raise(&ls[v->id].tat_ns, tat);
+		}
+	}
+}
+
+/*
+ * Post a response's outcome on limit id for the broker: a success, or a
+ * 429 (a probe's when probe) of a request sent after the last cut; one
+ * sent before it is part of that cut.  Relaxed: counters the broker
+ * reads each tick, guarding no other data.
+ */
+static void
+post(tg_client *c, uint16_t id, const struct tk *tk, int cls, int probe)
+{
+	struct seg_lstate *ls = &seg_lstates(&c->m)[id];
+
+	if (cls == ST_OK)
+		atomic_fetch_add_explicit(&ls->fb_ok, 1, memory_order_relaxed);
+	else if (cls == ST_LIMITED && tk->now_ns >= atomic_load_explicit(
+	    &ls->cut_ns, memory_order_relaxed))
+		atomic_fetch_add_explicit(probe ? &ls->fb_probe :
+		    &ls->fb_limited, 1, memory_order_relaxed);
+}
+
+/*
+ * Post the outcome for the broker: on adaptive concurrency limits for
+ * their AIMD; where the key learns, on the rate limits of each unit the
+ * server gave no figures of (the nearest level's), for the rate learned
+ * from 429s.  A probe's 429 counts on the concurrency limits alone.
+ */
+static void
+feedback_post(tg_client *c, const struct chain *ch, const struct tk *tk,
+    const struct hdr_result *hr, int cls, int probe)
+{
+	const struct hdr_unit *hu;
+	int at;
+
+	for (unsigned i = 0; i < ch->nlim; i++)
+		if (ch->lim[i].kind == LIM_CONC &&
+		    (ch->lim[i].flags & LIMIT_F_ADAPTIVE))
+			post(c, ch->lim[i].id, tk, cls, probe);
+	if (!(ch->flags & SEG_KEY_LEARN) || probe)
+		return;
+	for (unsigned u = 0; u < UNIT_COUNT; u++) {
+		hu = &hr->unit[u];
+		if (hu->limit != HDR_UNKNOWN || hu->remaining != HDR_UNKNOWN ||
+		    (at = nearest(ch, u)) < 0)
+			continue;
+		for (unsigned i = (unsigned)at; i < ch->nlim; i++)
+			if (same_level(&ch->lim[at], &ch->lim[i]) &&
+			    ch->lim[i].kind == LIM_RATE)
+				post(c, ch->lim[i].id, tk, cls, 0);
+	}
+}
+
+/*
+ * Whether a 429 is a concurrency limit's refusal of a probe: an adaptive
+ * concurrency limit of the chain has just grown past a level that ran
+ * without 429s (the broker's probe_from), and the server names no unit
+ * it is out of.  Then the probe failed, not the rate: the broker takes
+ * the limit back to that level and holds it there a while, and the key
+ * is not paused, nor its buckets emptied.
+ */
+static int
+probe_refused(tg_client *c, const struct chain *ch, unsigned zero_units)
+{
+	struct seg_lstate *ls = seg_lstates(&c->m);
+	uint32_t from, eff;
+
+	if (zero_units != 0)
+		return 0;
 	for (unsigned i = 0; i < ch->nlim; i++) {
 		const struct lview *v = &ch->lim[i];
 
 		if (v->kind != LIM_CONC || !(v->flags & LIMIT_F_ADAPTIVE))
 			continue;
-		if (cls == ST_OK)
-			atomic_fetch_add_explicit(&ls[v->id].fb_ok, 1,
-			    memory_order_relaxed);
-		/* A request sent before the last cut is part of that cut. */
-		else if (cls == ST_LIMITED && tk->now_ns >= atomic_load_explicit(
-		    &ls[v->id].cut_ns, memory_order_relaxed))
-			atomic_fetch_add_explicit(&ls[v->id].fb_limited, 1,
-			    memory_order_relaxed);
+		/* Relaxed: the broker's values of the moment, any will do. */
+		from = atomic_load_explicit(&ls[v->id].probe_from,
+		    memory_order_relaxed);
+		eff = atomic_load_explicit(&ls[v->id].eff,
+		    memory_order_relaxed);
+		if (from != 0 && eff > from)
+			return 1;
 	}
+	return 0;
 }
 
 /* The limit of ch with the longest cooldown, or -1. */
@@ -215,6 +366,9 @@ cooldown_limit(const struct chain *ch)
 	return best;
 }
 
+static void	settle_to(tg_client *, struct tk *, const struct chain *,
+		    const uint64_t[UNIT_COUNT], uint64_t);
+
 int
 tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
     size_t len)
@@ -222,8 +376,9 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 	struct tk *tk = (struct tk *)t;
 	struct hdr_result hr;
 	struct chain ch;
-	uint64_t now, hint, zero_reset = HDR_UNKNOWN;
-	int evidence, cls, advice, r, cd;
+	uint64_t now, hint, zw, until, zero_reset = HDR_UNKNOWN;
+	unsigned zero_units = 0;
+	int evidence, cls, advice, r, cd, probe = 0;
 
 	if (c == NULL || t == NULL || http_status < 200 || http_status > 599 ||
 	    (headers == NULL && len > 0) || !tk_filled(tk))
@@ -235,17 +390,20 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 
 	/*
 	 * Rate-limit evidence: a retry hint, or a count of 0 left.  With no
-	 * hint, the latest reset of a unit with 0 left says how long.
+	 * hint, the longest wait of a unit with 0 left says how long: a
+	 * window's reset, a refilling bucket's refill of one unit.
 	 */
 	evidence = hr.retry_after_ns != HDR_UNKNOWN;
 	for (unsigned u = 0; u < UNIT_COUNT; u++) {
 		if (hr.unit[u].remaining != 0)
 			continue;
 		evidence = 1;
-		if (hr.unit[u].reset_ns != HDR_UNKNOWN &&
-		    (zero_reset == HDR_UNKNOWN || hr.unit[u].reset_ns >
-		    zero_reset))
-			zero_reset = hr.unit[u].reset_ns;
+		zero_units |= 1u << u;
+		if (hr.unit[u].reset_ns == HDR_UNKNOWN)
+			continue;
+		zw = zero_wait(&ch, u, &hr.unit[u]);
+		if (zero_reset == HDR_UNKNOWN || zw > zero_reset)
+			zero_reset = zw;
 	}
 	/*
 	 * A hint of 0 is evidence but says nothing of how long: a date at
@@ -278,7 +436,19 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 		advice = TG_GIVE_UP;
 	}
 
-	if (cls == ST_LIMITED || cls == ST_SERVER) {
+	/*
+	 * A provider that does not count a request it refused (rejected =
+	 * free) gets its charge back, as a settle to nothing would, before
+	 * the pause below empties the bucket at its end.  Once: the ticket
+	 * then says it cost nothing.  Not a ticket inherited across fork.
+	 */
+	if (cls == ST_LIMITED && (ch.flags & SEG_KEY_REFUND_REJECTED) &&
+	    tk_ours(c, tk))
+		settle_to(c, tk, &ch, (const uint64_t[UNIT_COUNT]){ 0 }, now);
+
+	if (cls == ST_LIMITED && probe_refused(c, &ch, zero_units))
+		probe = 1;	/* the rate is fine: no pause */
+	else if (cls == ST_LIMITED || cls == ST_SERVER) {
 		if (hint != HDR_UNKNOWN)
 			/* The server said how long: that, for the whole key. */
 			pause_key(c, ch.key, now, now + clamp_pause(&ch, hint));
@@ -292,46 +462,56 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 		backoff_reset(c, &ch, tk);
 
 	server_counts(c, &ch, &hr, now);
-	adaptive_post(c, &ch, tk, cls);
+	if (cls == ST_LIMITED && !probe) {
+		/*
+		 * At the end of the pause in force, whoever set it: the
+		 * units the server said are out, else (it did not say) all.
+		 * Not for a request sent before a pause that is over: its
+		 * round emptied the bucket already, and the restart is under
+		 * way.  Relaxed: as pause_key, the pause guards no other data.
+		 */
+		until = atomic_load_explicit(&seg_kstates(&c->m)[ch.key].
+		    paused_until_ns, memory_order_relaxed);
+		if (until > now || tk->now_ns >= atomic_load_explicit(
+		    &seg_kstates(&c->m)[ch.key].pause_set_ns,
+		    memory_order_relaxed))
+			empty_at(c, &ch, zero_units != 0 ? zero_units :
+			    (1u << UNIT_COUNT) - 1, until > now ? until : now);
+	}
+	feedback_post(c, &ch, tk, &hr, cls, probe);
 	atomic_fetch_add_explicit(&seg_kstates(&c->m)[ch.key].status[cls], 1,
 	    memory_order_relaxed);
 	return advice;
 }
 
-int
-tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual)
+/*
+ * Settle the ticket tk of chain ch to what it used, act[unit], at now:
+ * tg_settle's work, and a 429's refund where the provider does not count
+ * refused requests (rejected = free).
+ */
+static void
+settle_to(tg_client *c, struct tk *tk, const struct chain *ch,
+    const uint64_t act_units[UNIT_COUNT], uint64_t now)
 {
-	struct tk *tk = (struct tk *)t;
-	struct seg_lstate *ls;
-	_Atomic uint64_t *cells;
-	struct chain ch;
-	uint64_t now, est, act, ce, ca;
-	int r, same;
+	struct seg_lstate *ls = seg_lstates(&c->m);
+	_Atomic uint64_t *cells = seg_cells(&c->m);
+	uint64_t est, act, ce, ca;
+	int same;
 
-	if (c == NULL || t == NULL || actual == NULL || !tk_filled(tk))
-		return -EINVAL;
-	/* Inherited across fork: the parent settles its own tickets. */
-	if (!tk_ours(c, tk))
-		return -EPERM;
-	now = now_ns();
-	if ((r = chain_read(c, tk_handle(tk), &ch)) < 0)
-		return r;
-	ls = seg_lstates(&c->m);
-	cells = seg_cells(&c->m);
 	/*
 	 * A reload since the take may have moved or replaced the limits
 	 * the ticket charged: then nothing is refunded (a refund to a limit
 	 * that never charged would loosen it), but what was used more than
 	 * estimated is still charged.
 	 */
-	same = (uint32_t)ch.cfg_gen == tk->cfg_gen;
-	for (unsigned i = 0; i < ch.nlim; i++) {
-		const struct lview *v = &ch.lim[i];
+	same = (uint32_t)ch->cfg_gen == tk->cfg_gen;
+	for (unsigned i = 0; i < ch->nlim; i++) {
+		const struct lview *v = &ch->lim[i];
 
 		if (v->kind != LIM_RATE && v->kind != LIM_WINDOW)
 			continue;
 		est = tk->cost[v->unit];
-		act = unit_cost(actual, v->unit);
+		act = act_units[v->unit];
 		if (act == est || (act < est && !same))
 			continue;
 		if (v->kind == LIM_RATE) {
@@ -357,8 +537,29 @@ tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual)
 			grant_count(c, &c->lgrants[v->id], act - est);
 		}
 	}
-	tk->cost[UNIT_REQUESTS] = actual->requests;
-	tk->cost[UNIT_TOKENS] = actual->tokens;
-	tk->cost[UNIT_IMAGES] = actual->images;
+	for (unsigned u = 0; u < UNIT_COUNT; u++)
+		tk->cost[u] = act_units[u];
+}
+
+int
+tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual)
+{
+	struct tk *tk = (struct tk *)t;
+	struct chain ch;
+	uint64_t now, act[UNIT_COUNT];
+	int r;
+
+	if (c == NULL || t == NULL || actual == NULL || !tk_filled(tk))
+		return -EINVAL;
+	/* Inherited across fork: the parent settles its own tickets. */
+	if (!tk_ours(c, tk))
+		return -EPERM;
+	now = now_ns();
+	if ((r = chain_read(c, tk_handle(tk), &ch)) < 0)
+		return r;
+	act[UNIT_REQUESTS] = actual->requests;
+	act[UNIT_TOKENS] = actual->tokens;
+	act[UNIT_IMAGES] = actual->images;
+	settle_to(c, tk, &ch, act, now);
 	return 0;
 }

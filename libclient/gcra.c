@@ -43,6 +43,18 @@ gcra_tau_ns(uint64_t burst, uint64_t period_ns, uint64_t count)
 	return burst * one;
 }
 
+uint64_t
+gcra_tau_margin_ns(uint64_t burst, uint64_t period_ns, uint64_t count,
+    uint64_t margin_ns)
+{
+	uint64_t tau = gcra_tau_ns(burst, period_ns, count);
+	uint64_t one = gcra_cost_ns(1, period_ns, count);
+
+	if (tau <= one)
+		return tau;
+	return tau - one > margin_ns ? tau - margin_ns : one;
+}
+
 int
 gcra_take(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
     uint64_t tau_ns, uint64_t *retry_in_ns)
@@ -108,6 +120,19 @@ gcra_charge(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 			return;		/* already that far in debt */
 	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
 	    next, memory_order_relaxed, memory_order_relaxed)));
+}
+
+void
+gcra_raise(_Atomic uint64_t *tatp, uint64_t tat_ns)
+{
+	uint64_t tat = atomic_load_explicit(tatp, memory_order_relaxed);
+
+	do {
+		if (tat >= tat_ns)
+			return;
+		/* Relaxed: as gcra_reserve, the CAS alone orders the word. */
+	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
+	    tat_ns, memory_order_relaxed, memory_order_relaxed)));
 }
 
 uint64_t

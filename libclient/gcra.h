@@ -22,6 +22,15 @@ uint64_t gcra_cost_ns(uint64_t n, uint64_t period_ns, uint64_t count);
 uint64_t gcra_tau_ns(uint64_t burst, uint64_t period_ns, uint64_t count);
 
 /*
+ * The GCRA limit of a bucket of `burst' units that keeps margin_ns of it
+ * unused (limit_margin_ns): tau less the margin, never less than one
+ * unit's cost, so a full bucket always admits one.  The long-run rate is
+ * the count's either way: a margin only makes the bucket smaller.
+ */
+uint64_t gcra_tau_margin_ns(uint64_t burst, uint64_t period_ns,
+	    uint64_t count, uint64_t margin_ns);
+
+/*
  * Take cost_ns from the bucket whose TAT is *tatp at now_ns.  Returns 0,
  * or -EAGAIN with *retry_in_ns set to when it would fit.
  */
@@ -110,6 +119,13 @@ void	gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns,
  */
 void	gcra_charge(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 	    uint64_t max_ahead_ns);
+
+/*
+ * Move the TAT forward to at least tat_ns, never back: the bucket holds
+ * no more than it would at that TAT (a server's figures, the end of a
+ * pause).  An atomic max; a TAT already past it is left alone.
+ */
+void	gcra_raise(_Atomic uint64_t *tatp, uint64_t tat_ns);
 
 /* Units of cost1_ns each that would fit now (for tollstat). */
 uint64_t gcra_available(uint64_t tat_ns, uint64_t now_ns, uint64_t cost1_ns,

@@ -47,6 +47,7 @@ struct field {
 	enum what	what;
 	enum form	form;
 	int		unit;		/* enum lim_unit */
+	uint32_t	model;		/* HDR_MODEL_*: what its reset means */
 };
 
 /* A decimal number: ip + f / den, plus sticky if digits were dropped. */
@@ -669,6 +670,8 @@ openai_field(const char *p, const char *e, struct field *f)
 	else
 		return -1;
 	f->form = f->what == W_RESET ? F_GO : F_COUNT;
+	/* OpenAI's bucket refills all the time; reset is when it is full. */
+	f->model = HDR_MODEL_BUCKET;
 	return (f->unit = unit_of(p, e)) < 0 ? -1 : 0;
 }
 
@@ -684,6 +687,11 @@ anthropic_field(const char *p, const char *e, struct field *f)
 	else
 		return -1;
 	f->form = F_COUNT;
+	/*
+	 * Anthropic documents a token bucket "continuously replenished up
+	 * to your maximum limit", its reset the time it is full again.
+	 */
+	f->model = HDR_MODEL_BUCKET;
 	if (is(p, e, "limit"))
 		f->what = W_LIMIT;
 	else if (is(p, e, "remaining"))
@@ -702,6 +710,7 @@ lookup(const char *p, const char *e, struct field *f)
 {
 	f->unit = UNIT_REQUESTS;
 	f->form = F_COUNT;
+	f->model = HDR_MODEL_WINDOW;	/* unless a provider's says else */
 	if (is(p, e, "retry-after")) {
 		f->what = W_RETRY;
 		f->form = F_RETRY_AFTER;
@@ -800,6 +809,8 @@ header(const char *np, const char *ne, const char *vp, const char *ve,
 		return;
 	}
 	u = &out->unit[f.unit];
+	if (f.what != W_RETRY && f.what != W_SF_POLICY)
+		u->model |= f.model;
 	switch (f.what) {
 	case W_LIMIT:
 	case W_REMAINING:
@@ -849,6 +860,7 @@ hdr_parse(const char *buf, size_t len, uint64_t now_unix_ns,
 		out->unit[i].limit = HDR_UNKNOWN;
 		out->unit[i].remaining = HDR_UNKNOWN;
 		out->unit[i].reset_ns = HDR_UNKNOWN;
+		out->unit[i].model = 0;
 	}
 	out->nheaders = 0;
 	out->nbad = 0;

@@ -82,6 +82,7 @@ struct seg_cfg {
 };
 
 #define SEG_KEY_LEARN		0x01	/* adopt limits the server reports */
+#define SEG_KEY_REFUND_REJECTED	0x02	/* `rejected = free': a 429 refunds */
 
 /* A key, indexed by its stable id.  name[0] == 0: unused. */
 struct seg_key {
@@ -247,8 +248,11 @@ struct seg_kstate {
 
 /*
  * Per limit.  Line 0: what every acquire of it touches.  Rate limits use
- * tat_ns; concurrency limits wake and waiting for the futex, and eff when
- * adaptive.  Line 1: feedback posted for the broker.
+ * tat_ns; concurrency limits wake and waiting for the futex, and eff and
+ * probe_from when adaptive.  Line 1: feedback posted for the broker: on
+ * an adaptive concurrency limit for its AIMD, on a rate limit of a key
+ * that learns for the rate learned from 429s without server figures
+ * (broker/feedback.c).
  */
 struct seg_lstate {
 	_Atomic uint64_t	tat_ns;		/* GCRA theoretical arrival */
@@ -258,14 +262,15 @@ struct seg_lstate {
 	_Atomic uint64_t	waits;		/* sleeps */
 	_Atomic uint64_t	srv_cap;	/* the server's remaining: srvcap.h */
 	_Atomic uint32_t	eff;		/* adaptive: leases allowed; 0 all */
-	uint32_t		pad0;
+	_Atomic uint32_t	probe_from;	/* adaptive: eff grew from it */
 	uint64_t		pad1[2];
 	/* line 1, written by tg_observe, read by the broker's tick */
 	alignas(SEG_LINE) _Atomic uint64_t srv_limit; /* server's limit; 0 */
-	_Atomic uint64_t	fb_ok;		/* adaptive: successes */
-	_Atomic uint64_t	fb_limited;	/* adaptive: fresh 429s */
-	_Atomic uint64_t	cut_ns;		/* adaptive: when eff last fell */
-	uint64_t		pad2[4];
+	_Atomic uint64_t	fb_ok;		/* successes */
+	_Atomic uint64_t	fb_limited;	/* fresh 429s */
+	_Atomic uint64_t	cut_ns;		/* eff or a rate last fell */
+	_Atomic uint64_t	fb_probe;	/* adaptive: 429s of a probe */
+	uint64_t		pad2[3];
 };
 
 /* A lease cell: 0 free, else (client slot + 1) << 32 | generation. */

@@ -114,3 +114,37 @@ cap_post(_Atomic uint64_t *cap, uint64_t now_ns, uint64_t remaining,
 	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(cap, &w,
 	    next, memory_order_relaxed, memory_order_relaxed)));
 }
+
+uint64_t
+srv_refill_ns(uint64_t limit, uint64_t remaining, uint64_t reset_ns)
+{
+	uint64_t short_by;
+
+	if (limit == 0 || remaining >= limit || reset_ns == 0)
+		return 0;
+	short_by = limit - remaining;
+	return reset_ns / short_by + (reset_ns % short_by != 0);
+}
+
+uint64_t
+srv_bucket_tat(uint64_t now_ns, uint64_t tau_ns, uint64_t unit_ns,
+    uint64_t remaining, uint64_t refill_ns)
+{
+	unsigned __int128 room = (unsigned __int128)remaining * unit_ns;
+	uint64_t ahead;
+
+	if (room >= tau_ns)
+		return 0;	/* R units fill all the bucket holds */
+	ahead = tau_ns - (uint64_t)room;
+	/*
+	 * Empty: the next unit is the server's to refill, one every
+	 * refill_ns, where ours would give one every unit_ns.  With units
+	 * left the GCRA refills at the config's rate from there: a
+	 * bucket cannot hold R now and slower after, and the next response
+	 * says where the server stands again.
+	 */
+	if (remaining == 0 && refill_ns > unit_ns)
+		ahead = refill_ns - unit_ns > UINT64_MAX - ahead ? UINT64_MAX :
+		    ahead + (refill_ns - unit_ns);
+	return ahead > UINT64_MAX - now_ns ? UINT64_MAX : now_ns + ahead;
+}

@@ -74,4 +74,23 @@ void	cap_charge(_Atomic uint64_t *cap, uint64_t now_ns, uint64_t n);
 void	cap_post(_Atomic uint64_t *cap, uint64_t now_ns, uint64_t remaining,
 	    uint64_t reset_ns);
 
+/*
+ * A refilling bucket's figures (headers.h, HDR_MODEL_BUCKET): limit L,
+ * remaining R, full again in T.  It is L - R units short of full and
+ * refills them over T: one unit every T / (L - R).  Returns that, rounded
+ * up; 0 when it is full (R >= L) or T is 0.
+ */
+uint64_t srv_refill_ns(uint64_t limit, uint64_t remaining, uint64_t reset_ns);
+
+/*
+ * The server's bucket as the earliest TAT the local GCRA may have at
+ * now_ns (tau_ns its bucket, unit_ns one unit's cost): no more than R
+ * units left now, and with none left, the next unit no sooner than the
+ * server refills one (refill_ns, srv_refill_ns).  Moving a TAT only ever
+ * forward to it tightens the local limit to the server's, never loosens
+ * it beyond the config.  0: no bound (R fills the local bucket).
+ */
+uint64_t srv_bucket_tat(uint64_t now_ns, uint64_t tau_ns, uint64_t unit_ns,
+	    uint64_t remaining, uint64_t refill_ns);
+
 #endif /* TG_SRVCAP_H */

@@ -5,6 +5,7 @@
  */
 #include <sys/mman.h>
 #include <errno.h>
+#include <limits.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -41,6 +42,7 @@ static const char conf[] =
     "limit = 100 images/h window\n"
     "[adapt]\n"
     "concurrency = 8 adaptive\n"
+    "backoff = 80ms..1s\n"
     "[learner]\n"
     "learn = yes\n"
     "limit = 100 requests/min\n"
@@ -68,7 +70,37 @@ static const char conf[] =
     "limit = 7 requests/s burst 7\n"
     "[pastb]\n"
     "limit = 1000 requests/s\n"
-    "backoff = 300ms..600ms\n";
+    "backoff = 300ms..600ms\n"
+    "[oai]\n"
+    "limit = 20 requests/6s\n"
+    "[oai429]\n"
+    "limit = 20 requests/6s\n"
+    "[ghwin]\n"
+    "limit = 20 requests/6s\n"
+    "[herd]\n"
+    "limit = 10 requests/s\n"
+    "[margin]\n"
+    "limit = 100 requests/s burst 10 margin 20ms\n"
+    "[nomargin]\n"
+    "limit = 100 requests/s burst 10\n"
+    "[fparent]\n"
+    "limit = 5 requests/min\n"
+    "rejected = free\n"
+    "[fparent/kid]\n"
+    "limit = 1000 requests/min\n"
+    "[cparent]\n"
+    "limit = 5 requests/min\n"
+    "[cparent/kid]\n"
+    "limit = 1000 requests/min\n"
+    "[guess]\n"
+    "limit = 20 requests/2s\n"
+    "learn = yes\n"
+    "[probe]\n"
+    "concurrency = 4 adaptive\n"
+    "backoff = 40ms..1s\n"
+    "[cherd]\n"
+    "concurrency = 4\n"
+    "backoff = 400ms..1s\n";
 
 static int
 setup(void **state)
@@ -140,6 +172,7 @@ struct shared {
 	_Atomic uint64_t	n;
 	uint64_t		at[8];
 	int			rc[8];
+	uint64_t		came[8];	/* when it began to wait */
 };
 
 static void
@@ -294,9 +327,9 @@ test_storm_one_growing_pause(void **state)
 }
 
 /*
- * A 200 with x-ratelimit-remaining-requests: 2 lets exactly two more
- * requests through, from any worker, until its reset; then the local
- * model rules again.
+ * A 200 with a window's remaining: 2 (GitHub's x-ratelimit-remaining and
+ * a reset in seconds) lets exactly two more requests through, from any
+ * worker, until its reset; then the local model rules again.
  */
 static void
 test_remaining_two_lets_two(void **state)
@@ -312,9 +345,9 @@ test_remaining_two_lets_two(void **state)
 	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
 	t0 = tb_now_ns();
 	assert_int_equal(observe(c, &t, 200, "HTTP/2 200\r\n"
-	    "x-ratelimit-limit-requests: 1000\r\n"
-	    "x-ratelimit-remaining-requests: 2\r\n"
-	    "x-ratelimit-reset-requests: 2s\r\n\r\n"), TG_OK);
+	    "x-ratelimit-limit: 1000\r\n"
+	    "x-ratelimit-remaining: 2\r\n"
+	    "x-ratelimit-reset: 2\r\n\r\n"), TG_OK);
 	tg_release(c, &t);
 	for (int i = 0; i < 4; i++)
 		if ((pid[i] = fork()) == 0) {
@@ -643,6 +676,502 @@ test_past_hint_falls_back(void **state)
 	tg_close(c);
 }
 
+/*
+ * Four workers wait on key k after a response left its server bucket
+ * empty; each records when its ticket came.  Returns how many came.
+ */
+static int
+bucket_wait(const struct tbroker *tb, const char *key, struct shared *s,
+    int status, const char *h, uint64_t *t0)
+{
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, key);
+	tg_ticket t;
+	pid_t pid[4];
+	int n = 0;
+
+	atomic_store(&s->go, 0);
+	atomic_store(&s->ready, 0);
+	for (int i = 0; i < 4; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *wc = tb_client(tb);
+			uint32_t wk = tb_key(wc, key);
+			tg_ticket wt;
+
+			atomic_fetch_add(&s->ready, 1);
+			wait_for(&s->go, 1);
+			s->at[i] = 0;
+			if (tg_acquire(wc, wk, NULL, 1300 * MS, &wt) == 0) {
+				s->at[i] = tb_now_ns();
+				tg_release(wc, &wt);
+			}
+			tg_close(wc);
+			_exit(0);
+		}
+	wait_for(&s->ready, 4);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	*t0 = tb_now_ns();
+	assert_int_equal(observe(c, &t, status, h), status == 200 ? TG_OK :
+	    TG_RETRY);
+	tg_release(c, &t);
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+		n += s->at[i] != 0;
+	}
+	tg_close(c);
+	return n;
+}
+
+/*
+ * Issue 13, 1: OpenAI's x-ratelimit-reset-requests is the time until
+ * its continuously refilled bucket is full, so `0 left, reset 6s' of 20
+ * a bucket means the next request fits in 6 s / 20 = 300 ms, not in
+ * 6 s.  Four waiting workers get tickets one by one at the rate (three
+ * or four in 1.3 s), none before the server refills one.  A window's
+ * reset (GitHub) still holds everyone until it.
+ */
+static void
+test_bucket_reset_is_time_to_full(void **state)
+{
+	static const char oai[] = "HTTP/2 200\r\n"
+	    "x-ratelimit-limit-requests: 20\r\n"
+	    "x-ratelimit-remaining-requests: 0\r\n"
+	    "x-ratelimit-reset-requests: 6s\r\n\r\n";
+	static const char oai429[] = "HTTP/2 429\r\n"
+	    "x-ratelimit-limit-requests: 20\r\n"
+	    "x-ratelimit-remaining-requests: 0\r\n"
+	    "x-ratelimit-reset-requests: 6s\r\n\r\n";
+	static const char gh[] = "HTTP/2 200\r\n"
+	    "x-ratelimit-limit: 20\r\n"
+	    "x-ratelimit-remaining: 0\r\n"
+	    "x-ratelimit-reset: 6\r\n\r\n";
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = tb_shared(sizeof(*s));
+	static const char *const keys[] = { "oai", "oai429" };
+	const char *const hs[] = { oai, oai429 };
+	uint64_t t0, at[4];
+	int n, m;
+
+	for (int j = 0; j < 2; j++) {
+		n = bucket_wait(tb, keys[j], s, j == 0 ? 200 : 429, hs[j],
+		    &t0);
+		m = 0;
+		for (int i = 0; i < 4; i++)
+			if (s->at[i] != 0)
+				at[m++] = s->at[i] - t0;
+		for (int a = 0; a < m; a++)	/* sort: a few */
+			for (int b = a + 1; b < m; b++)
+				if (at[b] < at[a]) {
+					uint64_t x = at[a];
+
+					at[a] = at[b];
+					at[b] = x;
+				}
+		print_message("[%s] %d of 4 waiters served in 1.3 s:", keys[j],
+		    n);
+		for (int i = 0; i < m; i++)
+			print_message(" %.3f", (double)at[i] / NS);
+		print_message(" s\n");
+		/* Before: none, the cap held them 6 s. */
+		assert_true(n >= 3);
+		/*
+		 * Not before the server has refilled one, then at the rate:
+		 * the i-th slot is (i + 1) * 300 ms on; a loaded machine may
+		 * wake a worker late, never early.
+		 */
+		for (int i = 0; i < m; i++)
+			assert_true(at[i] + 20 * MS >= (uint64_t)(i + 1) * 300 *
+			    MS);
+	}
+	/* A window resets at once: nothing comes before it. */
+	n = bucket_wait(tb, "ghwin", s, 200, gh, &t0);
+	print_message("[ghwin] %d of 4 waiters served in 1.3 s\n", n);
+	assert_int_equal(n, 0);
+	munmap(s, sizeof(*s));
+}
+
+/*
+ * Issue 13, 2: a pause ends without a herd.  8 workers come to wait, 30
+ * ms apart, through the 1 s pause of a 429 (retry-after: 1) on a key of
+ * 10 requests/s whose bucket was full: the 429 says the server's is
+ * empty, so they go one by one at the rate from the pause's end, in the
+ * order they came.  Before, all 8 went within a few ms of its end.
+ */
+static void
+test_pause_ends_without_a_herd(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = tb_shared(sizeof(*s));
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "herd");
+	uint64_t t0, end, first100 = 0;
+	tg_ticket t;
+	pid_t pid[8];
+	int inorder = 1;
+
+	for (int i = 0; i < 8; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *wc = tb_client(tb);
+			uint32_t wk = tb_key(wc, "herd");
+			tg_ticket wt;
+
+			atomic_fetch_add(&s->ready, 1);
+			wait_for(&s->go, 1);
+			tb_sleep_ns((uint64_t)i * 30 * MS);
+			s->came[i] = tb_now_ns();
+			if (tg_acquire(wc, wk, NULL, 5 * NS, &wt) != 0)
+				_exit(10);
+			s->at[i] = tb_now_ns();
+			tg_release(wc, &wt);
+			tg_close(wc);
+			_exit(0);
+		}
+	wait_for(&s->ready, 8);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	t0 = tb_now_ns();
+	assert_int_equal(observe(c, &t, 429, "HTTP/1.1 429 Too Many "
+	    "Requests\r\nretry-after: 1\r\n\r\n"), TG_RETRY);
+	tg_release(c, &t);
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+	end = t0 + NS;
+	print_message("after the pause:");
+	for (int i = 0; i < 8; i++) {
+		print_message(" %.3f", ((double)s->at[i] - (double)end) / NS);
+		if (s->at[i] < end + 100 * MS)
+			first100++;
+		/* Who came 5 ms or more before another goes before it. */
+		for (int j = 0; j < 8; j++)
+			if (s->came[i] + 5 * MS <= s->came[j] &&
+			    s->at[i] > s->at[j])
+				inorder = 0;
+	}
+	print_message(" s (in the order they came)\n");
+	/* None before the pause's end (observed just before t0). */
+	for (int i = 0; i < 8; i++)
+		assert_true(s->at[i] + 10 * MS >= end);
+	/* 10/s: one at the end, the next 100 ms on; +1 for a loaded box. */
+	assert_true(first100 <= 2);
+	/* 8 at 100 ms apart: the last about 0.7 s after the end. */
+	assert_true(s->at[7] >= end + 600 * MS);
+	assert_true(inorder);
+	tg_close(c);
+	munmap(s, sizeof(*s));
+}
+
+/*
+ * How many of n requests, granted at at[i] and reaching the server
+ * lat[0] later (a cold connection) for the first half, lat[1] (warm)
+ * after, a strict server of 100 requests/s burst 10 refuses.
+ */
+static int
+server_refusals(const uint64_t *at, int n, const uint64_t lat[2])
+{
+	uint64_t arr[64], retry, x;
+	_Atomic uint64_t tat = 0;
+	int refused = 0;
+
+	for (int i = 0; i < n; i++)
+		arr[i] = at[i] + lat[i >= n / 2];
+	for (int a = 0; a < n; a++)
+		for (int b = a + 1; b < n; b++)
+			if (arr[b] < arr[a]) {
+				x = arr[a];
+				arr[a] = arr[b];
+				arr[b] = x;
+			}
+	for (int i = 0; i < n; i++)
+		if (gcra_take(&tat, arr[i], 10 * MS, 100 * MS, &retry) != 0)
+			refused++;
+	return refused;
+}
+
+/*
+ * Issue 13, 5: a margin for the trip to the server.  At the limit,
+ * requests on warm connections (2 ms) after ones on cold connections (20
+ * ms) reach the server early; with `margin 20ms' the fleet keeps that
+ * much of the bucket, and a strict server of the same limit refuses none
+ * of 60 requests sent as fast as tollgate allows.
+ */
+static void
+test_margin_for_the_trip(void **state)
+{
+	static const char *const keys[] = { "margin", "nomargin" };
+	const uint64_t lat[2] = { 20 * MS, 2 * MS };
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint64_t at[60];
+	int refused[2];
+	tg_ticket t;
+	uint32_t k;
+
+	for (int j = 0; j < 2; j++) {
+		k = tb_key(c, keys[j]);
+		for (int i = 0; i < 60; i++) {
+			assert_int_equal(tg_acquire(c, k, NULL, NS, &t), 0);
+			at[i] = tb_now_ns();
+			tg_release(c, &t);
+		}
+		refused[j] = server_refusals(at, 60, lat);
+	}
+	print_message("a strict server refuses %d of 60 with margin 20ms, %d "
+	    "without\n", refused[0], refused[1]);
+	assert_int_equal(refused[0], 0);
+	tg_close(c);
+}
+
+/*
+ * Issue 13, 5: `rejected = free' (a provider that does not count the
+ * requests it refuses): a 429 gives the ticket's charge back, here on
+ * the parent, which the 429's pause does not empty.  By default
+ * (charged, as OpenAI counts them) it stays taken.
+ */
+static void
+test_rejected_free_refunds(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	static const char *const kids[] = { "fparent/kid", "cparent/kid" };
+	static const char *const parents[] = { "fparent", "cparent" };
+	uint64_t want[2] = { 5, 4 }, have, one = gcra_cost_ns(1, 60 * NS, 5);
+	uint32_t k, p, id;
+	tg_ticket t;
+
+	for (int j = 0; j < 2; j++) {
+		k = tb_key(c, kids[j]);
+		p = tb_key(c, parents[j]);
+		id = limit_id(&m, p, LIM_RATE);
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+		assert_int_equal(observe(c, &t, 429, "HTTP/2 429\r\n"
+		    "retry-after: 0.2\r\n\r\n"), TG_RETRY);
+		tg_release(c, &t);
+		have = gcra_available(atomic_load(&seg_lstates(&m)[id].tat_ns),
+		    tb_now_ns(), one, gcra_tau_ns(5, 60 * NS, 5));
+		print_message("[%s] %llu of 5 left after a 429\n", parents[j],
+		    (unsigned long long)have);
+		assert_int_equal(have, want[j]);
+	}
+	tg_close(c);
+	seg_detach(&m);
+}
+
+/* What the fleet of test_learn_rate_from_429s shares: a strict server. */
+struct server {
+	_Atomic uint64_t	tat;		/* its GCRA, 10 requests/2s */
+	_Atomic int		go;
+	_Atomic int		ready;
+	_Atomic uint64_t	ok[2];		/* first half, second half */
+	_Atomic uint64_t	refused[2];
+};
+
+/*
+ * Issue 13, 3: a config twice the server's real limit (20 requests/2s
+ * against 10), a server that answers 429 with retry-after alone, and a
+ * key that learns.  4 workers run flat out for 8 s.  The broker learns a
+ * lower rate from the 429s (tollstat shows it), and the second half of
+ * the run takes fewer 429s than the first.  Before, learn = yes read
+ * limits from headers only, and the config stood.
+ */
+static void
+test_learn_rate_from_429s(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct server *s = tb_shared(sizeof(*s));
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "guess"), id = limit_id(&m, k, LIM_RATE);
+	char bin[PATH_MAX], cmd[PATH_MAX + 128], out[8192];
+	uint64_t t0, count;
+	pid_t pid[4];
+
+	for (int i = 0; i < 4; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *wc = tb_client(tb);
+			uint32_t wk = tb_key(wc, "guess");
+			uint64_t now, end, retry;
+			tg_ticket wt;
+			int half;
+
+			atomic_fetch_add(&s->ready, 1);
+			wait_for(&s->go, 1);
+			t0 = tb_now_ns();
+			end = t0 + 8 * NS;
+			while ((now = tb_now_ns()) < end) {
+				if (tg_acquire(wc, wk, NULL, (int64_t)(end -
+				    now), &wt) != 0)
+					break;
+				now = tb_now_ns();
+				half = now >= t0 + 4 * NS;
+				if (gcra_take(&s->tat, now, 200 * MS, 2 * NS,
+				    &retry) == 0) {
+					atomic_fetch_add(&s->ok[half], 1);
+					(void)observe(wc, &wt, 200, "HTTP/2 200"
+					    "\r\n\r\n");
+				} else {
+					atomic_fetch_add(&s->refused[half], 1);
+					(void)observe(wc, &wt, 429, "HTTP/2 429"
+					    "\r\nretry-after: 1\r\n\r\n");
+				}
+				tg_release(wc, &wt);
+			}
+			tg_close(wc);
+			_exit(0);
+		}
+	wait_for(&s->ready, 4);
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+	count = limit_count(&m, id);
+	print_message("config 20 requests/2s, server 10: learned %llu; 429s "
+	    "%llu then %llu, served %llu then %llu (4 s each)\n",
+	    (unsigned long long)count,
+	    (unsigned long long)atomic_load(&s->refused[0]),
+	    (unsigned long long)atomic_load(&s->refused[1]),
+	    (unsigned long long)atomic_load(&s->ok[0]),
+	    (unsigned long long)atomic_load(&s->ok[1]));
+	assert_true(count >= 5 && count <= 16);
+	assert_true(atomic_load(&s->refused[1]) <= atomic_load(&s->refused[0]));
+	assert_true(tb_log_count(tb, "[guess] learned rate") >= 1);
+	/* tollstat shows the learned rate beside the config's. */
+	snprintf(cmd, sizeof(cmd), "%s -s %s -k guess", tb_bin("tollstat", bin,
+	    sizeof(bin)), tb->segment);
+	assert_int_equal(tb_run(cmd, out, sizeof(out)), 0);
+	assert_non_null(strstr(out, "learned (config 20)"));
+	tg_close(c);
+	seg_detach(&m);
+	munmap(s, sizeof(*s));
+}
+
+/*
+ * Issue 13, 3: an adaptive concurrency limit's probe the server refuses
+ * takes it back one level without pausing the key, and it probes no
+ * further for a while.  Before, the 429 paused the whole key (here for
+ * its retry-after of 1 s) and halved the limit, to probe again at once.
+ */
+static void
+test_probe_refused_holds(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "probe"), id = limit_id(&m, k, LIM_CONC);
+	_Atomic uint32_t *eff = &seg_lstates(&m)[id].eff;
+	uint64_t retry = 0;
+	tg_ticket t[4];
+	int r;
+
+	for (int i = 0; i < 50 && atomic_load(eff) != 4; i++)
+		tb_sleep_ns(20 * MS);
+	/* A 429 at the config's 4 halves it (no probe: 4 is the config). */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t[i], NULL), 0);
+	assert_int_equal(observe(c, &t[0], 429, "retry-after: 0.1"),
+	    TG_RETRY);
+	for (int i = 0; i < 4; i++)
+		tg_release(c, &t[i]);
+	for (int i = 0; i < 100 && atomic_load(eff) != 2; i++)
+		tb_sleep_ns(10 * MS);
+	assert_int_equal(atomic_load(eff), 2);
+	tb_sleep_ns(150 * MS);
+	/* Two successes: it probes 3. */
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[0], NULL), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(observe(c, &t[0], 200, NULL), TG_OK);
+	tg_release(c, &t[0]);
+	for (int i = 0; i < 100 && atomic_load(eff) != 3; i++)
+		tb_sleep_ns(10 * MS);
+	assert_int_equal(atomic_load(eff), 3);
+	/* The server refuses the third in flight. */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t[i], NULL), 0);
+	assert_int_equal(observe(c, &t[2], 429, "retry-after: 1"), TG_RETRY);
+	tg_release(c, &t[2]);
+	/* No pause: the two in flight still let a third lease... */
+	r = tg_try_acquire(c, k, NULL, &t[2], &retry);
+	print_message("after the probe's 429: %s (retry in %.3f s)\n",
+	    tg_strerror(r), (double)retry / NS);
+	assert_int_equal(r, 0);
+	tg_release(c, &t[2]);
+	/* ...until the broker takes it back to 2, the level that ran clean. */
+	for (int i = 0; i < 100 && atomic_load(eff) != 2; i++)
+		tb_sleep_ns(10 * MS);
+	assert_int_equal(atomic_load(eff), 2);
+	tg_release(c, &t[0]);
+	tg_release(c, &t[1]);
+	/* Many successes: held at 2 for a while, no new probe. */
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[0], NULL), 0);
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(observe(c, &t[0], 200, NULL), TG_OK);
+	tg_release(c, &t[0]);
+	tb_sleep_ns(300 * MS);
+	assert_int_equal(atomic_load(eff), 2);
+	assert_true(tb_log_count(tb, "[probe] concurrency 2 of 4 (a probe "
+	    "refused: held a while)") == 1);
+	tg_close(c);
+	seg_detach(&m);
+}
+
+/*
+ * Issue 13, 2, concurrency: with no requests rate to pace them, the
+ * leases of `concurrency = 4' come back one at a time after a pause
+ * (one every backoff minimum / 4: 100 ms here), so 6 workers waiting
+ * through it do not send 4 requests at once into the server that just
+ * refused.  Each holds its lease 1 s, as a slow request would.
+ */
+static void
+test_concurrency_ramps_after_a_pause(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = tb_shared(sizeof(*s));
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "cherd");
+	uint64_t t0, end, first100 = 0;
+	tg_ticket t;
+	pid_t pid[6];
+
+	for (int i = 0; i < 6; i++)
+		if ((pid[i] = fork()) == 0) {
+			tg_client *wc = tb_client(tb);
+			uint32_t wk = tb_key(wc, "cherd");
+			tg_ticket wt;
+
+			atomic_fetch_add(&s->ready, 1);
+			wait_for(&s->go, 1);
+			if (tg_acquire(wc, wk, NULL, 5 * NS, &wt) != 0)
+				_exit(10);
+			s->at[i] = tb_now_ns();
+			tb_sleep_ns(NS);
+			tg_release(wc, &wt);
+			tg_close(wc);
+			_exit(0);
+		}
+	wait_for(&s->ready, 6);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	t0 = tb_now_ns();
+	assert_int_equal(observe(c, &t, 429, "HTTP/1.1 429 Too Many "
+	    "Requests\r\nretry-after: 0.5\r\n\r\n"), TG_RETRY);
+	tg_release(c, &t);
+	atomic_store(&s->go, 1);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(tb_wait_child(pid[i]), 0);
+	end = t0 + 500 * MS;
+	print_message("leases after the pause:");
+	for (int i = 0; i < 6; i++) {
+		print_message(" %.3f", ((double)s->at[i] - (double)end) / NS);
+		if (s->at[i] < end + 100 * MS)
+			first100++;
+		assert_true(s->at[i] + 10 * MS >= end);
+	}
+	print_message(" s\n");
+	/* One at the end, the next 100 ms on; +1 for a loaded machine. */
+	assert_true(first100 <= 2);
+	tg_close(c);
+	munmap(s, sizeof(*s));
+}
+
 int
 main(void)
 {
@@ -656,6 +1185,13 @@ main(void)
 		cmocka_unit_test(test_learned_limits),
 		cmocka_unit_test(test_cooldown_and_clamp),
 		cmocka_unit_test(test_past_hint_falls_back),
+		cmocka_unit_test(test_bucket_reset_is_time_to_full),
+		cmocka_unit_test(test_pause_ends_without_a_herd),
+		cmocka_unit_test(test_concurrency_ramps_after_a_pause),
+		cmocka_unit_test(test_margin_for_the_trip),
+		cmocka_unit_test(test_rejected_free_refunds),
+		cmocka_unit_test(test_learn_rate_from_429s),
+		cmocka_unit_test(test_probe_refused_holds),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);

@@ -515,9 +515,10 @@ test_one_rate_pause_and_cap(void **state)
 {
 	struct tbroker *tb;
 	static const char paused[] = "HTTP/1.1 429\r\nretry-after: 2\r\n";
+	/* A window's figures (GitHub's): a cap until the reset. */
 	static const char capped[] = "HTTP/1.1 200\r\n"
-	    "x-ratelimit-remaining-requests: 0\r\n"
-	    "x-ratelimit-reset-requests: 30s\r\n";
+	    "x-ratelimit-remaining: 0\r\n"
+	    "x-ratelimit-reset: 30\r\n";
 	tg_client *c;
 	uint32_t kp, kc;
 	uint64_t retry = 0;

@@ -14,8 +14,10 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "gcra.h"
 
 #define S	UINT64_C(1000000000)	/* ns in a second */
+#define MS	UINT64_C(1000000)	/* ns in a millisecond */
 #define MAXMSG	64
 
 /* What the parser reported, through the callback. */
@@ -1097,6 +1099,69 @@ test_bad_cooldown(void **state)
 	    "cooldown too long");
 }
 
+/*
+ * Issue 13, 5: `margin D' or `margin P%' keeps part of a rate limit's
+ * bucket for the trip to the server; default none.  It must leave room
+ * for one unit, and is for rate limits only.
+ */
+static void
+test_margin(void **state)
+{
+	struct limit_spec l;
+	struct config cfg;
+	const char *why;
+
+	(void)state;
+	assert_int_equal(config_parse_limit("20 requests/6s", &l, &why), 0);
+	assert_int_equal(limit_margin_ns(&l), 0);
+	assert_int_equal(config_parse_limit("20 requests/6s margin 50ms", &l,
+	    &why), 0);
+	assert_int_equal(limit_margin_ns(&l), 50 * MS);
+	/* The bucket shrinks by it; the rate stays. */
+	assert_int_equal(gcra_tau_margin_ns(l.burst, l.period_ns, l.count,
+	    limit_margin_ns(&l)), 6 * S - 50 * MS);
+	assert_int_equal(config_parse_limit("20 requests/6s burst 4 margin 5%",
+	    &l, &why), 0);
+	assert_int_equal(limit_margin_ns(&l), 300 * MS);
+	assert_int_equal(l.burst, 4);
+	good("[k]\nlimit = 500 requests/min margin 1% cooldown 2s\n", &cfg);
+	assert_int_equal(limit_margin_ns(&cfg.limits[0]), 600 * MS);
+	assert_int_equal(cfg.limits[0].cooldown_ns, 2 * S);
+	config_free(&cfg);
+	bad1("[k]\nlimit = 9 images/h margin 1s window\n", 2,
+	    "only for rate limits");
+	bad1("[k]\nlimit = 1 requests/s margin 10ms\n", 2,
+	    "beyond one unit");
+	bad1("[k]\nlimit = 20 requests/6s margin 6s\n", 2, "beyond one unit");
+	bad1("[k]\nlimit = 20 requests/6s margin 51%\n", 2, "1% to 50%");
+	bad1("[k]\nlimit = 20 requests/6s margin 0\n", 2, "bad margin");
+	bad1("[k]\nlimit = 20 requests/6s margin\n", 2, "needs a duration");
+	bad1("[k]\nlimit = 20 requests/6s margin 1ms margin 2ms\n", 2,
+	    "twice");
+}
+
+/* `rejected = charged|free', inherited; default charged (as OpenAI). */
+static void
+test_rejected(void **state)
+{
+	struct config cfg;
+
+	(void)state;
+	good("[a]\nrejected = free\n[a/b]\n[c]\n[a/d]\nrejected = charged\n",
+	    &cfg);
+	assert_int_equal(cfg.keys[config_find_key(&cfg, "a")].refund_rejected,
+	    1);
+	assert_int_equal(cfg.keys[config_find_key(&cfg, "a/b")].
+	    refund_rejected, 1);
+	assert_int_equal(cfg.keys[config_find_key(&cfg, "a/d")].
+	    refund_rejected, 0);
+	assert_int_equal(cfg.keys[config_find_key(&cfg, "c")].refund_rejected,
+	    0);
+	config_free(&cfg);
+	bad1("[k]\nrejected = maybe\n", 2, "want charged or free");
+	bad1("[k]\nrejected = free\nrejected = free\n", 3, "second");
+}
+
 static void
 test_bad_option(void **state)
 {
@@ -1579,6 +1644,9 @@ test_limit_format(void **state)
 		  "7 tokens/s cooldown 1.000000001s" },
 		{ "9 images/h cooldown 3s window",
 		  "9 images/h cooldown 3s window" },
+		{ "20 requests/6s margin 50ms", "20 requests/6s margin 50ms" },
+		{ "20 requests/6s margin 5% burst 4",
+		  "20 requests/6s burst 4 margin 5%" },
 	};
 	struct limit_spec l;
 	const char *why;
@@ -1718,6 +1786,8 @@ main(void)
 		cmocka_unit_test(test_bad_burst),
 		cmocka_unit_test(test_bad_burst_on_window),
 		cmocka_unit_test(test_bad_cooldown),
+		cmocka_unit_test(test_margin),
+		cmocka_unit_test(test_rejected),
 		cmocka_unit_test(test_bad_option),
 		cmocka_unit_test(test_bad_unknown_parent),
 		cmocka_unit_test(test_bad_duplicate_key),

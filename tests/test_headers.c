@@ -534,6 +534,42 @@ test_no_read_past_len(void **state)
 	}
 }
 
+/*
+ * Issue 13, 1: each unit says how its provider means reset.  OpenAI's,
+ * Azure's, Groq's and Anthropic's fields describe a bucket refilled all
+ * the time (reset: until full); GitHub's, Together's and the IETF
+ * drafts' a window (reset: all at once).  A unit mixing both is a window,
+ * the stricter reading; a retry hint or a policy alone says nothing.
+ */
+static void
+test_reset_models(void **state)
+{
+	struct hdr_result r;
+
+	(void)state;
+	parse("x-ratelimit-remaining-requests: 3\r\n"
+	    "x-ratelimit-reset-tokens: 2s\r\n"
+	    "anthropic-ratelimit-output-tokens-remaining: 9\r\n"
+	    "x-ratelimit-remaining: 7\r\n", &r);
+	assert_true(hdr_refills(&r.unit[UNIT_TOKENS]));
+	/* x-ratelimit-remaining is GitHub's window, on requests too. */
+	assert_false(hdr_refills(&r.unit[UNIT_REQUESTS]));
+	assert_int_equal(r.unit[UNIT_REQUESTS].model, HDR_MODEL_WINDOW |
+	    HDR_MODEL_BUCKET);
+	assert_int_equal(r.unit[UNIT_IMAGES].model, 0);
+	assert_false(hdr_refills(&r.unit[UNIT_IMAGES]));
+	parse("anthropic-ratelimit-requests-remaining: 4\r\n"
+	    "anthropic-ratelimit-requests-reset: 2026-11-23T10:00:30Z\r\n",
+	    &r);
+	assert_true(hdr_refills(&r.unit[UNIT_REQUESTS]));
+	parse("RateLimit: \"default\";r=5;t=30\r\n"
+	    "x-tokenlimit-remaining: 10\r\n", &r);
+	assert_int_equal(r.unit[UNIT_REQUESTS].model, HDR_MODEL_WINDOW);
+	assert_int_equal(r.unit[UNIT_TOKENS].model, HDR_MODEL_WINDOW);
+	parse("retry-after: 3\r\nRateLimit-Policy: 100;w=60\r\n", &r);
+	assert_int_equal(r.unit[UNIT_REQUESTS].model, 0);
+}
+
 static void
 test_null_args(void **state)
 {
@@ -570,6 +606,7 @@ main(void)
 		cmocka_unit_test(test_repeated_most_restrictive),
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_no_read_past_len),
+		cmocka_unit_test(test_reset_models),
 		cmocka_unit_test(test_null_args),
 	};
 

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "gcra.h"
 #include "helpers.h"
 #include "seg.h"
 #include "srvcap.h"
@@ -65,6 +66,8 @@ struct expect {
 	struct when	cap_reset[UNIT_COUNT];
 	int		limit_set[UNIT_COUNT];
 	uint64_t	limit[UNIT_COUNT];	/* 0: nothing posted */
+	int		bucket_set[UNIT_COUNT];	/* a `bucket:' line for it */
+	uint64_t	bucket[UNIT_COUNT];	/* units the rate limit holds */
 	char		max_pause[32];	/* the key's, as the config says it */
 };
 
@@ -212,6 +215,11 @@ expect_line(struct expect *x, char *line, char *why, size_t wl)
 		else if (parse_count(w[1], &x->limit[u]) != 0 ||
 		    x->limit[u] == 0)
 			goto bad;
+	} else if (strcmp(line, "bucket") == 0 && n == 2) {
+		if ((u = unit_index(w[0])) < 0 || x->bucket_set[u] ||
+		    parse_count(w[1], &x->bucket[u]) != 0)
+			goto bad;
+		x->bucket_set[u] = 1;
 	} else if (strcmp(line, "max_pause") == 0 && n == 1) {
 		/* The backoff's 60 s must fit, or the config is refused. */
 		if (config_parse_duration(w[0], &ns) != 0 || ns < 60 * NS ||
@@ -588,17 +596,56 @@ check_pause(struct errs *er, tg_client *c, uint32_t k,
 		    sizeof(wbuf)));
 }
 
-/* The server's caps and posted limits, unit by unit. */
+/*
+ * Units the rate limit id holds at now, and one unit's cost, as tollstat
+ * reads them; 0 and 0 for a window.
+ */
+static uint64_t
+available(const struct seg_map *m, uint32_t id, uint64_t now, uint64_t *one)
+{
+	struct seg_cfg *cfg;
+	uint64_t count, period, tau;
+	uint32_t seq;
+	unsigned kind;
+
+	do {
+		cfg = seg_read_begin(m, &seq);
+		kind = seg_limits(m, cfg)[id].kind;
+		count = seg_limits(m, cfg)[id].count;
+		period = seg_limits(m, cfg)[id].period_ns;
+		tau = seg_limits(m, cfg)[id].tau_ns;
+	} while (!seg_read_ok(cfg, seq));
+	*one = 0;
+	if (kind != LIM_RATE)
+		return 0;
+	*one = gcra_cost_ns(1, period, count);
+	return gcra_available(atomic_load(&seg_lstates(m)[id].tat_ns), now,
+	    *one, tau);
+}
+
+/* The server's caps, posted limits and local buckets, unit by unit. */
 static void
 check_units(struct errs *er, const struct seg_map *m,
     const uint32_t lid[UNIT_COUNT], const struct expect *x, uint64_t shift,
     uint64_t t0, uint64_t t1)
 {
 	const struct seg_lstate *ls = seg_lstates(m);
-	uint64_t w, lim;
+	uint64_t w, lim, have, one, now, slack;
 	char wbuf[64];
 
 	for (unsigned u = 0; u < UNIT_COUNT; u++) {
+		if (x->bucket_set[u]) {
+			now = tb_now_ns();
+			have = available(m, lid[u], now, &one);
+			/* What refilled since the observe, and a unit. */
+			slack = one != 0 ? (now - t0) / one + 1 : 0;
+			if (one == 0 || have < x->bucket[u] ||
+			    have > x->bucket[u] + slack)
+				bad(er, "\n  bucket: %s: want %" PRIu64 " (up "
+				    "to %" PRIu64 " refilled since), got %"
+				    PRIu64, unit_name(u), x->bucket[u], slack,
+				    have);
+		}
 		w = atomic_load(&ls[lid[u]].srv_cap);
 		if (!x->capped[u] && w != 0)
 			bad(er, "\n  remaining: %s: want none, got %" PRIu64

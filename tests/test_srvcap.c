@@ -128,6 +128,42 @@ test_post_merges_one_budget_replaces_next(void **state)
 }
 
 /* An under-estimate settled: a debt of at most what the caller bounds. */
+/*
+ * A refilling bucket (issue 13, 1): 20 of a bucket, 0 left, full in 6 s
+ * is one back every 300 ms; the local GCRA (here 20/6s too) then holds
+ * none and fits the next unit in 300 ms, not in 6 s.  R left holds R.
+ */
+static void
+test_bucket_model(void **state)
+{
+	const uint64_t now = 1000 * S, unit = 300 * MS, tau = 6 * S;
+	uint64_t tat, next;
+	_Atomic uint64_t w = 0;
+
+	(void)state;
+	assert_int_equal(srv_refill_ns(20, 0, 6 * S), 300 * MS);
+	assert_int_equal(srv_refill_ns(20, 15, 6 * S), 1200 * MS);
+	assert_int_equal(srv_refill_ns(20, 20, 6 * S), 0);
+	assert_int_equal(srv_refill_ns(20, 25, 6 * S), 0);
+	assert_int_equal(srv_refill_ns(0, 0, 6 * S), 0);
+	assert_int_equal(srv_refill_ns(3, 0, 10), 4);	/* rounded up */
+	tat = srv_bucket_tat(now, tau, unit, 0, 300 * MS);
+	assert_int_equal(tat, now + tau);
+	assert_int_equal(gcra_wait_ns(tat, now, unit, tau, &next), unit);
+	/* A server slower than the config: its refill decides. */
+	tat = srv_bucket_tat(now, tau, unit, 0, 2 * S);
+	assert_int_equal(gcra_wait_ns(tat, now, unit, tau, &next), 2 * S);
+	/* R = 5 left: five fit, the sixth waits a unit. */
+	tat = srv_bucket_tat(now, tau, unit, 5, 1200 * MS);
+	assert_int_equal(gcra_available(tat, now, unit, tau), 5);
+	/* R fills the bucket: no bound. */
+	assert_int_equal(srv_bucket_tat(now, tau, unit, 20, 0), 0);
+	/* gcra_raise only moves forward. */
+	gcra_raise(&w, 50);
+	gcra_raise(&w, 40);
+	assert_int_equal(atomic_load(&w), 50);
+}
+
 static void
 test_gcra_charge_is_bounded_debt(void **state)
 {
@@ -178,6 +214,7 @@ main(void)
 		cmocka_unit_test(test_take_counts_down_then_refuses),
 		cmocka_unit_test(test_charge_never_goes_below_zero),
 		cmocka_unit_test(test_post_merges_one_budget_replaces_next),
+		cmocka_unit_test(test_bucket_model),
 		cmocka_unit_test(test_gcra_charge_is_bounded_debt),
 		cmocka_unit_test(test_win_charge_counts_past_the_limit),
 	};

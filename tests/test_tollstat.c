@@ -343,10 +343,11 @@ test_feedback_notes(void **state)
 	struct tbroker *tb = TB_NEED(state);
 	tg_client *c = client(tb);
 	uint32_t k = tb_key(c, "gen");
+	/* A window's figures (GitHub's): a cap, shown as such. */
 	static const char ok[] = "HTTP/2 200\r\n"
-	    "x-ratelimit-limit-requests: 90\r\n"
-	    "x-ratelimit-remaining-requests: 2\r\n"
-	    "x-ratelimit-reset-requests: 30s\r\n\r\n";
+	    "x-ratelimit-limit: 90\r\n"
+	    "x-ratelimit-remaining: 2\r\n"
+	    "x-ratelimit-reset: 30\r\n\r\n";
 	char *out = malloc(OUT_MAX), args[128], f[5][32];
 	tg_ticket t[2];
 	int tries;

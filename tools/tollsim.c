@@ -513,8 +513,8 @@ add_limit(struct sim *sm, const struct limit_spec *spec, const char *key,
 	l->base_ns = SIM_BASE_NS;
 	if (spec->kind == LIM_RATE) {
 		l->one_ns = gcra_cost_ns(1, spec->period_ns, spec->count);
-		l->tau_ns = gcra_tau_ns(spec->burst, spec->period_ns,
-		    spec->count);
+		l->tau_ns = gcra_tau_margin_ns(spec->burst, spec->period_ns,
+		    spec->count, limit_margin_ns(spec));
 		if (l->units == 0)
 			return;
 		l->cost_ns = gcra_cost_ns(l->units, spec->period_ns,

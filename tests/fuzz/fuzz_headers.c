@@ -61,7 +61,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (u = 0; u < UNIT_COUNT; u++)
 		if (a.unit[u].limit != b.unit[u].limit ||
 		    a.unit[u].remaining != b.unit[u].remaining ||
-		    a.unit[u].reset_ns != b.unit[u].reset_ns)
+		    a.unit[u].reset_ns != b.unit[u].reset_ns ||
+		    a.unit[u].model != b.unit[u].model ||
+		    (a.unit[u].model & ~(uint32_t)(HDR_MODEL_WINDOW |
+		    HDR_MODEL_BUCKET)) != 0)
 			abort();
 	return 0;
 }

@@ -109,7 +109,10 @@ class TestExample(BrokerCase):
         self.assertEqual(key["granted"], 2)
         images = self.b.limit("openai/gpt-image-1", "rate")
         self.assertEqual(images["granted"], 2)
-        self.assertEqual(images["server"]["remaining"], 3)
+        # OpenAI's bucket refills all the time: remaining 3 leaves the
+        # local bucket holding 3 (of 50), and caps nothing.
+        self.assertIsNone(images["server"])
+        self.assertLessEqual(images["available"], 3)
         tokens = self.b.limit("openai", "rate")
         # The 429's ticket kept its estimate; the 200's was settled up.
         self.assertEqual(tokens["granted"], estimate + USED)

@@ -9,8 +9,10 @@ import unittest
 import tollgate
 from tgbroker import BrokerCase
 
-CAP = [("x-ratelimit-remaining-requests", "2"),
-       ("x-ratelimit-reset-requests", "60s")]
+# A window's remaining (GitHub's fields): a cap until its reset.  OpenAI's
+# x-ratelimit-*-requests would tighten the bucket instead (issue 13).
+CAP = [("x-ratelimit-remaining", "2"),
+       ("x-ratelimit-reset", "60")]
 # Repeated hints: the parser takes the longest; joined into one "5, 30"
 # (what httpx's and requests' items() do) it reads none.
 PAUSE = [("Retry-After", "5"), ("retry-after", "30")]

@@ -246,7 +246,9 @@ class Ticket:
 
     def observe(self, status, headers=None):
         """Tell the whole host what the response said, before it returns:
-        a 429 pauses the key for everyone, remaining counts cap it.
+        a 429 pauses the key for everyone and empties its bucket at the
+        pause's end, remaining counts tighten it as each provider means
+        them (a window's until its reset, a refilling bucket's now).
         headers: a mapping, an object with multi_items() or items(),
         (name, value) pairs, or a raw str/bytes block."""
         block = _header_block(headers)
