@@ -16,7 +16,6 @@
 #include "casstat.h"
 #include "client.h"
 #include "clock.h"
-#include "config.h"
 #include "gcra.h"
 #include "lease.h"
 #include "seg.h"
@@ -313,7 +312,7 @@ conc_ramp(const struct chain *ch, const struct lview *v, uint64_t end_ns,
 		    ch->lim[i].unit == UNIT_REQUESTS)
 			return UINT32_MAX;
 	step = (ch->backoff_min_ns != 0 ? ch->backoff_min_ns :
-	    CFG_BACKOFF_MIN_NS) / v->ncells;
+	    SEG_BACKOFF_MIN_NS) / v->ncells;
 	if (step == 0 || at_ns < end_ns)
 		k = 0;
 	else if ((k = (at_ns - end_ns) / step) >= v->ncells - 1)

@@ -9,7 +9,6 @@
 
 #include "tollgate.h"
 
-#include "config.h"
 #include "seg.h"
 
 /*

@@ -7,29 +7,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CFG_NAME_MAX	47	/* bytes in a key name, without the NUL */
+#include "seg.h"
+
+/* What the segment can hold is the layout's (seg.h): one number each. */
+#define CFG_NAME_MAX	(SEG_NAME_MAX - 1) /* bytes in a key name, no NUL */
 #define CFG_SEGMENT_MAX	200	/* bytes in a segment name, without the NUL */
-#define CFG_CHAIN_MAX	16	/* limits on a key and all its ancestors */
-#define CFG_DEPTH_MAX	8	/* levels of a key name ("a/b/c" is 3) */
+#define CFG_CHAIN_MAX	SEG_CHAIN_MAX	/* limits on a key and its ancestors */
+#define CFG_DEPTH_MAX	SEG_DEPTH_MAX	/* levels of a name ("a/b/c": 3) */
 
 /* Feedback defaults of a key that neither it nor an ancestor sets. */
-#define CFG_BACKOFF_MIN_NS	UINT64_C(1000000000)	/* backoff = 1s..60s */
-#define CFG_BACKOFF_MAX_NS	UINT64_C(60000000000)
-#define CFG_MAX_PAUSE_NS	UINT64_C(600000000000)	/* max_pause = 10min */
+#define CFG_BACKOFF_MIN_NS	SEG_BACKOFF_MIN_NS	/* backoff = 1s..60s */
+#define CFG_BACKOFF_MAX_NS	SEG_BACKOFF_MAX_NS
+#define CFG_MAX_PAUSE_NS	SEG_MAX_PAUSE_NS	/* max_pause = 10min */
 #define CFG_MAX_PAUSE_LIMIT_NS	UINT64_C(86400000000000) /* at most 1 day */
-
-enum lim_kind {
-	LIM_RATE = 1,		/* GCRA token bucket */
-	LIM_WINDOW = 2,		/* at most count per rolling period */
-	LIM_CONC = 3,		/* at most count tickets in flight */
-};
-
-enum lim_unit {
-	UNIT_REQUESTS = 0,
-	UNIT_TOKENS = 1,
-	UNIT_IMAGES = 2,
-	UNIT_COUNT = 3,
-};
 
 /* One `limit =' or `concurrency =' line. */
 struct limit_spec {

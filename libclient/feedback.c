@@ -34,7 +34,7 @@ rnd(tg_client *c)
 static uint64_t
 clamp_pause(const struct chain *ch, uint64_t ns)
 {
-	uint64_t max = ch->max_pause_ns ? ch->max_pause_ns : CFG_MAX_PAUSE_NS;
+	uint64_t max = ch->max_pause_ns ? ch->max_pause_ns : SEG_MAX_PAUSE_NS;
 
 	return ns < max ? ns : max;
 }
@@ -90,7 +90,7 @@ backoff(tg_client *c, const struct chain *ch, const struct tk *tk,
 	} while (!atomic_compare_exchange_weak_explicit(&ks->pause_set_ns,
 	    &set, now, memory_order_relaxed, memory_order_relaxed));
 	if (lo == 0)
-		lo = CFG_BACKOFF_MIN_NS;
+		lo = SEG_BACKOFF_MIN_NS;
 	if (hi < lo)
 		hi = lo;
 	step = atomic_load_explicit(&ks->backoff_ns, memory_order_relaxed);

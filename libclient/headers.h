@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "seg.h"
 
 #define HDR_UNKNOWN	UINT64_MAX	/* a value the headers did not give */
 

@@ -6,7 +6,6 @@
 #include <time.h>
 
 #include "casstat.h"
-#include "config.h"
 #include "futex.h"
 #include "lease.h"
 #include "seg.h"

@@ -13,14 +13,37 @@
 #define SEG_LINE	64		/* cache line */
 
 #define SEG_NONE	0xffffu		/* no key, no limit */
-#define SEG_CHAIN_MAX	16		/* == CFG_CHAIN_MAX */
-#define SEG_DEPTH_MAX	8		/* == CFG_DEPTH_MAX */
+#define SEG_CHAIN_MAX	16		/* limits of a key and its ancestors */
+#define SEG_DEPTH_MAX	8		/* levels of a key name ("a/b/c": 3) */
 #define SEG_NAME_MAX	48		/* key name with its NUL */
 #define SEG_IDS_MAX	0xfff0u		/* key and limit ids are 16 bits */
 #define SEG_CELLS_MAX	(1u << 30)	/* words in the cell pool */
 #define SEG_WIN_SLOTS	64		/* sub-windows in a window ring */
 #define SEG_STRIPES	16		/* copies of the grant counters */
 #define SEG_CLIENTS_MAX	65535u		/* client slots at most (max_clients) */
+
+/* seg_limit.kind: how a limit counts. */
+enum lim_kind {
+	LIM_RATE = 1,		/* GCRA token bucket */
+	LIM_WINDOW = 2,		/* at most count per rolling period */
+	LIM_CONC = 3,		/* at most count tickets in flight */
+};
+
+enum lim_unit {
+	UNIT_REQUESTS = 0,
+	UNIT_TOKENS = 1,
+	UNIT_IMAGES = 2,
+	UNIT_COUNT = 3,
+};
+
+/*
+ * What a key's feedback settings are when the config sets none: the
+ * broker writes them into seg_key, and a reader that finds 0 there (a
+ * torn or scribbled word) falls back to them too.
+ */
+#define SEG_BACKOFF_MIN_NS	UINT64_C(1000000000)	/* shared backoff */
+#define SEG_BACKOFF_MAX_NS	UINT64_C(60000000000)
+#define SEG_MAX_PAUSE_NS	UINT64_C(600000000000)	/* clamp on pauses */
 
 /*
  * The config object, /dev/shm/<segment>.conf: written by the broker only,
