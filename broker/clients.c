@@ -164,10 +164,7 @@ clients_reclaim(struct clients *cs, uint32_t slot, uint64_t owner,
 	    &c->waits, 0, memory_order_relaxed), memory_order_relaxed);
 	atomic_store_explicit(&c->wait_ns, 0, memory_order_relaxed);
 	/* Its grant stripe, if it had one, is free for the next client. */
-	for (uint32_t i = 1; i < SEG_STRIPES; i++)
-		atomic_compare_exchange_strong_explicit(&s->stripe_owner[i],
-		    &(uint32_t){ slot + 1 }, 0, memory_order_release,
-		    memory_order_relaxed);
+	seg_stripe_free(cs->m, slot);
 	/* Release: pairs with slot_claim's acquire CAS of a newcomer. */
 	atomic_store_explicit(&c->owner, 0, memory_order_release);
 	cs->t[slot].claim_seen_ns = 0;

@@ -39,9 +39,11 @@ reload_run(struct broker *b)
 	memcpy(cfg.segment, b->cfg.segment, sizeof(cfg.segment));
 	config_free(&b->cfg);
 	b->cfg = cfg;
+	/* Relaxed: the index is ours; we just wrote it. */
 	log_info("reloaded: %u keys, %u limits (generation %llu)",
 	    cfg.nkeys, cfg.nlimits, (unsigned long long)seg_cfg(&b->m,
-	    atomic_load(&b->m.hdr->config_idx))->gen);
+	    atomic_load_explicit(&b->m.hdr->config_idx,
+	    memory_order_relaxed))->gen);
 out:
 	snprintf(status, sizeof(status), "STATUS=serving %s: %u keys, "
 	    "%u limits", b->cfg.segment, b->cfg.nkeys, b->cfg.nlimits);

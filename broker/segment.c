@@ -316,7 +316,9 @@ static int
 segment_adopt(struct broker *b)
 {
 	struct seg_header *h = b->m.hdr;
-	struct seg_cfg *c = seg_cfg(&b->m, atomic_load(&h->config_idx));
+	/* Relaxed: the copy a dead broker published is all written. */
+	struct seg_cfg *c = seg_cfg(&b->m, atomic_load_explicit(
+	    &h->config_idx, memory_order_relaxed));
 	const struct seg_key *k = seg_keys(c);
 	const struct seg_limit *l = seg_limits(&b->m, c);
 	int r;
@@ -417,7 +419,8 @@ segment_open(struct broker *b)
 	r = map_object(conf, OWN_CONF, 0, OWN_CONF_MODE_MAX, 0, &b->m.hdr_fd,
 	    &p, &b->m.hdr_size);
 	if (r == 0 && b->m.hdr_size >= sizeof(*h) &&
-	    atomic_load(&((struct seg_header *)p)->magic) == 0) {
+	    atomic_load_explicit(&((struct seg_header *)p)->magic,
+	    memory_order_relaxed) == 0) {
 		/*
 		 * The first publish sets magic, and no client maps a header
 		 * without it; under our lock, no broker is making this one.
@@ -443,7 +446,12 @@ segment_open(struct broker *b)
 	if (r < 0)
 		return r;
 	b->m.hdr = h = p;
-	if (b->m.hdr_size < sizeof(*h) || atomic_load(&h->magic) !=
+	/*
+	 * Relaxed: only a broker writes the header, and none runs now (we
+	 * hold the lock); the one that did is gone, its stores all landed.
+	 */
+	if (b->m.hdr_size < sizeof(*h) || atomic_load_explicit(&h->magic,
+	    memory_order_relaxed) !=
 	    TG_SEG_MAGIC || h->version != TG_SEG_VERSION) {
 		log_warnx("segment %s exists with another layout (version %u, "
 		    "this broker writes %u); stop its clients and start with "
@@ -472,7 +480,7 @@ segment_open(struct broker *b)
 		    h->max_clients, b->cfg.max_clients);
 	log_info("attached to segment %s (config generation %llu)",
 	    b->cfg.segment, (unsigned long long)seg_cfg(&b->m,
-	    atomic_load(&h->config_idx))->gen);
+	    atomic_load_explicit(&h->config_idx, memory_order_relaxed))->gen);
 	return segment_adopt(b);
 }
 

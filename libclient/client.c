@@ -840,21 +840,6 @@ stripe_claim(tg_client *c)
 	c->lgrants = c->kgrants + c->m.hdr->max_keys;
 }
 
-/* Give our grant stripe back, if we had one of our own. */
-static void
-stripe_free(tg_client *c)
-{
-	uint32_t mine = c->slot + 1;
-
-	if (c->stripe == 0)
-		return;
-	/* Release: our counts are in before another owner's. */
-	atomic_compare_exchange_strong_explicit(&((struct seg_state *)
-	    c->m.state)->stripe_owner[c->stripe], &mine, 0,
-	    memory_order_release, memory_order_relaxed);
-	c->stripe = 0;
-}
-
 /* The inode of this process's PID namespace, for tollstat; 0 unknown. */
 static uint64_t
 pid_ns_ino(void)
@@ -1165,7 +1150,8 @@ tg_close(tg_client *c)
 	 */
 	if (client_ours(c)) {
 		(void)lease_drop_slot(&c->m, c->slot);
-		stripe_free(c);
+		seg_stripe_free(&c->m, c->slot);
+		c->stripe = 0;
 		/*
 		 * Release: the slot's counters are final before it is free.
 		 * A CAS: a broker that reclaimed the slot may have handed it

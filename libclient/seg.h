@@ -417,6 +417,26 @@ seg_grant_zero(const struct seg_map *m, uint64_t idx)
 		    memory_order_relaxed);
 }
 
+/*
+ * Give back the grant stripe that client slot owns, if any: the client
+ * closing, or the broker reclaiming a dead one.  A CAS from exactly slot
+ * + 1, so a stripe another slot has claimed since is left alone.
+ * Release: the slot's counts in it are in before the next owner's.
+ */
+static inline void
+seg_stripe_free(const struct seg_map *m, uint32_t slot)
+{
+	struct seg_state *st = (struct seg_state *)m->state;
+
+	for (uint32_t i = 1; i < SEG_STRIPES; i++) {
+		uint32_t mine = slot + 1;
+
+		(void)atomic_compare_exchange_strong_explicit(
+		    &st->stripe_owner[i], &mine, 0, memory_order_release,
+		    memory_order_relaxed);
+	}
+}
+
 /* Names of the two objects for a segment name; 0 or -ENAMETOOLONG. */
 int	seg_names(const char *segment, char *conf, char *state, size_t len);
 
