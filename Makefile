@@ -10,7 +10,7 @@ CFLAGS   ?= -O2 -g
 WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	    -Wpointer-arith -Wcast-qual -Wwrite-strings -Wformat=2 -Wvla \
 	    -Wundef -Werror
-override CPPFLAGS += -D_GNU_SOURCE -Iinclude -Ilibclient
+override CPPFLAGS += -D_GNU_SOURCE -Iinclude -Ilibclient -Ibroker
 override CFLAGS   += -std=c11 -fPIC $(WARN) $(SAN) -MMD -MP
 override LDFLAGS  += $(SAN)
 
@@ -39,9 +39,10 @@ LIB_SRCS  = libclient/client.c libclient/seg.c libclient/clock.c \
 	    libclient/gcra.c \
 	    libclient/window.c libclient/lease.c libclient/headers.c \
 	    libclient/srvcap.c libclient/feedback.c
-# Shared by broker, tools and tests, never exported by the library.
-INT_SRCS  = libclient/config.c
-BROKER_SRCS = $(wildcard broker/*.c)
+# Shared by broker, tools and tests, never in the library: the config
+# file (the broker's, which tollsim reads too) and one limit's syntax.
+INT_SRCS  = broker/config.c libclient/limit.c
+BROKER_SRCS = $(filter-out $(INT_SRCS),$(wildcard broker/*.c))
 TEST_SRCS = $(wildcard tests/test_*.c tests/mp_*.c)
 TEST_HELP = tests/helpers.c
 FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)

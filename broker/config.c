@@ -55,31 +55,6 @@
 #define PARENT_TOP	(-1)
 #define PARENT_MISSING	(-2)
 
-#define NS_PER_MS	UINT64_C(1000000)
-#define NS_PER_S	UINT64_C(1000000000)
-
-/* Largest first: limit_format picks the largest that divides. */
-static const struct unit_len {
-	const char	*name;
-	uint64_t	ns;
-} periods[] = {
-	{ "day",	86400 * NS_PER_S },
-	{ "h",		3600 * NS_PER_S },
-	{ "min",	60 * NS_PER_S },
-	{ "s",		NS_PER_S },
-}, durations[] = {
-	{ "day",	86400 * NS_PER_S },
-	{ "h",		3600 * NS_PER_S },
-	{ "min",	60 * NS_PER_S },
-	{ "s",		NS_PER_S },
-	{ "ms",		NS_PER_MS },
-};
-
-static const char *const units[UNIT_COUNT] = {
-	[UNIT_REQUESTS] = "requests",
-	[UNIT_TOKENS] = "tokens",
-	[UNIT_IMAGES] = "images",
-};
 
 enum {
 	BS_SEGMENT,
@@ -149,13 +124,6 @@ struct plimit {
 	int		key;		/* index into parser.keys */
 };
 
-/* Why a limit was refused: a static message and the token at fault. */
-struct why {
-	const char	*msg;
-	const char	*at;		/* NULL: the whole value */
-	size_t		len;
-};
-
 struct parser {
 	struct config	*cfg;
 	const char	*name;		/* file name in messages */
@@ -192,25 +160,6 @@ struct qbuf {
 static void	report_at(struct parser *, int, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
 
-/* isspace() in the C locale, whatever the process's locale is. */
-static int
-is_space(int c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\v' ||
-	    c == '\f' || c == '\r';
-}
-
-static int
-is_digit(int c)
-{
-	return c >= '0' && c <= '9';
-}
-
-static int
-tok_is(const char *s, size_t len, const char *word)
-{
-	return strlen(word) == len && memcmp(s, word, len) == 0;
-}
 
 /*
  * Copy len bytes of user text into q, printable: the messages go to logs
@@ -315,436 +264,6 @@ grow(void *arr, int *cap, int n, size_t size)
 	return na;
 }
 
-/*
- * Parse all of [s, e) as a decimal number.  Only digits: no sign, space,
- * base prefix or suffix, which strtoull would take.  0, -EINVAL, -ERANGE.
- */
-static int
-parse_dec(const char *s, const char *e, uint64_t *out)
-{
-	const char *c;
-	uint64_t v = 0;
-	unsigned d;
-
-	/* Every byte a digit first: "99999999999999999999x" is no number. */
-	for (c = s; c < e && is_digit(*c); c++)
-		;
-	if (s == e || c != e)
-		return -EINVAL;
-	for (; s < e; s++) {
-		d = (unsigned)(*s - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return -ERANGE;
-		v = v * 10 + d;
-	}
-	*out = v;
-	return 0;
-}
-
-/* The next whitespace-separated token of *sp; 0 at the end. */
-static int
-next_tok(const char **sp, const char **tok, size_t *len)
-{
-	const char *s = *sp, *t;
-
-	while (*s != '\0' && is_space((unsigned char)*s))
-		s++;
-	if (*s == '\0') {
-		*sp = s;
-		return 0;
-	}
-	for (t = s; *t != '\0' && !is_space((unsigned char)*t); t++)
-		;
-	*tok = s;
-	*len = (size_t)(t - s);
-	*sp = t;
-	return 1;
-}
-
-/* Fill *w: msg, about the len bytes at at (NULL: the whole value). */
-static int
-reject(struct why *w, const char *msg, const char *at, size_t len)
-{
-	w->msg = msg;
-	w->at = at;
-	w->len = len;
-	return -EINVAL;
-}
-
-/*
- * Parse [s, s+len) as a duration: digits, an optional fraction, an
- * optional unit (ms, s, min, h, day; none is seconds).  The result must be
- * a whole number of nanoseconds.  0, -EINVAL, or -ERANGE if it overflows.
- */
-static int
-parse_duration(const char *s, size_t len, uint64_t *out_ns)
-{
-	const char *e = s + len, *d, *f, *fe;
-	uint64_t ip, frac = 0, pow = 1, unit = NS_PER_S, q, r, ns, add;
-	size_t i;
-	int ret;
-
-	for (d = s; d < e && is_digit(*d); d++)
-		;
-	if ((ret = parse_dec(s, d, &ip)) < 0)
-		return ret;
-	if (d < e && *d == '.') {
-		for (f = ++d; d < e && is_digit(*d); d++)
-			;
-		if (d == f)
-			return -EINVAL;
-		/* Trailing zeros say nothing; nine digits reach 1 ns. */
-		for (fe = d; fe > f && fe[-1] == '0'; fe--)
-			;
-		if (fe - f > 9)
-			return -EINVAL;
-		for (; f < fe; f++) {
-			frac = frac * 10 + (uint64_t)(*f - '0');
-			pow *= 10;
-		}
-	}
-	if (d < e) {
-		for (i = 0; i < sizeof(durations) / sizeof(durations[0]); i++)
-			if (tok_is(d, (size_t)(e - d), durations[i].name))
-				break;
-		if (i == sizeof(durations) / sizeof(durations[0]))
-			return -EINVAL;
-		unit = durations[i].ns;
-	}
-	if (ip > UINT64_MAX / unit)
-		return -ERANGE;
-	ns = ip * unit;
-	/*
-	 * frac/pow of a unit, exactly, without 128-bit arithmetic: with
-	 * unit = q*pow + r it is frac*q + frac*r/pow, where frac*q < unit
-	 * and frac*r < pow*pow <= 1e18 cannot overflow.
-	 */
-	q = unit / pow;
-	r = unit % pow;
-	if (frac * r % pow != 0)
-		return -EINVAL;		/* finer than a nanosecond */
-	add = frac * q + frac * r / pow;
-	if (ns > UINT64_MAX - add)
-		return -ERANGE;
-	*out_ns = ns + add;
-	return 0;
-}
-
-/* "N [adaptive]" of `concurrency =', after the keyword if there was one. */
-static int
-parse_conc(const char *s, struct limit_spec *out, struct why *w)
-{
-	struct limit_spec l;
-	const char *t;
-	size_t len;
-	int ret;
-
-	memset(&l, 0, sizeof(l));
-	l.kind = LIM_CONC;
-	l.unit = UNIT_REQUESTS;
-	if (!next_tok(&s, &t, &len))
-		return reject(w, "missing the number of requests in flight",
-		    NULL, 0);
-	if ((ret = parse_dec(t, t + len, &l.count)) < 0)
-		return reject(w, ret == -ERANGE ? "number too large" :
-		    "not a decimal number", t, len);
-	if (l.count < 1)
-		return reject(w, "concurrency smaller than one", t, len);
-	while (next_tok(&s, &t, &len)) {
-		if (!tok_is(t, len, "adaptive"))
-			return reject(w, "unknown option (want adaptive)", t,
-			    len);
-		if (l.adaptive)
-			return reject(w, "option given twice", t, len);
-		l.adaptive = 1;
-	}
-	*out = l;
-	return 0;
-}
-
-/* config_parse_limit, saying which token is at fault. */
-static int
-parse_limit(const char *s, struct limit_spec *out, struct why *w)
-{
-	struct limit_spec l;
-	const char *t, *slash, *u, *ue, *pe, *burst_at = NULL;
-	const char *margin_at = NULL;
-	uint64_t pcount, pct, one;
-	size_t len, i, margin_len = 0;
-	int ret, window = 0, burst_set = 0;
-
-	memset(&l, 0, sizeof(l));
-	if (s == NULL || !next_tok(&s, &t, &len))
-		return reject(w, "empty limit", NULL, 0);
-	if (tok_is(t, len, "concurrency"))
-		return parse_conc(s, out, w);
-
-	if ((ret = parse_dec(t, t + len, &l.count)) < 0)
-		return reject(w, ret == -ERANGE ? "number too large" :
-		    "count is not a decimal number", t, len);
-	if (l.count < 1)
-		return reject(w, "count smaller than one", t, len);
-
-	if (!next_tok(&s, &t, &len))
-		return reject(w, "missing UNIT/PERIOD after the count", NULL,
-		    0);
-	if ((slash = memchr(t, '/', len)) == NULL)
-		return reject(w, "expected UNIT/PERIOD", t, len);
-	for (i = 0; i < UNIT_COUNT; i++)
-		if (tok_is(t, (size_t)(slash - t), units[i]))
-			break;
-	if (i == UNIT_COUNT)
-		return reject(w, "unknown unit (want requests, tokens or "
-		    "images)", t, (size_t)(slash - t));
-	l.unit = (uint8_t)i;
-
-	/* PERIOD: an optional count, then s, min, h or day. */
-	pe = t + len;
-	u = slash + 1;
-	for (ue = u; ue < pe && is_digit(*ue); ue++)
-		;
-	for (i = 0; i < sizeof(periods) / sizeof(periods[0]); i++)
-		if (tok_is(ue, (size_t)(pe - ue), periods[i].name))
-			break;
-	if (i == sizeof(periods) / sizeof(periods[0]))
-		return reject(w, "unknown period (want s, min, h or day, "
-		    "after an optional count)", u, (size_t)(pe - u));
-	pcount = 1;
-	if (ue > u && parse_dec(u, ue, &pcount) < 0)
-		return reject(w, "period too long", u, (size_t)(pe - u));
-	if (pcount < 1)
-		return reject(w, "zero period", u, (size_t)(pe - u));
-	if (pcount > UINT64_MAX / periods[i].ns)
-		return reject(w, "period too long", u, (size_t)(pe - u));
-	l.period_ns = pcount * periods[i].ns;
-
-	while (next_tok(&s, &t, &len)) {
-		if (tok_is(t, len, "window")) {
-			if (window)
-				return reject(w, "option given twice", t, len);
-			window = 1;
-		} else if (tok_is(t, len, "burst")) {
-			if (burst_set)
-				return reject(w, "option given twice", t, len);
-			burst_set = 1;
-			burst_at = t;
-			if (!next_tok(&s, &t, &len))
-				return reject(w, "burst needs a number",
-				    burst_at, 5);
-			if ((ret = parse_dec(t, t + len, &l.burst)) < 0)
-				return reject(w, ret == -ERANGE ?
-				    "number too large" :
-				    "burst is not a decimal number", t, len);
-			if (l.burst < 1)
-				return reject(w, "burst smaller than one", t,
-				    len);
-		} else if (tok_is(t, len, "cooldown")) {
-			if (l.cooldown_ns != 0)
-				return reject(w, "option given twice", t, len);
-			if (!next_tok(&s, &t, &len))
-				return reject(w, "cooldown needs a duration",
-				    NULL, 0);
-			ret = parse_duration(t, len, &l.cooldown_ns);
-			if (ret == -ERANGE)
-				return reject(w, "cooldown too long", t, len);
-			if (ret < 0)
-				return reject(w, "bad cooldown (want e.g. "
-				    "120s, 1.5s, 500ms, 10min, 2h, 1day)", t,
-				    len);
-			if (l.cooldown_ns == 0)
-				return reject(w, "cooldown must be longer than "
-				    "zero", t, len);
-		} else if (tok_is(t, len, "margin")) {
-			if (margin_at != NULL)
-				return reject(w, "option given twice", t, len);
-			margin_at = t;
-			if (!next_tok(&s, &t, &len))
-				return reject(w, "margin needs a duration or a "
-				    "percentage", margin_at, 6);
-			margin_at = t;
-			margin_len = len;
-			if (len > 1 && t[len - 1] == '%') {
-				/* Whole percents of the period, up to half. */
-				if (parse_dec(t, t + len - 1, &pct) < 0 ||
-				    pct < 1 || pct > 50)
-					return reject(w, "margin percentage "
-					    "must be 1% to 50%", t, len);
-				l.margin_pct = (uint8_t)pct;
-			} else if ((ret = parse_duration(t, len,
-			    &l.margin_ns)) < 0 || l.margin_ns == 0)
-				return reject(w, ret == -ERANGE ?
-				    "margin too long" : "bad margin (want a "
-				    "duration longer than zero, e.g. 50ms, "
-				    "or a percentage, e.g. 5%)", t, len);
-		} else
-			return reject(w, "unknown option (want burst, "
-			    "cooldown, margin or window)", t, len);
-	}
-	if (window && burst_set)
-		return reject(w, "burst is only for rate limits, not a window",
-		    burst_at, 5);
-	if (window && margin_at != NULL)
-		return reject(w, "margin is only for rate limits, not a window",
-		    margin_at, margin_len);
-	if (window)
-		l.kind = LIM_WINDOW;
-	else {
-		l.kind = LIM_RATE;
-		if (!burst_set)
-			l.burst = l.count;
-		/*
-		 * A margin is room kept in the bucket: it must leave the
-		 * bucket room for one unit, or it would be ignored.
-		 */
-		one = gcra_cost_ns(1, l.period_ns, l.count);
-		if (margin_at != NULL && (l.burst < 2 ||
-		    limit_margin_ns(&l) > gcra_tau_ns(l.burst, l.period_ns,
-		    l.count) - one))
-			return reject(w, "margin larger than the bucket holds "
-			    "beyond one unit (raise burst, or lower the "
-			    "margin)", margin_at, margin_len);
-	}
-	*out = l;
-	return 0;
-}
-
-/*
- * Parse the value of a `limit =' line, or a concurrency limit as
- * limit_format writes it ("concurrency 4 adaptive"), into *out, which is
- * left alone on error.  out->line is 0.  Returns 0, or -EINVAL with *why
- * (if why is not NULL) pointing to a static message.
- */
-int
-config_parse_limit(const char *s, struct limit_spec *out, const char **why)
-{
-	struct why w;
-	int ret;
-
-	if ((ret = parse_limit(s, out, &w)) < 0 && why != NULL)
-		*why = w.msg;
-	return ret;
-}
-
-/*
- * Parse a duration, "120s", "1.5s", "500ms", "10min", "2h", "1day", or a
- * bare number of seconds, into *out_ns.  Zero is a duration.  Returns 0,
- * -EINVAL if s is not one (or is finer than a nanosecond), or -ERANGE if it
- * does not fit in 64 bits of nanoseconds.
- */
-int
-config_parse_duration(const char *s, uint64_t *out_ns)
-{
-	if (s == NULL)
-		return -EINVAL;
-	return parse_duration(s, strlen(s), out_ns);
-}
-
-/*
- * Return the name of a unit, or "?" for a number that is not one.
- */
-const char *
-unit_name(unsigned unit)
-{
-	return unit < UNIT_COUNT ? units[unit] : "?";
-}
-
-/* A period the way the config writes it: the largest whole unit. */
-static void
-format_period(char *buf, size_t len, uint64_t ns)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(periods) / sizeof(periods[0]); i++) {
-		if (ns == 0 || ns % periods[i].ns != 0)
-			continue;
-		if (ns == periods[i].ns)
-			snprintf(buf, len, "%s", periods[i].name);
-		else
-			snprintf(buf, len, "%" PRIu64 "%s",
-			    ns / periods[i].ns, periods[i].name);
-		return;
-	}
-	/* Not one the parser makes; say what it is all the same. */
-	snprintf(buf, len, "%" PRIu64 "ns", ns);
-}
-
-/*
- * A duration that parses back to ns.  Seconds up to an hour (a "120s"
- * lockout reads better than "2min"), whole hours or days beyond, else
- * minutes or seconds; under a second, ms or a fraction of a second.
- */
-static void
-format_duration(char *buf, size_t len, uint64_t ns)
-{
-	uint64_t frac;
-	size_t i;
-	int n;
-
-	if (ns % NS_PER_S == 0 && ns < 3600 * NS_PER_S) {
-		snprintf(buf, len, "%" PRIu64 "s", ns / NS_PER_S);
-		return;
-	}
-	for (i = 0; i < sizeof(durations) / sizeof(durations[0]); i++)
-		if (ns != 0 && ns % durations[i].ns == 0) {
-			snprintf(buf, len, "%" PRIu64 "%s",
-			    ns / durations[i].ns, durations[i].name);
-			return;
-		}
-	frac = ns % NS_PER_S;
-	n = snprintf(buf, len, "%" PRIu64 ".%09" PRIu64, ns / NS_PER_S, frac);
-	/* Trim the fraction's trailing zeros; it is not zero here. */
-	if (n > 0 && (size_t)n < len) {
-		while (buf[n - 1] == '0')
-			n--;
-		snprintf(buf + n, len - (size_t)n, "s");
-	}
-}
-
-/*
- * Write a limit in the config's own syntax ("5 images/min",
- * "1 requests/165s burst 4 cooldown 120s", "10000 requests/day window",
- * "concurrency 4 adaptive") into buf, which config_parse_limit turns back
- * into the same limit.  A rate limit's burst is written only when it is not
- * the default (the count).  Returns what snprintf returns.
- */
-int
-limit_format(const struct limit_spec *l, char *buf, size_t len)
-{
-	char per[32], burst[40], cd[48], mg[48];
-
-	switch (l->kind) {
-	case LIM_CONC:
-		return snprintf(buf, len, "concurrency %" PRIu64 "%s",
-		    l->count, l->adaptive ? " adaptive" : "");
-	case LIM_RATE:
-	case LIM_WINDOW:
-		format_period(per, sizeof(per), l->period_ns);
-		burst[0] = '\0';
-		if (l->kind == LIM_RATE && l->burst != l->count)
-			snprintf(burst, sizeof(burst), " burst %" PRIu64,
-			    l->burst);
-		cd[0] = '\0';
-		if (l->cooldown_ns != 0) {
-			memcpy(cd, " cooldown ", 11);
-			format_duration(cd + 10, sizeof(cd) - 10,
-			    l->cooldown_ns);
-		}
-		mg[0] = '\0';
-		if (l->margin_pct != 0)
-			snprintf(mg, sizeof(mg), " margin %u%%",
-			    (unsigned)l->margin_pct);
-		else if (l->margin_ns != 0) {
-			memcpy(mg, " margin ", 9);
-			format_duration(mg + 8, sizeof(mg) - 8, l->margin_ns);
-		}
-		return snprintf(buf, len, "%" PRIu64 " %s/%s%s%s%s%s", l->count,
-		    unit_name(l->unit), per, burst, cd, mg,
-		    l->kind == LIM_WINDOW ? " window" : "");
-	default:
-		return snprintf(buf, len, "(limit of unknown kind %u)",
-		    (unsigned)l->kind);
-	}
-}
 
 /*
  * Check a key name.  Returns 0, or reports what is wrong and returns -1.
@@ -777,7 +296,7 @@ check_key_name(struct parser *p, const char *s, size_t len)
 			report_at(p, p->lineno, "uppercase in key name `%s': "
 			    "key names are lowercase", quote(&q, s, len));
 			return -1;
-		} else if (!(c >= 'a' && c <= 'z') && !is_digit(c) &&
+		} else if (!(c >= 'a' && c <= 'z') && !tok_digit(c) &&
 		    c != '.' && c != '_' && c != '-') {
 			report_at(p, p->lineno, "`%s' in key name `%s' (use "
 			    "a-z, 0-9, `.', `_', `-', and `/' between levels)",
@@ -942,7 +461,7 @@ read_line(char *str, int num, void *stream)
 	p->lineno++;
 
 	/* Where the text starts, for the checks below that refuse it. */
-	for (t = line; t < end && is_space((unsigned char)*t); t++)
+	for (t = line; t < end && tok_space((unsigned char)*t); t++)
 		;
 	if ((size_t)(end - line) > LINE_BYTES_MAX ||
 	    (size_t)(end - line) > room) {
@@ -959,16 +478,16 @@ read_line(char *str, int num, void *stream)
 	if (p->lineno == 1 && end - line >= 3 && memcmp(line, "\xef\xbb\xbf",
 	    3) == 0)
 		line += 3;
-	for (t = line; t < end && is_space((unsigned char)*t); t++)
+	for (t = line; t < end && tok_space((unsigned char)*t); t++)
 		;
 	indented = t > line;
 	if (t == end || *t == ';' || *t == '#')
 		return blank(str);
 	/* An inline comment: `;' after a space, as inih has it. */
 	for (c = t + 1; c < end; c++)
-		if (*c == ';' && is_space((unsigned char)c[-1]))
+		if (*c == ';' && tok_space((unsigned char)c[-1]))
 			break;
-	for (te = c; te > t && is_space((unsigned char)te[-1]); te--)
+	for (te = c; te > t && tok_space((unsigned char)te[-1]); te--)
 		;
 
 	if (*t == '[') {
@@ -991,10 +510,10 @@ refuse:
 	return blank(str);
 }
 
-/* Report a limit that parse_limit or parse_conc refused. */
+/* Report a limit that limit_parse or limit_parse_conc refused. */
 static void
 report_why(struct parser *p, const char *name, const char *value,
-    const struct why *w)
+    const struct limit_why *w)
 {
 	struct qbuf q;
 
@@ -1022,7 +541,7 @@ backoff_side(struct parser *p, const char *v, const char *s, const char *e,
 		    quotes(&q, v), which);
 		return -1;
 	}
-	if ((ret = parse_duration(s, (size_t)(e - s), ns)) < 0) {
+	if ((ret = duration_parse(s, (size_t)(e - s), ns)) < 0) {
 		report_at(p, p->lineno, "backoff: `%s': %s",
 		    quote(&q, s, (size_t)(e - s)), ret == -ERANGE ?
 		    "duration too long" :
@@ -1046,9 +565,9 @@ set_backoff(struct parser *p, const char *v, struct feedback *f)
 		return -1;
 	}
 	/* inih trimmed the ends; "1s .. 60s" leaves spaces at the dots. */
-	for (le = dots; le > v && is_space((unsigned char)le[-1]); le--)
+	for (le = dots; le > v && tok_space((unsigned char)le[-1]); le--)
 		;
-	for (rs = dots + 2; is_space((unsigned char)*rs); rs++)
+	for (rs = dots + 2; tok_space((unsigned char)*rs); rs++)
 		;
 	if (backoff_side(p, v, v, le, "minimum", &min) < 0 ||
 	    backoff_side(p, v, rs, rs + strlen(rs), "maximum", &max) < 0)
@@ -1078,7 +597,7 @@ set_max_pause(struct parser *p, const char *v, struct feedback *f)
 	uint64_t ns;
 	int ret;
 
-	ret = parse_duration(v, strlen(v), &ns);
+	ret = duration_parse(v, strlen(v), &ns);
 	if (ret == -EINVAL) {
 		report_at(p, p->lineno, "max_pause `%s': not a duration (want "
 		    "e.g. 30s, 10min, 1h)", quotes(&q, v));
@@ -1090,7 +609,7 @@ set_max_pause(struct parser *p, const char *v, struct feedback *f)
 		return -1;
 	}
 	if (ret == -ERANGE || ns > CFG_MAX_PAUSE_LIMIT_NS) {
-		format_duration(most, sizeof(most), CFG_MAX_PAUSE_LIMIT_NS);
+		duration_format(most, sizeof(most), CFG_MAX_PAUSE_LIMIT_NS);
 		report_at(p, p->lineno, "max_pause `%s': at most %s",
 		    quotes(&q, v), most);
 		return -1;
@@ -1187,12 +706,12 @@ key_setting(struct parser *p, const char *name, const char *value)
 	struct limit_spec l;
 	struct plimit *pl;
 	struct qbuf q, qk;
-	struct why w;
+	struct limit_why w;
 
 	if (feedback_setting(p, k, name, value))
 		return;
 	if (strcmp(name, "limit") == 0) {
-		if (parse_limit(value, &l, &w) < 0) {
+		if (limit_parse(value, &l, &w) < 0) {
 			report_why(p, name, value, &w);
 			return;
 		}
@@ -1202,7 +721,7 @@ key_setting(struct parser *p, const char *name, const char *value)
 			return;
 		}
 	} else if (strcmp(name, "concurrency") == 0) {
-		if (parse_conc(value, &l, &w) < 0) {
+		if (limit_parse_conc(value, &l, &w) < 0) {
 			report_why(p, name, value, &w);
 			return;
 		}
@@ -1289,7 +808,7 @@ set_segment(struct parser *p, const char *v)
 	/* It becomes "/NAME" for shm_open and part of the pidfile's name. */
 	for (i = 0; i < len; i++) {
 		if ((v[i] >= 'a' && v[i] <= 'z') ||
-		    (v[i] >= 'A' && v[i] <= 'Z') || is_digit(v[i]) ||
+		    (v[i] >= 'A' && v[i] <= 'Z') || tok_digit(v[i]) ||
 		    v[i] == '.' || v[i] == '_' || v[i] == '-')
 			continue;
 		report_at(p, p->lineno, "`%s' in segment name `%s' (use "
@@ -1349,7 +868,7 @@ set_group(struct parser *p, const char *v)
 		return;
 	}
 	/* All digits is a number, as chown(1) has it; else a name. */
-	ret = parse_dec(v, v + strlen(v), &n);
+	ret = dec_parse(v, v + strlen(v), &n);
 	if (ret != -EINVAL) {
 		if (ret == -ERANGE || n >= (gid_t)-1) {
 			report_at(p, p->lineno, "group number `%s' is too "
@@ -1398,7 +917,7 @@ set_max_clients(struct parser *p, const char *v)
 	uint64_t n;
 	int ret;
 
-	if ((ret = parse_dec(v, v + strlen(v), &n)) < 0) {
+	if ((ret = dec_parse(v, v + strlen(v), &n)) < 0) {
 		report_at(p, p->lineno, "max_clients `%s' is not a decimal "
 		    "number%s", quotes(&q, v), ret == -ERANGE ?
 		    " (too large)" : "");
@@ -1596,8 +1115,8 @@ check_feedback(struct parser *p, int k)
 		return;
 	line = f->backoff_line > f->pause_line ? f->backoff_line :
 	    f->pause_line;
-	format_duration(bmax, sizeof(bmax), f->backoff_max_ns);
-	format_duration(pause, sizeof(pause), f->max_pause_ns);
+	duration_format(bmax, sizeof(bmax), f->backoff_max_ns);
+	duration_format(pause, sizeof(pause), f->max_pause_ns);
 	report_at(p, line != 0 ? line : key->line, "backoff maximum %s "
 	    "exceeds max_pause %s of [%s] (backoff: %s, max_pause: %s)",
 	    bmax, pause, key->name, from_line(bl, sizeof(bl), f->backoff_line),

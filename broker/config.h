@@ -1,4 +1,4 @@
-/* config.h: private; the parsed tollgated config, shared by the broker, tools and tests. */
+/* config.h: private; the tollgated config file, parsed: broker, tollsim, tests. */
 #ifndef TG_CONFIG_H
 #define TG_CONFIG_H
 
@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "limit.h"
 #include "seg.h"
 
 /* What the segment can hold is the layout's (seg.h): one number each. */
@@ -20,35 +21,6 @@
 #define CFG_BACKOFF_MAX_NS	SEG_BACKOFF_MAX_NS
 #define CFG_MAX_PAUSE_NS	SEG_MAX_PAUSE_NS	/* max_pause = 10min */
 #define CFG_MAX_PAUSE_LIMIT_NS	UINT64_C(86400000000000) /* at most 1 day */
-
-/* One `limit =' or `concurrency =' line. */
-struct limit_spec {
-	uint8_t		kind;		/* enum lim_kind */
-	uint8_t		unit;		/* enum lim_unit; UNIT_REQUESTS for LIM_CONC */
-	uint8_t		adaptive;	/* LIM_CONC: `concurrency = N adaptive' */
-	uint8_t		margin_pct;	/* LIM_RATE: `margin P%' (period) */
-	int		line;		/* where it was defined, for messages */
-	uint64_t	count;		/* N per period, N per window, N in flight */
-	uint64_t	period_ns;	/* LIM_RATE, LIM_WINDOW; 0 for LIM_CONC */
-	uint64_t	burst;		/* LIM_RATE: bucket capacity in units */
-	uint64_t	cooldown_ns;	/* 0: none */
-	uint64_t	margin_ns;	/* LIM_RATE: `margin D'; 0: none */
-};
-
-/*
- * A rate limit's margin for the trip to the server, in ns: what of its
- * bucket it keeps unused, so that a request that reaches the server
- * earlier than the one before it (a warm connection after a cold one)
- * still finds room there.  `margin D', or `margin P%' of the period.
- */
-static inline uint64_t
-limit_margin_ns(const struct limit_spec *l)
-{
-	if (l->margin_pct != 0)
-		return l->period_ns / 100 * l->margin_pct +
-		    l->period_ns % 100 * l->margin_pct / 100;
-	return l->margin_ns;
-}
 
 /* One [section] other than [broker]. */
 struct key_spec {
@@ -108,29 +80,7 @@ int	config_load_mem(const char *name, const char *buf, size_t len,
 /* Free what config_load allocated; cfg may be zeroed or already freed. */
 void	config_free(struct config *cfg);
 
-/*
- * Parse the value of a `limit =' line ("30000 tokens/min burst 500",
- * "1 requests/165s burst 4 cooldown 120s", "10000 requests/day window")
- * into *out.  Returns 0, or -EINVAL with *why set to a static message.
- * Shared with tollsim's -l.
- */
-int	config_parse_limit(const char *s, struct limit_spec *out,
-	    const char **why);
-
-/* Parse a duration ("120s", "1.5s", "500ms", "10min", "2h", "1day"). */
-int	config_parse_duration(const char *s, uint64_t *out_ns);
-
 /* Index of the key named name in cfg, or -1. */
 int	config_find_key(const struct config *cfg, const char *name);
-
-/* "requests", "tokens", "images"; "?" for anything else. */
-const char *unit_name(unsigned unit);
-
-/*
- * Write a limit back in the config's own syntax ("5 images/min",
- * "1 requests/165s burst 4 cooldown 120s", "concurrency 4") into buf.
- * Returns what snprintf returns.
- */
-int	limit_format(const struct limit_spec *l, char *buf, size_t len);
 
 #endif /* TG_CONFIG_H */
