@@ -779,7 +779,11 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 			resv_keep(tk, ch, rs);
 		granted(c, ch, cost, now + wait, tk);
 		if (wait > 0) {
-			/* A wait, as tg_acquire counts one, but none slept. */
+			/*
+			 * A wait, as tg_acquire counts one, though the
+			 * caller does the sleeping.  Relaxed: counters for
+			 * tollstat, which order nothing.
+			 */
 			atomic_fetch_add_explicit(&c->me->waits, 1,
 			    memory_order_relaxed);
 			atomic_fetch_add_explicit(&c->me->wait_ns, wait,
