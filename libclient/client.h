@@ -61,7 +61,7 @@ struct tk {
 	uint16_t		kgen;		/* and its generation: the handle */
 	uint16_t		slot;		/* the client slot that took it */
 	uint8_t			nlease;
-	uint8_t			nresv;		/* tg_reserve: rate slots kept */
+	uint8_t			nresv;		/* rate slots kept (resv) */
 	uint32_t		gen;		/* lease generation */
 	uint32_t		token;		/* and the slot's registration */
 	uint32_t		cfg_gen;	/* config it was taken under (low bits) */
