@@ -53,8 +53,8 @@ BROKER_OBJS = $(BROKER_SRCS:%.c=$(B)/%.o)
 TESTS     = $(TEST_SRCS:tests/%.c=$(B)/tests/%)
 TOOL_SRCS = $(wildcard tools/*.c)
 # Names man/tollgate.3 answers to (man tg_acquire).
-MANLINKS  = tg_open tg_close tg_key tg_try_acquire tg_acquire tg_observe \
-	    tg_settle tg_release tg_strerror
+MANLINKS  = tg_open tg_close tg_key tg_try_acquire tg_acquire tg_reserve \
+	    tg_observe tg_settle tg_release tg_strerror
 TOOLS     = $(TOOL_SRCS:tools/%.c=$(B)/%)
 STAT_SRCS = $(wildcard tools/stat/*.c)
 # tollbench: measured, never installed.

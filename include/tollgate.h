@@ -28,8 +28,9 @@ typedef struct tg_cost {
 
 /*
  * One request's permission, in storage the caller owns (stack is fine).
- * Filled by tg_try_acquire or tg_acquire, emptied by tg_release.  A zeroed
- * ticket is an empty one: releasing it does nothing.
+ * Filled by tg_try_acquire, tg_acquire or tg_reserve, emptied by
+ * tg_release.  A zeroed ticket is an empty one: releasing it does
+ * nothing.
  */
 typedef struct tg_ticket {
 	uint64_t	priv[16];
@@ -96,6 +97,31 @@ int	tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 	    int64_t timeout_ns, tg_ticket *t);
 
 /*
+ * Take the place in line tg_acquire would take, and return at once: rate
+ * slots are reserved ahead, up to timeout_ns (< 0: however far), in every
+ * limit of the chain or none, and *t is filled; *valid_in_ns is how long
+ * until the ticket may be used (0: now).  Waiters of tg_reserve and
+ * tg_acquire, in any process, go in the order they came.  For an event
+ * loop: reserve, sleep *valid_in_ns on the loop's timer, send.
+ * Returns 0, or:
+ *   -EAGAIN     a limit that cannot be reserved ahead is full: a
+ *               concurrency limit (*valid_in_ns 0: wait on a release, as
+ *               tg_acquire does, or poll tg_try_acquire), else a window,
+ *               a server's remaining count or a pause (*valid_in_ns: when
+ *               to try again);
+ *   -ETIMEDOUT  the wait would exceed timeout_ns (*valid_in_ns: the wait
+ *               it would need); nothing is taken;
+ *   the other errors of tg_try_acquire.
+ * A ticket released before it became valid was never used: each rate
+ * slot it reserved goes back to its bucket if no later reservation was
+ * stacked on it, and is otherwise spent, an idle gap a server never sees
+ * (never an excess); its leases go back; a window or a server's count
+ * keeps it until the window moves on.  Makes no system call.
+ */
+int	tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
+	    int64_t timeout_ns, tg_ticket *t, uint64_t *valid_in_ns);
+
+/*
  * Tell tollgate what the response to the request of *t said: its HTTP
  * status (200..599) and its raw header block (`Name: value' lines ended
  * by CRLF or LF, as curl -D writes them or an HTTP client hands them over;
@@ -144,10 +170,11 @@ int	tg_settle(tg_client *c, tg_ticket *t, const tg_cost *actual);
 
 /*
  * Give back the concurrency leases of *t and mark it spent.  Rate and
- * window limits are not refunded: the request was made (see tg_settle).
- * Idempotent; a ticket that was never filled, or was released already, is
- * left alone.  Makes no system call unless a waiter sleeps on a freed
- * lease (then one futex wake).
+ * window limits are not refunded: the request was made (see tg_settle),
+ * unless a tg_reserve ticket is released before it became valid (see
+ * there).  Idempotent; a ticket that was never filled, or was released
+ * already, is left alone.  Makes no system call unless a waiter sleeps on
+ * a freed lease (then one futex wake).
  */
 void	tg_release(tg_client *c, tg_ticket *t);
 

@@ -321,21 +321,28 @@ conc_ramp(const struct chain *ch, const struct lview *v, uint64_t end_ns,
 	return (uint32_t)k + 1;
 }
 
+/* A rate slot take() reserved: the TAT it left (0: none) and its cost. */
+struct rslot {
+	uint64_t	tat_ns;
+	uint64_t	cost_ns;
+};
+
 /*
  * Take cost from every limit of ch at now, all or nothing, reserving rate
  * slots up to max_wait_ns ahead.  Returns 0 with *wait_ns the wait for the
- * latest reserved slot, or -EAGAIN with *wait_ns the time until it could
- * fit (0: it waits on a release of concurrency limit *blocked), -E2BIG,
- * or TAKE_STALE.
+ * latest reserved slot (and, if rs is not NULL, rs[i] the slot of lim[i]),
+ * or -EAGAIN with *wait_ns the time until it could fit (0: it waits on a
+ * release of concurrency limit *blocked), -E2BIG, or TAKE_STALE.
  */
 static int
 take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
-    uint64_t max_wait_ns, struct tk *tk, uint64_t *wait_ns, int *blocked)
+    uint64_t max_wait_ns, struct tk *tk, uint64_t *wait_ns, int *blocked,
+    struct rslot *rs)
 {
 	struct seg_kstate *ks = seg_kstates(&c->m);
 	struct seg_lstate *ls = seg_lstates(&c->m);
 	_Atomic uint64_t *cells = seg_cells(&c->m);
-	uint64_t units, w, wait = 0, until, from, end = 0, next = 0;
+	uint64_t units, w, wait = 0, until, from, end = 0, next = 0, tat;
 	uint64_t rcost[SEG_CHAIN_MAX];
 	uint32_t capped = 0, allowed, ramp;
 	unsigned i;
@@ -386,6 +393,7 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 	}
 	from = now + wait;
 	tk->nlease = 0;
+	tk->nresv = 0;
 	tk->slot = (uint16_t)c->slot;
 	tk->token = c->token;
 	tk->gen = 0;
@@ -406,9 +414,13 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		case LIM_RATE:
 			if (units == 0)
 				continue;
-			r = gcra_reserve(&ls[v->id].tat_ns, from, rcost[i],
-			    v->tau_ns, max_wait_ns - (from - now), &w);
+			r = gcra_reserve_at(&ls[v->id].tat_ns, from, rcost[i],
+			    v->tau_ns, max_wait_ns - (from - now), &w, &tat);
 			w += from - now;
+			if (r == 0 && rs != NULL) {
+				rs[i].tat_ns = tat;
+				rs[i].cost_ns = rcost[i];
+			}
 			break;
 		case LIM_WINDOW:
 			if (units == 0)
@@ -537,6 +549,7 @@ take_one_rate(tg_client *c, const struct chain *ch, uint64_t now,
 	    &wait) < 0)
 		return -EAGAIN;
 	tk->nlease = 0;
+	tk->nresv = 0;
 	tk->slot = (uint16_t)c->slot;
 	tk->token = c->token;
 	tk->gen = 0;
@@ -574,7 +587,8 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 		    take_one_rate(c, ch, now, tk) == 0)
 			r = 0;
 		else
-			r = take(c, ch, cost, now, 0, tk, &wait, &blocked);
+			r = take(c, ch, cost, now, 0, tk, &wait, &blocked,
+			    NULL);
 		if (r != TAKE_STALE)
 			break;
 		/* A reload moved a limit: the new config, or come back. */
@@ -635,7 +649,7 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 		if ((r = chain_get(c, key, &buf, &ch)) < 0)
 			return r;
 		left = deadline - now;
-		r = take(c, ch, cost, now, left, tk, &wait, &blocked);
+		r = take(c, ch, cost, now, left, tk, &wait, &blocked, NULL);
 		if (r == TAKE_STALE) {
 			/* A reload moved a limit: again, once it flipped. */
 			r = -EAGAIN;
@@ -696,6 +710,123 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 		    memory_order_relaxed);
 	}
 	return 0;
+}
+
+/*
+ * Keep in tk the rate slots rs of a reservation that waits, for a release
+ * before its time to give back: as many as the words the leases left
+ * hold, in the order of the chain (the rest are spent if unused).
+ */
+static void
+resv_keep(struct tk *tk, const struct chain *ch, const struct rslot *rs)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < ch->nlim; i++) {
+		if (rs[i].tat_ns == 0 || rs[i].cost_ns > TK_RESV_COST_MAX)
+			continue;
+		if (tk->nlease + 2 * (n + 1) > TK_LEASES)
+			break;
+		tk->resv[TK_RESV_TAT(n)] = rs[i].tat_ns;
+		tk->resv[TK_RESV_LIM(n)] = (uint64_t)ch->lim[i].id << 48 |
+		    rs[i].cost_ns;
+		n++;
+	}
+	tk->nresv = (uint8_t)n;
+}
+
+int
+tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
+    int64_t timeout_ns, tg_ticket *t, uint64_t *valid_in_ns)
+{
+	struct tk *tk = (struct tk *)t;
+	struct rslot rs[SEG_CHAIN_MAX];
+	const struct chain *ch;
+	struct chain buf;
+	uint64_t now, left, wait = 0;
+	int r, blocked, tries = 0;
+
+	if (c == NULL || t == NULL || valid_in_ns == NULL)
+		return -EINVAL;
+	if (!client_ours(c) && (r = client_refork(c)) < 0)
+		return r;
+	if (cost == NULL)
+		cost = &one_request;
+	now = now_ns();
+	/* As tg_acquire's first round: how far ahead a slot may be. */
+	left = timeout_ns < 0 || (uint64_t)timeout_ns > UINT64_MAX - now ?
+	    UINT64_MAX - now : (uint64_t)timeout_ns;
+	for (;;) {
+		if ((r = chain_get(c, key, &buf, &ch)) < 0)
+			return r;
+		/* Again each round: an undone take may have filled some. */
+		memset(rs, 0, sizeof(rs));
+		r = take(c, ch, cost, now, left, tk, &wait, &blocked, rs);
+		if (r != TAKE_STALE)
+			break;
+		/* A reload moved a limit: the new config, or come back. */
+		if (++tries == 3) {
+			r = -EAGAIN;
+			wait = STALE_PAUSE_NS;
+			break;
+		}
+		chain_put(c, ch);
+	}
+	if (r == 0) {
+		/* Valid from the latest slot; only a wait has slots to keep. */
+		if (wait > 0)
+			resv_keep(tk, ch, rs);
+		granted(c, ch, cost, now + wait, tk);
+		if (wait > 0) {
+			/*
+			 * A wait, as tg_acquire counts one, though the
+			 * caller does the sleeping.  Relaxed: counters for
+			 * tollstat, which order nothing.
+			 */
+			atomic_fetch_add_explicit(&c->me->waits, 1,
+			    memory_order_relaxed);
+			atomic_fetch_add_explicit(&c->me->wait_ns, wait,
+			    memory_order_relaxed);
+		}
+		*valid_in_ns = wait;
+	} else if (r == -EAGAIN) {
+		/*
+		 * A slot too far (tg_acquire's -ETIMEDOUT), or a limit that
+		 * cannot be reserved ahead: a lease (wait 0), a window, a
+		 * server's cap, a concurrency limit's return after a pause.
+		 */
+		denied(c, ch);
+		if (wait > left)
+			r = -ETIMEDOUT;
+		*valid_in_ns = wait;
+	}
+	chain_put(c, ch);
+	return r;
+}
+
+/*
+ * Give back the rate slots a reservation kept in tk, released before its
+ * time: the request was never made.  Only under the config it was taken
+ * in, where the ids still name those limits, and each only while it is
+ * the last slot of its limit (gcra_unreserve).
+ */
+static void
+resv_return(tg_client *c, const struct tk *tk)
+{
+	struct seg_lstate *ls = seg_lstates(&c->m);
+	struct chain ch;
+	uint64_t w;
+	unsigned id;
+
+	if (now_ns() >= tk->now_ns || chain_read(c, tk_handle(tk), &ch) < 0 ||
+	    (uint32_t)ch.cfg_gen != tk->cfg_gen)
+		return;
+	for (unsigned j = 0; j < tk->nresv && 2 * (j + 1) <= TK_LEASES; j++) {
+		w = tk->resv[TK_RESV_LIM(j)];
+		if ((id = (unsigned)(w >> 48)) < c->m.hdr->max_limits)
+			(void)gcra_unreserve(&ls[id].tat_ns,
+			    tk->resv[TK_RESV_TAT(j)], w & TK_RESV_COST_MAX);
+	}
 }
 
 /*
@@ -763,13 +894,16 @@ tg_release(tg_client *c, tg_ticket *t)
 		    memory_order_relaxed);
 		return;
 	}
-	if (tk->nlease > 0) {
+	if (tk->nlease > 0 || tk->nresv > 0) {
 		/* CAS: of two racing releases of one ticket, one puts. */
 		if (!atomic_compare_exchange_strong_explicit(&tk->state,
 		    &(uint32_t){ TK_LIVE }, TK_SPENT, memory_order_relaxed,
 		    memory_order_relaxed))
 			return;
-		leases_put(c, tk);
+		if (tk->nresv > 0)
+			resv_return(c, tk);
+		if (tk->nlease > 0)
+			leases_put(c, tk);
 	} else {
 		/*
 		 * Nothing to give back: a store, not a locked CAS, on the

@@ -59,18 +59,36 @@ struct tk {
 	uint16_t		key;		/* key id */
 	uint16_t		kgen;		/* and its generation: the handle */
 	uint16_t		slot;		/* the client slot that took it */
-	uint16_t		nlease;
+	uint8_t			nlease;
+	uint8_t			nresv;		/* rate slots kept (resv) */
 	uint32_t		gen;		/* lease generation */
 	uint32_t		token;		/* and the slot's registration */
 	uint32_t		cfg_gen;	/* config it was taken under (low bits) */
 	uint64_t		now_ns;		/* when it was taken */
 	uint64_t		cost[UNIT_COUNT]; /* what it charged, per unit */
-	struct {
-		uint16_t	lim;
-		uint16_t	pad;
-		uint32_t	cell;
-	} lease[TK_LEASES];
+	/*
+	 * Leases from the front; from the back, in pairs, the rate slots a
+	 * tg_reserve took ahead (TK_RESV_*), which a release before the
+	 * ticket's time gives back.  nlease + 2 * nresv <= TK_LEASES.
+	 */
+	union {
+		struct {
+			uint16_t	lim;
+			uint16_t	pad;
+			uint32_t	cell;
+		} lease[TK_LEASES];
+		uint64_t	resv[TK_LEASES];
+	};
 };
+
+/*
+ * Reserved rate slot j of a ticket: the TAT its reservation left, and the
+ * limit's id (high 16 bits) with the slot's cost in ns (low 48 bits: 78
+ * hours; a costlier slot is not kept, and spent if unused).
+ */
+#define TK_RESV_TAT(j)		(TK_LEASES - 1 - 2 * (j))
+#define TK_RESV_LIM(j)		(TK_LEASES - 2 - 2 * (j))
+#define TK_RESV_COST_MAX	((UINT64_C(1) << 48) - 1)
 
 static_assert(sizeof(struct tk) <= sizeof(tg_ticket), "ticket too small");
 static_assert(offsetof(struct tk, now_ns) == 24, "tk changed");

@@ -68,6 +68,23 @@ gcra_take(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 	return r;
 }
 
+int
+gcra_unreserve(_Atomic uint64_t *tatp, uint64_t tat_ns, uint64_t cost_ns)
+{
+	uint64_t tat = tat_ns;
+
+	if (cost_ns > tat_ns)
+		return 0;	/* no take leaves that: not a reservation */
+	/*
+	 * Strong, not weak: one try decides, and a spurious failure would
+	 * spend a slot that was free to give back; nothing retries it, so
+	 * it is no TG_CAS_COUNT.  Relaxed: as gcra_reserve, the CAS alone
+	 * orders the word.
+	 */
+	return atomic_compare_exchange_strong_explicit(tatp, &tat,
+	    tat_ns - cost_ns, memory_order_relaxed, memory_order_relaxed);
+}
+
 void
 gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns, uint64_t refund_ns,
     uint64_t then_ns, uint64_t now_ns)

@@ -77,15 +77,17 @@ gcra_never_fits(uint64_t now_ns, uint64_t cost_ns, uint64_t tau_ns)
 
 /*
  * Take cost_ns now or reserve it in the future, if its slot comes within
- * max_wait_ns: *wait_ns is then how long until the slot (0: now).
+ * max_wait_ns: *wait_ns is then how long until the slot (0: now), and
+ * *tat_ns the TAT the reservation left (what gcra_unreserve needs).
  * Returns 0, or -EAGAIN with *wait_ns set to the wait it would need
  * (GCRA_NEVER: not while the TAT stands).  Reservations are served in
  * the order they are made, with no queue.  Inline: every rate-limited
  * ticket runs it, a call was 2-3 ns of ~40.
  */
 static inline int
-gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
-    uint64_t tau_ns, uint64_t max_wait_ns, uint64_t *wait_ns)
+gcra_reserve_at(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
+    uint64_t tau_ns, uint64_t max_wait_ns, uint64_t *wait_ns,
+    uint64_t *tat_ns)
 {
 	uint64_t tat, next;
 
@@ -101,8 +103,34 @@ gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
 		 */
 	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
 	    next, memory_order_relaxed, memory_order_relaxed)));
+	*tat_ns = next;
 	return 0;
 }
+
+/* gcra_reserve_at without the TAT it left. */
+static inline int
+gcra_reserve(_Atomic uint64_t *tatp, uint64_t now_ns, uint64_t cost_ns,
+    uint64_t tau_ns, uint64_t max_wait_ns, uint64_t *wait_ns)
+{
+	uint64_t next;
+
+	return gcra_reserve_at(tatp, now_ns, cost_ns, tau_ns, max_wait_ns,
+	    wait_ns, &next);
+}
+
+/*
+ * Give back a reservation of cost_ns that left the TAT at tat_ns, if it
+ * is still the last one made: the TAT is still tat_ns, so nobody stacked
+ * a slot on it, and moving it back by cost_ns leaves the bucket as if
+ * the reservation had never been made (the TAT it started from, or the
+ * clock or a pause's end that it stacked on, never less).  A reservation
+ * others stacked on is not given back: their slots were reckoned from
+ * its end, and the next taker would then land on one of them; its slot
+ * stays an unused gap, which no server counts.  Returns 1 if it gave it
+ * back, else 0.
+ */
+int	gcra_unreserve(_Atomic uint64_t *tatp, uint64_t tat_ns,
+	    uint64_t cost_ns);
 
 /*
  * Give back refund_ns of the cost_ns that a take at then_ns charged, at

@@ -260,6 +260,40 @@ test_gcra_reserve_refused_leaves_tat(void **state)
 	assert_int_equal(wait, SEC);
 }
 
+/*
+ * An unused reservation goes back only while it is the last: one that
+ * others stacked on would hand its slot to the next taker, whose slot a
+ * stacked one already has (burst 1: two requests in one second).
+ */
+static void
+test_gcra_unreserve_only_the_last(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, SEC, 1);
+	const uint64_t tau = gcra_tau_ns(1, SEC, 1);
+	const uint64_t t0 = 100 * SEC;
+	_Atomic uint64_t tat = 0;
+	uint64_t wait, a = 0, b = 0, d = 0;
+
+	(void)state;
+	assert_int_equal(gcra_reserve(&tat, t0, c, tau, 0, &wait), 0);
+	assert_int_equal(gcra_reserve_at(&tat, t0, c, tau, 5 * SEC, &wait,
+	    &a), 0);
+	assert_int_equal(gcra_reserve_at(&tat, t0, c, tau, 5 * SEC, &wait,
+	    &b), 0);
+	assert_int_equal(wait, 2 * SEC);
+	/* a has b stacked on it: spent, the TAT stays. */
+	assert_int_equal(gcra_unreserve(&tat, a, c), 0);
+	assert_int_equal(atomic_load(&tat), b);
+	/* b is the last: back, then a is the last: back too. */
+	assert_int_equal(gcra_unreserve(&tat, b, c), 1);
+	assert_int_equal(gcra_unreserve(&tat, b, c), 0);	/* once */
+	assert_int_equal(gcra_unreserve(&tat, a, c), 1);
+	assert_int_equal(gcra_reserve_at(&tat, t0, c, tau, 5 * SEC, &wait,
+	    &d), 0);
+	assert_int_equal(wait, SEC);
+	assert_int_equal(d, a);
+}
+
 /* A refund after a take leaves the bucket as it was (client's untake). */
 static void
 test_gcra_refund_undoes_take_exactly(void **state)
@@ -474,6 +508,7 @@ main(void)
 		cmocka_unit_test(
 		    test_gcra_reserve_grants_in_order_until_max_wait),
 		cmocka_unit_test(test_gcra_reserve_refused_leaves_tat),
+		cmocka_unit_test(test_gcra_unreserve_only_the_last),
 		cmocka_unit_test(test_gcra_refund_undoes_take_exactly),
 		cmocka_unit_test(
 		    test_gcra_refund_partly_drained_gives_the_rest),

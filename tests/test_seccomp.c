@@ -2,7 +2,10 @@
  * test_seccomp.c: the hot path makes no system call.  A child takes and
  * releases a million tickets, observing a response and settling the cost
  * of each it gets, under a seccomp BPF filter that allows write and exit
- * and kills the process (SIGSYS) on any other system call.
+ * and kills the process (SIGSYS) on any other system call.  Some of them
+ * are reservations (tg_reserve), half of those abandoned before their
+ * time (a release that gives the slot back), half waited for by spinning
+ * on the clock, as an event loop's timer would.
  *
  * Not SECCOMP_MODE_STRICT: on some kernels strict mode also sets x86's
  * TIF_NOTSC, so rdtsc faults and the vDSO's clock_gettime dies with
@@ -58,6 +61,7 @@ setup(void **state)
 
 struct counts {
 	uint64_t	ok, again, other, observed, settled, retry;
+	uint64_t	reserved, abandoned;
 };
 
 /* What OpenAI sends with a 200, and a 429 that pauses for 1 ms. */
@@ -120,6 +124,16 @@ deny_syscalls(void)
 #endif
 }
 
+/* Spin until valid_in_ns from now: the clock is the vDSO's, no call. */
+static void
+spin_for(uint64_t valid_in_ns)
+{
+	uint64_t until = tb_now_ns() + valid_in_ns;
+
+	while (tb_now_ns() < until)
+		;
+}
+
 /* In the child: install the filter, hammer, report through the pipe. */
 static void
 child(const struct tbroker *tb, int fd, int mode)
@@ -127,9 +141,9 @@ child(const struct tbroker *tb, int fd, int mode)
 	tg_client *c = tb_client(tb);
 	uint32_t k = tb_key(c, "org/model");
 	tg_cost cost = { 1, 7, 0 }, actual = { 1, 5, 0 };
-	struct counts n = { 0, 0, 0, 0, 0, 0 };
+	struct counts n = { 0, 0, 0, 0, 0, 0, 0, 0 };
 	tg_ticket t;
-	uint64_t retry;
+	uint64_t retry, valid;
 	int r;
 
 	if (deny_syscalls() != 0)
@@ -137,7 +151,19 @@ child(const struct tbroker *tb, int fd, int mode)
 	if (mode == 1)
 		(void)getppid();	/* the control: this must kill us */
 	for (int i = 0; i < ROUNDS; i++) {
-		if (i % 2 == 0)
+		if (i % 16 == 15) {
+			/* A few slots (20 us each) ahead, no more. */
+			r = tg_reserve(c, k, &cost, 100000, &t, &valid);
+			if (r == 0 && valid > 0 && i % 32 == 31) {
+				tg_release(c, &t);
+				n.abandoned++;
+				continue;
+			}
+			if (r == 0) {
+				n.reserved++;
+				spin_for(valid);
+			}
+		} else if (i % 2 == 0)
 			r = tg_try_acquire(c, k, &cost, &t, &retry);
 		else
 			r = tg_acquire(c, k, &cost, 0, &t);
@@ -193,9 +219,14 @@ test_hot_path_makes_no_syscall(void **state)
 	assert_int_equal(n.observed, n.ok);
 	assert_int_equal(n.settled, n.ok);
 	assert_true(n.retry > 0);
-	print_message("%llu granted (each observed and settled, %llu 429s), "
-	    "%llu refused, no system call\n", (unsigned long long)n.ok,
-	    (unsigned long long)n.retry, (unsigned long long)n.again);
+	/* Reservations used, and abandoned ones given back. */
+	assert_true(n.reserved > 100);
+	assert_true(n.abandoned > 100);
+	print_message("%llu granted (each observed and settled, %llu 429s; "
+	    "%llu reserved, %llu more abandoned), %llu refused, no system "
+	    "call\n", (unsigned long long)n.ok, (unsigned long long)n.retry,
+	    (unsigned long long)n.reserved, (unsigned long long)n.abandoned,
+	    (unsigned long long)n.again);
 }
 
 /* The check can fail: one system call in the child and it is killed. */

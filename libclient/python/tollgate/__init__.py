@@ -301,6 +301,14 @@ class Ticket:
         return f"<tollgate.Ticket {self.key.name} {cost} {state}>"
 
 
+async def _sleep_until_ns(until):
+    """asyncio.sleep until time.monotonic_ns() reaches until, never a
+    moment before: a ticket released before its time is taken for unused,
+    and its slot given back."""
+    while (d := until - time.monotonic_ns()) > 0:
+        await asyncio.sleep(d / 1e9)
+
+
 class _Slice:
     """One slice of a concurrency wait: tg_acquire in a worker thread.  If
     the coroutine is cancelled, nobody will release what the thread takes,
@@ -426,31 +434,50 @@ class Client:
 
     async def aacquire(self, key, requests=1, tokens=0, images=0,
                        timeout=None):
-        """acquire() for asyncio, without blocking the loop: a rate limit
-        or a pause says how long to wait, so the coroutine sleeps; a
+        """acquire() for asyncio, without blocking the loop.  A rate limit
+        or a pause: tg_reserve takes the coroutine's place in the line
+        that acquire()'s waiters in every process stand in (first come,
+        first served: a large cost is not overtaken by smaller ones that
+        came after it), and the coroutine sleeps until its slot on the
+        loop's timer; cancelled before it, the ticket is released, which
+        gives the slot back unless a later waiter stacked on it.  A
         concurrency limit waits for a release, which only a futex can
         report without polling, so a worker thread sleeps on it."""
         t = self._ticket(key, requests, tokens, images)
         h, buf = t.key.handle, t._buf
         deadline = None if timeout is None else \
             time.monotonic() + max(0.0, timeout)
-        retry = ctypes.c_uint64()
-        # self._c() each round: close() in between must raise, not crash.
-        while (r := _L.tg_try_acquire(self._c(), h, t._cost, buf,
-                                      ctypes.byref(retry))) != 0:
+        valid = ctypes.c_uint64()
+        while True:
+            left = None if deadline is None else \
+                max(0.0, deadline - time.monotonic())
+            # self._c() each round: close() in between must raise, not
+            # crash.
+            r = _L.tg_reserve(self._c(), h, t._cost, _timeout_ns(left), buf,
+                              ctypes.byref(valid))
+            if r == 0:
+                # From after the call: the library's wait began before.
+                until = time.monotonic_ns() + valid.value
+                t._live = True
+                try:
+                    await _sleep_until_ns(until)
+                except BaseException:
+                    t.release()     # never used: the slot may go back
+                    raise
+                return t
             if r != -errno.EAGAIN:
-                raise self._fail(r, t.key)
-            left = float("inf") if deadline is None else \
-                deadline - time.monotonic()
-            if retry.value > 0:
-                # Known not to come in time: say so now, as tg_acquire does.
-                if retry.value / 1e9 > left:
-                    raise _error(-errno.ETIMEDOUT, t.key.name)
-                await asyncio.sleep(retry.value / 1e9)
+                raise self._fail(r, t.key)     # -ETIMEDOUT: TimedOut
+            if valid.value > 0:
+                # Not to be reserved ahead (a window, a server's count, a
+                # lease's return after a pause): the time to try again,
+                # within the timeout, or tg_reserve said -ETIMEDOUT.
+                await asyncio.sleep(valid.value / 1e9)
                 continue
-            if left <= 0:
+            if left is not None and left <= 0:
                 raise _error(-errno.ETIMEDOUT, t.key.name)
-            job = _Slice(self._c(), h, t._cost, min(LEASE_SLICE, left), buf)
+            job = _Slice(self._c(), h, t._cost,
+                         LEASE_SLICE if left is None else
+                         min(LEASE_SLICE, left), buf)
             fut = _waiters().submit(job)
             self._slices.add(fut)
             fut.add_done_callback(self._slices.discard)
@@ -460,11 +487,10 @@ class Client:
                 job.abandon()
                 raise
             if r == 0:
-                break
+                t._live = True
+                return t
             if r != -errno.ETIMEDOUT:
                 raise self._fail(r, t.key)
-        t._live = True
-        return t
 
     @contextlib.contextmanager
     def ticket(self, key, requests=1, tokens=0, images=0, timeout=None):

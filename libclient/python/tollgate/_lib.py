@@ -32,6 +32,9 @@ _PROTOS = {
                                       ctypes.POINTER(ctypes.c_uint64)]),
     "tg_acquire": (ctypes.c_int, [_client_p, ctypes.c_uint32, _cost_p,
                                   ctypes.c_int64, _ticket_p]),
+    "tg_reserve": (ctypes.c_int, [_client_p, ctypes.c_uint32, _cost_p,
+                                  ctypes.c_int64, _ticket_p,
+                                  ctypes.POINTER(ctypes.c_uint64)]),
     "tg_observe": (ctypes.c_int, [_client_p, _ticket_p, ctypes.c_int,
                                   ctypes.c_char_p, ctypes.c_size_t]),
     "tg_settle": (ctypes.c_int, [_client_p, _ticket_p, _cost_p]),
@@ -66,6 +69,12 @@ def _load():
             lib = ctypes.CDLL(path)
         except OSError as e:
             tried.append(f"{path} ({e})")
+            continue
+        missing = [name for name in _PROTOS if not hasattr(lib, name)]
+        if missing:
+            # An older library, where the loader looks: not this package's.
+            tried.append(f"{path} (an older libtollgate: no "
+                         f"{', '.join(missing)})")
             continue
         for name, (restype, argtypes) in _PROTOS.items():
             fn = getattr(lib, name)

@@ -1,0 +1,307 @@
+/*
+ * test_reserve.c: tg_reserve against a real broker.  It takes the place
+ * in line tg_acquire would, in arrival order with tg_acquire's waiters in
+ * other processes; refuses at once what would come too late, taking
+ * nothing; takes a chain's limits all or none; refuses what cannot be
+ * reserved ahead (a lease) as tg_try_acquire does; and a ticket released
+ * before its time gives its slot back while it is the last in line.
+ * That it makes no system call: test_seccomp.
+ */
+#include <errno.h>
+#include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "tollgate.h"
+
+#define MS	1000000ull
+#define SEC	1000000000ull
+
+/*
+ * A slot a second where only reservations are made (nothing sleeps), so
+ * a reservation's wait tells slots apart however loaded the machine:
+ * TOL is far below a slot.
+ */
+#define TOL	(300 * MS)
+
+static const char conf[] =
+    "[line]\n"
+    "limit = 10 requests/s burst 1\n"
+    "[order]\n"
+    "limit = 1 requests/s burst 1\n"
+    "[late]\n"
+    "limit = 1 requests/s burst 1\n"
+    "[back]\n"
+    "limit = 1 requests/s burst 1\n"
+    "[org]\n"
+    "limit = 1 requests/s burst 1\n"
+    "[org/model]\n"
+    "limit = 1 requests/3s burst 1\n"
+    "[lease]\n"
+    "limit = 100 requests/s\n"
+    "concurrency = 1\n"
+    "[tokens]\n"
+    "limit = 1000 tokens/s burst 3000\n";
+
+static int
+setup(void **state)
+{
+	return tb_group_setup(state, conf);
+}
+
+/* Whether a wait is about `want' ns (within TOL either way). */
+static int
+about(uint64_t got, uint64_t want)
+{
+	return got + TOL >= want && got <= want + TOL;
+}
+
+static void
+test_reserve_in_order(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "order");
+	tg_ticket t[4];
+	uint64_t in[4];
+
+	memset(t, 0, sizeof(t));
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t[i],
+		    &in[i]), 0);
+		assert_true(about(in[i], (uint64_t)i * SEC));
+	}
+	assert_int_equal(in[0], 0);
+	/* Valid at once: used as a ticket of tg_try_acquire would be. */
+	assert_int_equal(tg_observe(c, &t[0], 200, NULL, 0), TG_OK);
+	for (int i = 0; i < 4; i++)
+		tg_release(c, &t[i]);
+	tg_close(c);
+}
+
+/*
+ * Reservations and tg_acquire's waiters in other processes share one
+ * line: a child that calls tg_acquire after our reservations is served
+ * after them, and one that came before is served before ours.
+ */
+static void
+test_reserve_shares_the_line_with_acquire(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "line");
+	volatile uint64_t *at = tb_shared(2 * sizeof(uint64_t));
+	tg_ticket t[3];
+	uint64_t in[3], start;
+	pid_t pid;
+
+	memset(t, 0, sizeof(t));
+	start = tb_now_ns();
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(tg_reserve(c, k, NULL, SEC, &t[i], &in[i]), 0);
+	if ((pid = fork()) == 0) {
+		tg_client *cc = tb_client(tb);
+		tg_ticket ct;
+
+		at[0] = tb_now_ns();
+		if (tg_acquire(cc, tb_key(cc, "line"), NULL, 5 * SEC, &ct) != 0)
+			_exit(1);
+		at[1] = tb_now_ns();
+		tg_release(cc, &ct);
+		tg_close(cc);
+		_exit(0);
+	}
+	assert_int_equal(tb_wait_child(pid), 0);
+	/* The child came fourth: after our three slots, 100 ms apart. */
+	assert_true(at[0] >= start);
+	assert_true(at[1] >= start + in[2] + 100 * MS - 5 * MS);
+	print_message("reserved +%llu, +%llu, +%llu ms; the acquire after "
+	    "them went at +%llu ms\n", (unsigned long long)(in[0] / MS),
+	    (unsigned long long)(in[1] / MS), (unsigned long long)(in[2] / MS),
+	    (unsigned long long)((at[1] - start) / MS));
+	for (int i = 0; i < 3; i++)
+		tg_release(c, &t[i]);
+	tg_close(c);
+}
+
+static void
+test_reserve_too_late_takes_nothing(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "late");
+	tg_ticket t[3];
+	uint64_t in = 0;
+
+	memset(t, 0, sizeof(t));
+	assert_int_equal(tg_reserve(c, k, NULL, 0, &t[0], &in), 0);
+	assert_int_equal(in, 0);
+	/* The next slot is a second away: not within half of one. */
+	assert_int_equal(tg_reserve(c, k, NULL, 500 * MS, &t[1], &in),
+	    -ETIMEDOUT);
+	assert_true(about(in, SEC));
+	assert_int_equal(tg_reserve(c, k, NULL, 0, &t[1], &in), -ETIMEDOUT);
+	/* Nothing was taken: the slot is still the next one, not later. */
+	assert_int_equal(tg_reserve(c, k, NULL, 5 * SEC, &t[1], &in), 0);
+	assert_true(about(in, SEC));
+	/* Bad arguments. */
+	assert_int_equal(tg_reserve(c, k, NULL, 0, &t[2], NULL), -EINVAL);
+	assert_int_equal(tg_reserve(c, k, NULL, 0, NULL, &in), -EINVAL);
+	assert_int_equal(tg_reserve(NULL, k, NULL, 0, &t[2], &in), -EINVAL);
+	for (int i = 0; i < 2; i++)
+		tg_release(c, &t[i]);
+	tg_close(c);
+}
+
+/*
+ * org allows a slot a second, org/model one per 3 s: a reservation that
+ * org could give within 2 s but org/model only in 3 s takes neither.
+ */
+static void
+test_reserve_chain_all_or_nothing(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t org = tb_key(c, "org"), model = tb_key(c, "org/model");
+	tg_ticket t[4];
+	uint64_t in = 0;
+
+	memset(t, 0, sizeof(t));
+	assert_int_equal(tg_reserve(c, model, NULL, 0, &t[0], &in), 0);
+	assert_int_equal(in, 0);
+	/* org's next slot is 1 s away, org/model's 3 s: refused. */
+	assert_int_equal(tg_reserve(c, model, NULL, 2 * SEC, &t[1], &in),
+	    -ETIMEDOUT);
+	assert_true(about(in, 3 * SEC));
+	/* org kept its slot at 1 s: the refusal took nothing from it. */
+	assert_int_equal(tg_reserve(c, org, NULL, 10 * SEC, &t[1], &in), 0);
+	assert_true(about(in, SEC));
+	/* Both reserved: valid when the later of the two is, 3 s. */
+	assert_int_equal(tg_reserve(c, model, NULL, 10 * SEC, &t[2], &in), 0);
+	assert_true(about(in, 3 * SEC));
+	for (int i = 0; i < 3; i++)
+		tg_release(c, &t[i]);
+	tg_close(c);
+}
+
+/* A lease is not reserved ahead: -EAGAIN and 0, as tg_try_acquire. */
+static void
+test_reserve_full_lease_is_eagain(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "lease");
+	tg_ticket held, t;
+	uint64_t in = 1, retry = 1;
+
+	memset(&held, 0, sizeof(held));
+	memset(&t, 0, sizeof(t));
+	assert_int_equal(tg_reserve(c, k, NULL, SEC, &held, &in), 0);
+	assert_int_equal(tg_reserve(c, k, NULL, SEC, &t, &in), -EAGAIN);
+	assert_int_equal(in, 0);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), -EAGAIN);
+	assert_int_equal(retry, 0);
+	tg_release(c, &held);
+	/* Given back: the next reservation gets the lease. */
+	assert_int_equal(tg_reserve(c, k, NULL, SEC, &t, &in), 0);
+	tg_release(c, &t);
+	tg_close(c);
+}
+
+/*
+ * Released before its time, a reservation was never used: its slot goes
+ * back while nobody stacked one on it, else it is spent (a gap, never a
+ * slot given twice).  Released after its time, it was used: nothing.
+ */
+static void
+test_release_before_time_gives_back(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "back");
+	tg_ticket t[6];
+	uint64_t in[6];
+
+	memset(t, 0, sizeof(t));
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t[0], &in[0]), 0);
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t[1], &in[1]), 0);
+	assert_true(about(in[1], SEC));
+	/* The last in line, abandoned: its slot is the next one's. */
+	tg_release(c, &t[1]);
+	tg_release(c, &t[1]);		/* idempotent: no second refund */
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t[2], &in[2]), 0);
+	assert_true(about(in[2], SEC));
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t[3], &in[3]), 0);
+	assert_true(about(in[3], 2 * SEC));
+	/* Not the last: spent.  The next slot is after t[3]'s, at 3 s. */
+	tg_release(c, &t[2]);
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t[4], &in[4]), 0);
+	assert_true(about(in[4], 3 * SEC));
+	/* Released in reverse order of arrival, both come back. */
+	tg_release(c, &t[4]);
+	tg_release(c, &t[3]);
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t[5], &in[5]), 0);
+	assert_true(about(in[5], 2 * SEC));
+	/* t[0] was valid at once and used: its release gives nothing. */
+	tg_release(c, &t[0]);
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t[4], &in[4]), 0);
+	assert_true(about(in[4], 3 * SEC));
+	tg_release(c, &t[4]);
+	tg_release(c, &t[5]);
+	tg_close(c);
+}
+
+/*
+ * The issue's case: a 3,000-token reservation among 1,000-token ones
+ * takes its place and is not overtaken by those that came after it.
+ */
+static void
+test_big_reservation_is_not_overtaken(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "tokens");
+	tg_cost small = { 1, 1000, 0 }, big = { 1, 3000, 0 };
+	tg_ticket t[8];
+	uint64_t in[8], bigin = 0;
+
+	memset(t, 0, sizeof(t));
+	/* The bucket's 3,000 go to the first three small ones at once. */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(tg_reserve(c, k, &small, 10 * SEC, &t[i],
+		    &in[i]), 0);
+	assert_int_equal(tg_reserve(c, k, &big, 10 * SEC, &t[3], &bigin), 0);
+	for (int i = 4; i < 8; i++)
+		assert_int_equal(tg_reserve(c, k, &small, 10 * SEC, &t[i],
+		    &in[i]), 0);
+	/* 3 s for the big one to refill; each later one a second more. */
+	assert_true(about(bigin, 3 * SEC));
+	for (int i = 4; i < 8; i++)
+		assert_true(in[i] >= bigin);
+	assert_true(about(in[7], 7 * SEC));
+	for (int i = 0; i < 8; i++)
+		tg_release(c, &t[i]);
+	tg_close(c);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_reserve_in_order),
+		cmocka_unit_test(test_reserve_shares_the_line_with_acquire),
+		cmocka_unit_test(test_reserve_too_late_takes_nothing),
+		cmocka_unit_test(test_reserve_chain_all_or_nothing),
+		cmocka_unit_test(test_reserve_full_lease_is_eagain),
+		cmocka_unit_test(test_release_before_time_gives_back),
+		cmocka_unit_test(test_big_reservation_is_not_overtaken),
+	};
+
+	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
+}
