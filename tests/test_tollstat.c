@@ -1309,8 +1309,9 @@ test_grants_past_100k(void **state)
 	static const char *const prom[] = {
 		"tollgate_tickets_acquired_total 101000",
 		"tollgate_key_granted_total{key=\"big\"} 101000",
-		"tollgate_limit_granted_total{key=\"big\","
-		    "limit=\"1000000000 requests/s\"} 101000",
+		/* One line, in two literals (parentheses: for clang). */
+		("tollgate_limit_granted_total{key=\"big\","
+		    "limit=\"1000000000 requests/s\"} 101000"),
 	};
 	char *out = malloc(OUT_MAX), args[PATH_MAX + 64], f[5][32];
 	char path[PATH_MAX];
