@@ -637,8 +637,8 @@ test_past_hint_falls_back(void **state)
 		"retry-after-ms: 0",
 		"x-ratelimit-retry-after: 0",
 		"x-ratelimit-remaining: 0\r\nx-ratelimit-reset: 1600000000",
-		"anthropic-ratelimit-requests-remaining: 0\r\n"
-		    "anthropic-ratelimit-requests-reset: 2020-11-23T10:00:01Z",
+		("anthropic-ratelimit-requests-remaining: 0\r\n"
+		    "anthropic-ratelimit-requests-reset: 2020-11-23T10:00:01Z"),
 	};
 	struct tbroker *tb = TB_NEED(state);
 	tg_client *c = tb_client(tb);
