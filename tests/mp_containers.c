@@ -403,5 +403,7 @@ main(int argc, char *argv[])
 	    sizeof(out)) != 0)
 		why_skip = "unshare --pid cannot run here (not root, or no "
 		    "user namespaces)";
+	/* A child that deadlocks must fail the run, not hang it. */
+	alarm(300);
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
 }
