@@ -1,0 +1,822 @@
+/*
+ * goodput.c: issue 13's measure of a limiter, what a fleet gets done.
+ * GP_WORKERS forked workers share a fixed batch of jobs, one request
+ * each, against a strict local provider (provider.c), through each
+ * limiter in turn: none (full-jitter exponential retry), a GCRA per
+ * process at rate/N, a GCRA shared in Redis, and tollgate; the last
+ * three with a config that matches the provider and one twice too
+ * generous.  Each cell has a provider of its own, fresh and full.
+ */
+#include <linux/futex.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdalign.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tollgate.h"
+
+#include "bench.h"
+
+#define MS		1000000ull
+#define S		1000000000ull
+#define ATTEMPTS_MAX	64		/* requests for one job */
+#define HERD_NS		(100 * MS)	/* "the first 100 ms after a pause" */
+#define JITTER_BASE_NS	(50 * MS)	/* full jitter: 50 ms, doubling */
+#define JITTER_CAP_NS	(2 * S)		/* up to 2 s */
+
+enum strategy { ST_NONE, ST_LOCAL, ST_REDIS, ST_TG };
+
+static const char *const st_name[] = { "none", "local", "redis", "tg" };
+static const char *const st_label[] = {
+	"no limiter, full-jitter retry",
+	"GCRA per process, rate/8",
+	"GCRA shared in Redis",
+	"tollgate",
+};
+
+/*
+ * The providers.  Limits are time-scaled (a minute's limit over 2 s) so
+ * a batch takes a few seconds.  tollgate's configs scale its backoff the
+ * same way (100ms..2s for 1s..60s); a config twice too generous doubles
+ * every figure, as a user guessing wrong would, and learns.
+ */
+static const struct gp_model models[] = {
+	{ "retry-after", "bucket of 4, 1 per 0.2 s, 300 ms lockout, "
+	    "retry-after only", GP_RETRY_AFTER, 5, S, 4, 0, 0, 0, 300 * MS,
+	    50 * MS, 30, 14, {
+	    "limit = 5 requests/s burst 4 cooldown 300ms\nlearn = yes\n"
+	    "backoff = 100ms..2s\n",
+	    "limit = 10 requests/s burst 8 cooldown 300ms\nlearn = yes\n"
+	    "backoff = 100ms..2s\n" } },
+	{ "openai", "20 per 2 s bucket, 4 in flight, x-ratelimit-* headers",
+	    GP_OPENAI, 20, 2 * S, 20, 0, 0, 4, 0, 200 * MS, 60, 36, {
+	    "limit = 20 requests/2s\nconcurrency = 4\nlearn = yes\n"
+	    "backoff = 100ms..2s\n",
+	    "limit = 40 requests/2s\nconcurrency = 8 adaptive\nlearn = yes\n"
+	    "backoff = 100ms..2s\n" } },
+	{ "anthropic", "20 per 2 s bucket, anthropic-ratelimit-* headers",
+	    GP_ANTHROPIC, 20, 2 * S, 20, 0, 0, 0, 0, 100 * MS, 60, 36, {
+	    "limit = 20 requests/2s\nlearn = yes\nbackoff = 100ms..2s\n",
+	    "limit = 40 requests/2s\nlearn = yes\nbackoff = 100ms..2s\n" } },
+	{ "window", "20 per fixed 2 s window, retry-after only",
+	    GP_RETRY_AFTER, 0, 0, 0, 20, 2 * S, 0, 0, 100 * MS, 50, 30, {
+	    "limit = 20 requests/2s window\nlearn = yes\n"
+	    "backoff = 100ms..2s\n",
+	    "limit = 40 requests/2s window\nlearn = yes\n"
+	    "backoff = 100ms..2s\n" } },
+};
+#define NMODELS	(sizeof(models) / sizeof(models[0]))
+
+/* What the cell's processes share. */
+struct gp_shm {
+	alignas(64) _Atomic uint32_t go;	/* futex: the barrier */
+	alignas(64) _Atomic uint32_t next_job;
+	alignas(64) _Atomic uint32_t ready;
+	_Atomic uint32_t stop;		/* the parent gives up */
+	uint64_t	t0_ns, deadline_ns;
+	struct gp_wout {
+		alignas(64) uint32_t jobs;
+		uint32_t	requests;
+		uint64_t	last_done_ns;
+		uint64_t	max_wait_ns;
+		int32_t		status;	/* setup's -errno */
+	} w[GP_WORKERS];
+	struct gp_log	log;
+};
+
+static struct gp_shm *shm;
+static struct broker gp_broker;
+static struct goodput gp;
+
+/* What a worker limits with; filled in the worker, after fork. */
+struct limiter {
+	const struct gp_cell *cell;
+	tg_client	*tg;
+	uint32_t	key;
+	tg_ticket	t;
+	void		*redis;
+	char		rkey[64];
+	uint64_t	cost_ns;	/* GCRA: the interval of one unit */
+	uint64_t	tau_ns;		/* and the bucket, in time */
+	uint64_t	tat_ns;		/* the per-process GCRA's */
+	uint64_t	seed;
+};
+
+static long
+futex(_Atomic uint32_t *w, int op, uint32_t val)
+{
+	return syscall(SYS_futex, w, op, val, NULL, NULL, 0);
+}
+
+static unsigned
+jobs_of(const struct gp_model *m)
+{
+	if (opt.gp_jobs != 0)
+		return opt.gp_jobs;
+	return opt.gp_quick ? m->quick_jobs : m->jobs;
+}
+
+/* xorshift64*: the jitter; each worker seeds its own. */
+static uint64_t
+rnd(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ull;
+}
+
+/*
+ * The GCRA of the alternatives: the provider's rate, times the config's
+ * factor, shared or per process (divided by the workers).  A window
+ * provider gets the window's count as a rate with no burst: a bucket of
+ * its count would let twice the window through in one.
+ */
+static void
+gcra_params(const struct gp_cell *c, unsigned share, uint64_t *cost,
+    uint64_t *tau)
+{
+	const struct gp_model *m = c->model;
+	unsigned n = m->rate_n ? m->rate_n : m->window_n;
+	uint64_t per = m->rate_n ? m->rate_ns : m->window_ns;
+	unsigned burst = m->rate_n ? m->burst * c->factor : 1;
+
+	*cost = per * share / ((uint64_t)n * c->factor);
+	burst /= share;
+	*tau = (burst ? burst : 1) * *cost;
+}
+
+/* Wait for the limiter's permission; 0, or -ETIMEDOUT past the bound. */
+static int
+limiter_wait(struct limiter *l)
+{
+	uint64_t now, next;
+	int64_t r;
+	int e;
+
+	switch (l->cell->strategy) {
+	case ST_LOCAL:
+		now = clock_ns();
+		next = (l->tat_ns > now ? l->tat_ns : now) + l->cost_ns;
+		if (next - now > l->tau_ns)
+			sleep_ns(next - now - l->tau_ns);
+		l->tat_ns = next;
+		return 0;
+	case ST_REDIS:
+		while ((now = clock_ns()) < shm->deadline_ns) {
+			r = redis_gcra_take(l->redis, l->rkey, l->cost_ns /
+			    1000, l->tau_ns / 1000);
+			if (r == 0)
+				return 0;
+			if (r < 0)
+				return (int)r;
+			sleep_ns((uint64_t)r * 1000);
+		}
+		return -ETIMEDOUT;
+	case ST_TG:
+		now = clock_ns();
+		if (now >= shm->deadline_ns)
+			return -ETIMEDOUT;
+		e = tg_acquire(l->tg, l->key, NULL, (int64_t)(shm->deadline_ns -
+		    now), &l->t);
+		return e;
+	default:
+		return 0;
+	}
+}
+
+/* The value of header name in the block, as seconds; < 0: absent. */
+static double
+header_seconds(const char *h, const char *name)
+{
+	char want[64];
+	const char *p;
+
+	snprintf(want, sizeof(want), "\r\n%s:", name);
+	if ((p = strcasestr(h, want)) == NULL)
+		return -1;
+	return strtod(p + strlen(want), NULL);
+}
+
+/*
+ * After a refusal, the alternatives do what client libraries do: wait
+ * the retry-after the server gave, else a full-jitter exponential
+ * backoff (uniform in [0, min(cap, base * 2^attempt))).
+ */
+static void
+retry_wait(struct limiter *l, const char *h, unsigned attempt)
+{
+	double ra = header_seconds(h, "retry-after");
+	uint64_t cap = JITTER_BASE_NS << (attempt < 10 ? attempt : 10);
+
+	if (ra >= 0) {
+		sleep_ns((uint64_t)(ra * 1e9));
+		return;
+	}
+	if (cap > JITTER_CAP_NS)
+		cap = JITTER_CAP_NS;
+	sleep_ns(rnd(&l->seed) % cap);
+}
+
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		if ((w = write(fd, p, n)) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/*
+ * One request on the worker's connection: its status, and its header
+ * block (the status line and every header, ended by the blank line) in
+ * h, NUL-terminated, of *hlen bytes.  -errno if the exchange failed.
+ */
+static int
+http_call(int fd, unsigned worker, char *h, size_t hsize, size_t *hlen)
+{
+	char req[160], *end, *cl;
+	size_t len = 0, body = 0, want;
+	ssize_t n;
+	int e, status;
+
+	snprintf(req, sizeof(req), "POST /v1/jobs HTTP/1.1\r\n"
+	    "host: 127.0.0.1\r\nx-worker: %u\r\ncontent-length: 0\r\n\r\n",
+	    worker);
+	if ((e = write_all(fd, req, strlen(req))) < 0)
+		return e;
+	for (;;) {
+		if (len == hsize - 1)
+			return -EMSGSIZE;
+		if ((n = read(fd, h + len, hsize - 1 - len)) <= 0)
+			return n == 0 ? -ECONNRESET : -errno;
+		len += (size_t)n;
+		h[len] = '\0';
+		if ((end = strstr(h, "\r\n\r\n")) != NULL)
+			break;
+	}
+	*hlen = (size_t)(end + 4 - h);
+	if (sscanf(h, "HTTP/1.1 %d", &status) != 1)
+		return -EPROTO;
+	if ((cl = strcasestr(h, "\r\ncontent-length:")) != NULL && cl < end)
+		body = strtoul(cl + 17, NULL, 10);
+	/* Read the rest of the body; the next response starts afresh. */
+	want = *hlen + body;
+	while (len < want && len < hsize - 1) {
+		if ((n = read(fd, h + len, hsize - 1 - len)) <= 0)
+			return n == 0 ? -ECONNRESET : -errno;
+		len += (size_t)n;
+	}
+	h[*hlen] = '\0';
+	return status;
+}
+
+static int
+connect_provider(int port)
+{
+	struct sockaddr_in a;
+	struct timeval tv = { 10, 0 };	/* a read never waits longer */
+	int fd, one = 1;
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return -errno;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		int e = -errno;
+
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+static int
+limiter_setup(struct limiter *l, const struct gp_cell *c, unsigned i)
+{
+	char key[64];
+	int e;
+
+	memset(l, 0, sizeof(*l));
+	l->cell = c;
+	l->seed = (clock_ns() ^ ((uint64_t)getpid() << 32)) | 1;
+	switch (c->strategy) {
+	case ST_LOCAL:
+		gcra_params(c, GP_WORKERS, &l->cost_ns, &l->tau_ns);
+		break;
+	case ST_REDIS:
+		gcra_params(c, 1, &l->cost_ns, &l->tau_ns);
+		snprintf(l->rkey, sizeof(l->rkey), "tollbench:%s", c->name);
+		if ((l->redis = redis_gcra_connect()) == NULL)
+			return -ECONNREFUSED;
+		break;
+	case ST_TG:
+		snprintf(key, sizeof(key), "gp-%s-%ux", c->model->name,
+		    c->factor);
+		if ((e = tg_open(gp_broker.segment, &l->tg)) < 0)
+			return e;
+		if ((e = tg_key(l->tg, key, &l->key)) < 0)
+			return e;
+		break;
+	}
+	(void)i;
+	return 0;
+}
+
+/*
+ * One job to its 200: wait for the limiter, send, read, tell tollgate,
+ * and on a refusal go again.  1 done, 0 not (the bound), -errno.
+ */
+static int
+run_job(struct limiter *l, int fd, unsigned i, uint64_t taken)
+{
+	struct gp_wout *w = &shm->w[i];
+	char h[4096];
+	size_t hlen = 0;
+	uint64_t sent;
+	int e, st, advice;
+
+	for (unsigned attempt = 0; attempt < ATTEMPTS_MAX; attempt++) {
+		if (atomic_load_explicit(&shm->stop, memory_order_relaxed) ||
+		    clock_ns() >= shm->deadline_ns)
+			return 0;
+		if ((e = limiter_wait(l)) == -ETIMEDOUT)
+			return 0;
+		if (e < 0)
+			return e;
+		sent = clock_ns();
+		st = http_call(fd, i, h, sizeof(h), &hlen);
+		w->requests++;
+		advice = TG_OK;
+		if (l->cell->strategy == ST_TG) {
+			if (st > 0)
+				advice = tg_observe(l->tg, &l->t, st, h, hlen);
+			tg_release(l->tg, &l->t);
+		}
+		if (st < 0)
+			return st;
+		if (st == 200) {
+			if (sent - taken > w->max_wait_ns)
+				w->max_wait_ns = sent - taken;
+			return 1;
+		}
+		if (l->cell->strategy == ST_TG) {
+			/* TG_RETRY: the pause is in place; tg_acquire waits. */
+			if (advice != TG_RETRY)
+				return -EPROTO;
+		} else
+			retry_wait(l, h, attempt);
+	}
+	return 0;
+}
+
+static void __attribute__((noreturn))
+worker(const struct gp_cell *c, unsigned i, int port, pid_t parent)
+{
+	struct gp_wout *w = &shm->w[i];
+	struct limiter l;
+	unsigned total = jobs_of(c->model);
+	uint32_t j;
+	int fd, e;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(1);
+	signal(SIGINT, SIG_IGN);	/* the parent ends us */
+	if ((fd = connect_provider(port)) < 0 || (e = limiter_setup(&l, c,
+	    i)) < 0) {
+		w->status = fd < 0 ? fd : e;
+		atomic_fetch_add(&shm->ready, 1);
+		_exit(2);
+	}
+	atomic_fetch_add(&shm->ready, 1);
+	while (atomic_load(&shm->go) == 0)
+		futex(&shm->go, FUTEX_WAIT, 0);
+	while ((j = atomic_fetch_add(&shm->next_job, 1)) < total) {
+		uint64_t taken = clock_ns();
+
+		if ((e = run_job(&l, fd, i, taken)) <= 0) {
+			w->status = e;
+			break;
+		}
+		w->jobs++;
+		w->last_done_ns = clock_ns();
+	}
+	if (l.tg != NULL)
+		tg_close(l.tg);
+	redis_gcra_close(l.redis);
+	close(fd);
+	_exit(w->status < 0 ? 3 : 0);
+}
+
+/*
+ * The theoretical minimum makespan: each job as early as the provider's
+ * limits (from a full bucket at t0) and the workers allow, one request
+ * each, none refused, the service time and nothing else.
+ */
+static double
+min_makespan(const struct gp_model *m, unsigned jobs, uint64_t t0,
+    uint64_t origin)
+{
+	unsigned c = m->conc && m->conc < GP_WORKERS ? m->conc : GP_WORKERS;
+	double *start, t = 0, tokens = m->burst, last = 0, ws, r;
+	double per = m->rate_n ? (double)m->rate_ns / m->rate_n : 0;
+	unsigned count = 0;
+
+	if (jobs == 0 || (start = calloc(jobs, sizeof(*start))) == NULL)
+		return NAN;
+	/* Time from t0; the window that holds t0 began at ws. */
+	ws = m->window_n ? -(double)((t0 - origin) % m->window_ns) : 0;
+	for (unsigned i = 0; i < jobs; i++) {
+		if (i >= c && start[i - c] + (double)m->service_ns > t)
+			t = start[i - c] + (double)m->service_ns;
+		for (;;) {
+			if (m->rate_n) {
+				tokens += (t - last) / per;
+				if (tokens > m->burst)
+					tokens = m->burst;
+				last = t;
+				if (tokens < 1) {
+					t += (1 - tokens) * per;
+					continue;
+				}
+			}
+			if (m->window_n) {
+				while (t >= ws + (double)m->window_ns) {
+					ws += (double)m->window_ns;
+					count = 0;
+				}
+				if (count >= m->window_n) {
+					t = ws + (double)m->window_ns;
+					continue;
+				}
+			}
+			break;
+		}
+		start[i] = t;
+		tokens -= 1;
+		count++;
+	}
+	r = (start[jobs - 1] + (double)m->service_ns) / 1e9;
+	free(start);
+	return r;
+}
+
+static int
+cmp_event_t(const void *a, const void *b)
+{
+	uint64_t x = ((const struct gp_event *)a)->t_ns;
+	uint64_t y = ((const struct gp_event *)b)->t_ns;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The index of the first event at or after t. */
+static uint32_t
+first_at(const struct gp_event *ev, uint32_t n, uint64_t t)
+{
+	uint32_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (ev[mid].t_ns < t)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The figures of a cell from the provider's log and the workers'. */
+static void
+figures(struct gp_cell *c, uint64_t t0)
+{
+	const struct gp_log *log = &shm->log;
+	uint32_t n = atomic_load_explicit(&log->n, memory_order_acquire);
+	uint64_t prev = t0, gap = 0, end = t0, wait = 0;
+	unsigned lo = UINT_MAX, hi = 0;
+	double sum = 0, sq = 0;
+	struct gp_event *ev;
+
+	c->requests = n + log->dropped;
+	c->dropped = log->dropped;
+	c->rejected = 0;
+	c->herd = -1;
+	c->jobs = 0;
+	/* One process logs them in order; sort anyway, it is cheap. */
+	if ((ev = malloc((n ? n : 1) * sizeof(*ev))) == NULL)
+		return;
+	memcpy(ev, log->ev, n * sizeof(*ev));
+	qsort(ev, n, sizeof(*ev), cmp_event_t);
+	/* What the provider saw, one line a request, for a closer look. */
+	if (getenv("TOLLBENCH_GP_TRACE") != NULL)
+		for (uint32_t i = 0; i < n; i++)
+			fprintf(stderr, "%s %9.3f ms w%u %u ready %.1f ms\n",
+			    c->name, (double)(ev[i].t_ns - t0) / 1e6,
+			    ev[i].worker, ev[i].status,
+			    (double)ev[i].ready_ns / 1e6);
+	for (uint32_t i = 0; i < n; i++) {
+		if (ev[i].status != 200) {
+			c->rejected++;
+			continue;
+		}
+		if (ev[i].t_ns > prev && ev[i].t_ns - prev > gap)
+			gap = ev[i].t_ns - prev;
+		prev = ev[i].t_ns;
+	}
+	/* A herd: requests in the first 100 ms after a 429's "come back". */
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t from;
+		int k;
+
+		if (ev[i].status == 200 || ev[i].ready_ns == 0)
+			continue;
+		from = ev[i].t_ns + ev[i].ready_ns;
+		k = (int)(first_at(ev, n, from + HERD_NS) - first_at(ev, n,
+		    from));
+		if (k > c->herd)
+			c->herd = k;
+	}
+	free(ev);
+	for (unsigned i = 0; i < GP_WORKERS; i++) {
+		const struct gp_wout *w = &shm->w[i];
+
+		c->jobs += w->jobs;
+		if (w->last_done_ns > end)
+			end = w->last_done_ns;
+		if (w->max_wait_ns > wait)
+			wait = w->max_wait_ns;
+		if (w->jobs < lo)
+			lo = w->jobs;
+		if (w->jobs > hi)
+			hi = w->jobs;
+		sum += w->jobs;
+		sq += (double)w->jobs * w->jobs;
+	}
+	c->silence_s = (double)gap / 1e9;
+	c->makespan_s = (double)(end - t0) / 1e9;
+	c->wait_s = (double)wait / 1e9;
+	/* Jain's index: 1 when every worker did as many, 1/n when one did all. */
+	c->fair = sq > 0 ? sum * sum / (GP_WORKERS * sq) : 0;
+	c->jobs_min = lo;
+	c->jobs_max = hi;
+	c->complete = c->jobs == jobs_of(c->model);
+}
+
+/* Kill what still runs of the cell's workers, and reap them. */
+static void
+reap(pid_t *pids, unsigned n, int sig)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (pids[i] > 0) {
+			kill(pids[i], sig);
+			wait_child(pids[i], 2000000000ull);
+			pids[i] = 0;
+		}
+}
+
+/* Run one cell; 0, or -errno. */
+static int
+cell_run(struct gp_cell *c)
+{
+	const struct gp_model *m = c->model;
+	pid_t pids[GP_WORKERS], parent = getpid();
+	struct provider p;
+	unsigned started = 0, running, i;
+	uint64_t t0, end;
+	int ret = 0, st;
+
+	memset(shm, 0, offsetof(struct gp_shm, log));
+	if ((ret = provider_start(&p, m, &shm->log)) < 0)
+		return ret;
+	for (i = 0; i < GP_WORKERS; i++) {
+		if ((pids[i] = fork()) < 0) {
+			ret = -errno;
+			break;
+		}
+		if (pids[i] == 0)
+			worker(c, i, p.port, parent);
+		started++;
+	}
+	end = clock_ns() + 20 * S;
+	while (ret == 0 && atomic_load(&shm->ready) < started) {
+		if (bench_signal || clock_ns() > end)
+			ret = bench_signal ? -EINTR : -ETIMEDOUT;
+		sleep_ns(200000);
+	}
+	for (i = 0; i < started && ret == 0; i++)
+		if (shm->w[i].status < 0)
+			ret = shm->w[i].status;
+	if (ret < 0) {
+		atomic_store(&shm->stop, 1);
+		atomic_store(&shm->go, 1);
+		futex(&shm->go, FUTEX_WAKE, INT_MAX);
+		reap(pids, started, SIGKILL);
+		provider_stop(&p);
+		return ret;
+	}
+	t0 = clock_ns();
+	c->min_s = min_makespan(m, jobs_of(m), t0, shm->log.origin_ns);
+	/* Bounded: 8 times the minimum and 10 s more, then it gives up. */
+	shm->t0_ns = t0;
+	shm->deadline_ns = t0 + (uint64_t)(8 * c->min_s * 1e9) + 10 * S;
+	atomic_store(&shm->go, 1);
+	futex(&shm->go, FUTEX_WAKE, INT_MAX);
+	end = shm->deadline_ns + 5 * S;
+	for (running = started; running > 0;) {
+		if (bench_signal || clock_ns() > end) {
+			atomic_store(&shm->stop, 1);
+			break;
+		}
+		for (i = 0; i < started; i++)
+			if (pids[i] > 0 && waitpid(pids[i], &st, WNOHANG) ==
+			    pids[i]) {
+				pids[i] = 0;
+				running--;
+			}
+		if (running > 0)
+			sleep_ns(2 * MS);
+	}
+	reap(pids, started, SIGKILL);
+	provider_stop(&p);
+	if (bench_signal)
+		return -EINTR;
+	figures(c, t0);
+	c->done = 1;
+	for (i = 0; i < GP_WORKERS; i++)
+		if (shm->w[i].status < 0) {
+			bench_warnx("%s: worker %u: %s", c->name, i,
+			    strerror(-shm->w[i].status));
+			return shm->w[i].status;
+		}
+	return 0;
+}
+
+static void
+cell_name(char *buf, size_t len, const struct gp_model *m, enum strategy s,
+    unsigned factor)
+{
+	if (s == ST_NONE)
+		snprintf(buf, len, "gp-%s-none", m->name);
+	else
+		snprintf(buf, len, "gp-%s-%s-%ux", m->name, st_name[s],
+		    factor);
+}
+
+static void
+cell_add(const struct gp_model *m, enum strategy s, unsigned factor)
+{
+	struct gp_cell *c = &gp.cells[gp.ncells];
+
+	memset(c, 0, sizeof(*c));
+	cell_name(c->name, sizeof(c->name), m, s, factor);
+	if (!bench_match(c->name))
+		return;
+	c->model = m;
+	c->strategy = s;
+	c->strategy_label = st_label[s];
+	c->factor = factor;
+	c->herd = -1;
+	gp.ncells++;
+}
+
+/* Every cell --only selects, in the order the table shows them. */
+static int
+cells_make(void)
+{
+	gp.ncells = 0;
+	if ((gp.cells = calloc(NMODELS * 7, sizeof(*gp.cells))) == NULL)
+		return -ENOMEM;
+	for (unsigned k = 0; k < NMODELS; k++) {
+		const struct gp_model *m = &models[k];
+
+		cell_add(m, ST_NONE, 1);
+		for (unsigned f = 1; f <= 2; f++) {
+			cell_add(m, ST_LOCAL, f);
+			cell_add(m, ST_REDIS, f);
+			cell_add(m, ST_TG, f);
+		}
+	}
+	return 0;
+}
+
+/* Whether --only selects any goodput cell. */
+int
+goodput_wanted(void)
+{
+	char name[48];
+
+	for (unsigned k = 0; k < NMODELS; k++)
+		for (unsigned s = ST_NONE; s <= ST_TG; s++)
+			for (unsigned f = 1; f <= 2; f++) {
+				cell_name(name, sizeof(name), &models[k], s,
+				    f);
+				if (bench_match(name))
+					return 1;
+			}
+	return 0;
+}
+
+/* The tollgate keys: one per model and config. */
+static char *
+gp_keys(void)
+{
+	size_t len = 1;
+	char *body, *p;
+
+	for (unsigned k = 0; k < NMODELS; k++)
+		len += 2 * 64 + strlen(models[k].conf[0]) +
+		    strlen(models[k].conf[1]);
+	if ((body = calloc(1, len)) == NULL)
+		return NULL;
+	p = body;
+	for (unsigned k = 0; k < NMODELS; k++)
+		for (unsigned f = 0; f < 2; f++)
+			p += sprintf(p, "[gp-%s-%ux]\n%s\n", models[k].name,
+			    f + 1, models[k].conf[f]);
+	return body;
+}
+
+/* The goodput section: every selected cell, one after the other. */
+int
+goodput_run(struct results *res)
+{
+	int need_tg = 0, need_redis = 0, broker_up = 0, e, ret = 0;
+	const char *tg_skip = NULL, *redis_skip = NULL;
+	char *keys;
+
+	if (cells_make() < 0)
+		return -ENOMEM;
+	res->gp = &gp;
+	if (gp.ncells == 0)
+		return 0;
+	if ((shm = shared_alloc(sizeof(*shm))) == NULL)
+		return -errno;
+	for (unsigned i = 0; i < gp.ncells; i++) {
+		need_tg |= gp.cells[i].strategy == ST_TG;
+		need_redis |= gp.cells[i].strategy == ST_REDIS;
+	}
+	if (need_tg) {
+		if ((keys = gp_keys()) == NULL)
+			return -ENOMEM;
+		progress("goodput: starting tollgated");
+		if ((e = broker_start(&gp_broker, "gp", NULL, keys)) < 0) {
+			tg_skip = "tollgated did not start";
+			ret = e;
+		} else
+			broker_up = 1;
+		free(keys);
+	}
+	if (need_redis && (e = redis_ensure()) < 0) {
+		redis_skip = e == -ENOENT ? "redis-server not found "
+		    "(apt-get install redis-server)" :
+		    "redis-server did not start";
+		if (e != -ENOENT)
+			ret = e;
+	}
+	for (unsigned i = 0; i < gp.ncells && !bench_signal; i++) {
+		struct gp_cell *c = &gp.cells[i];
+
+		if (c->strategy == ST_TG && tg_skip != NULL)
+			c->skipped = tg_skip;
+		if (c->strategy == ST_REDIS && redis_skip != NULL)
+			c->skipped = redis_skip;
+		if (c->skipped != NULL)
+			continue;
+		progress("goodput: %s, %u jobs", c->name, jobs_of(c->model));
+		if ((e = cell_run(c)) < 0) {
+			if (!c->done)
+				c->skipped = "failed to run";
+			if (e != -EINTR && ret == 0)
+				ret = e;
+		}
+	}
+	if (broker_up)
+		broker_stop(&gp_broker);
+	return bench_signal ? -EINTR : ret;
+}
