@@ -35,6 +35,7 @@
 #define HERD_NS		(100 * MS)	/* "the first 100 ms after a pause" */
 #define JITTER_BASE_NS	(50 * MS)	/* full jitter: 50 ms, doubling */
 #define JITTER_CAP_NS	(2 * S)		/* up to 2 s */
+#define JOBS_MAX	10000		/* --jobs */
 
 enum strategy { ST_NONE, ST_LOCAL, ST_REDIS, ST_TG };
 
@@ -93,6 +94,10 @@ struct gp_shm {
 		uint64_t	max_wait_ns;
 		int32_t		status;	/* setup's -errno */
 	} w[GP_WORKERS];
+	struct gp_job {
+		uint64_t	taken_ns;	/* by a worker */
+		uint64_t	sent_ns;	/* the request accepted */
+	} job[JOBS_MAX];
 	struct gp_log	log;
 };
 
@@ -352,8 +357,9 @@ limiter_setup(struct limiter *l, const struct gp_cell *c, unsigned i)
  * and on a refusal go again.  1 done, 0 not (the bound), -errno.
  */
 static int
-run_job(struct limiter *l, int fd, unsigned i, uint64_t taken)
+run_job(struct limiter *l, int fd, unsigned i, uint32_t j)
 {
+	uint64_t taken = shm->job[j].taken_ns;
 	struct gp_wout *w = &shm->w[i];
 	char h[4096];
 	size_t hlen = 0;
@@ -380,6 +386,7 @@ run_job(struct limiter *l, int fd, unsigned i, uint64_t taken)
 		if (st < 0)
 			return st;
 		if (st == 200) {
+			shm->job[j].sent_ns = sent;
 			if (sent - taken > w->max_wait_ns)
 				w->max_wait_ns = sent - taken;
 			return 1;
@@ -417,9 +424,8 @@ worker(const struct gp_cell *c, unsigned i, int port, pid_t parent)
 	while (atomic_load(&shm->go) == 0)
 		futex(&shm->go, FUTEX_WAIT, 0);
 	while ((j = atomic_fetch_add(&shm->next_job, 1)) < total) {
-		uint64_t taken = clock_ns();
-
-		if ((e = run_job(&l, fd, i, taken)) <= 0) {
+		shm->job[j].taken_ns = clock_ns();
+		if ((e = run_job(&l, fd, i, j)) <= 0) {
 			w->status = e;
 			break;
 		}
@@ -512,6 +518,36 @@ first_at(const struct gp_event *ev, uint32_t n, uint64_t t)
 	return lo;
 }
 
+/*
+ * The longest wait first-come-first-served would give with the same
+ * sends: the k-th job taken leaves with the k-th accepted request.
+ */
+static double
+fcfs_wait(unsigned jobs)
+{
+	uint64_t *take, *sent, w = 0;
+	unsigned n = 0;
+
+	if ((take = calloc(jobs + 1, sizeof(*take))) == NULL ||
+	    (sent = calloc(jobs + 1, sizeof(*sent))) == NULL) {
+		free(take);
+		return NAN;
+	}
+	for (unsigned j = 0; j < jobs; j++)
+		if (shm->job[j].sent_ns != 0) {
+			take[n] = shm->job[j].taken_ns;
+			sent[n++] = shm->job[j].sent_ns;
+		}
+	qsort(take, n, sizeof(*take), cmp_u64);
+	qsort(sent, n, sizeof(*sent), cmp_u64);
+	for (unsigned k = 0; k < n; k++)
+		if (sent[k] > take[k] && sent[k] - take[k] > w)
+			w = sent[k] - take[k];
+	free(take);
+	free(sent);
+	return (double)w / 1e9;
+}
+
 /* The figures of a cell from the provider's log and the workers'. */
 static void
 figures(struct gp_cell *c, uint64_t t0)
@@ -581,6 +617,7 @@ figures(struct gp_cell *c, uint64_t t0)
 	c->silence_s = (double)gap / 1e9;
 	c->makespan_s = (double)(end - t0) / 1e9;
 	c->wait_s = (double)wait / 1e9;
+	c->fcfs_wait_s = fcfs_wait(jobs_of(c->model));
 	/* Jain's index: 1 when every worker did as many, 1/n when one did all. */
 	c->fair = sq > 0 ? sum * sum / (GP_WORKERS * sq) : 0;
 	c->jobs_min = lo;
@@ -612,6 +649,8 @@ cell_run(struct gp_cell *c)
 	int ret = 0, st;
 
 	memset(shm, 0, offsetof(struct gp_shm, log));
+	if (jobs_of(m) > JOBS_MAX)
+		return -E2BIG;
 	if ((ret = provider_start(&p, m, &shm->log)) < 0)
 		return ret;
 	for (i = 0; i < GP_WORKERS; i++) {

@@ -72,8 +72,9 @@ goodput_table(FILE *f, const struct results *res)
 	    "theoretical minimum makespan over\n  makespan; silence: longest "
 	    "gap between accepted requests; herd: most\n  requests in the "
 	    "first 100 ms after a 429's \"ready again\" (-: no 429); wait:\n"
-	    "  a job's longest, taken to sent; fair: Jain's index of the "
-	    "workers' jobs\n  (1: even)\n", GP_WORKERS);
+	    "  a job's longest, taken to sent; fcfs: the longest first come "
+	    "first served\n  gives with the same sends; fair: Jain's index "
+	    "of the workers' jobs (1: even)\n", GP_WORKERS);
 	for (unsigned i = 0; i < g->ncells; i++) {
 		const struct gp_cell *c = &g->cells[i];
 		char herd[16], tgt[16];
@@ -82,10 +83,10 @@ goodput_table(FILE *f, const struct results *res)
 		if (c->model != last) {
 			last = c->model;
 			fprintf(f, "\n%s: %s\n%-30s %6s %5s %5s %7s %6s %6s "
-			    "%5s %8s %4s %7s %4s %s\n", c->model->name,
+			    "%5s %8s %4s %7s %6s %4s %s\n", c->model->name,
 			    c->model->label, "limiter", "config", "jobs",
 			    "reqs", "429/100", "make s", "min s", "util",
-			    "silence", "herd", "wait", "fair", "target");
+			    "silence", "herd", "wait", "fcfs", "fair", "target");
 		}
 		if (c->skipped != NULL) {
 			fprintf(f, "%-30s %6s  skipped: %s\n",
@@ -102,10 +103,10 @@ goodput_table(FILE *f, const struct results *res)
 		nt += m >= 0;
 		nmet += m > 0;
 		fprintf(f, "%-30s %6s %5u %5u %7.1f %6.2f %6.2f %5.2f "
-		    "%6.0fms %4s %5.0fms %4.2f %s%s\n", c->strategy_label,
+		    "%6.0fms %4s %5.0fms %4.0fms %4.2f %s%s\n", c->strategy_label,
 		    config_of(c), c->jobs, c->requests, per100(c),
 		    c->makespan_s, c->min_s, util(c), c->silence_s * 1e3,
-		    herd, c->wait_s * 1e3, c->fair, tgt,
+		    herd, c->wait_s * 1e3, c->fcfs_wait_s * 1e3, c->fair, tgt,
 		    c->complete ? "" : " (incomplete)");
 	}
 	if (nt > 0)
@@ -197,6 +198,8 @@ goodput_json(FILE *f, const struct results *res)
 			fprintf(f, "%d", c->herd);
 		fprintf(f, ", \"longest_wait_s\": ");
 		jnum(f, c->wait_s);
+		fprintf(f, ", \"fcfs_wait_s\": ");
+		jnum(f, c->fcfs_wait_s);
 		fprintf(f, ", \"fairness\": ");
 		jnum(f, c->fair);
 		fprintf(f, ", \"worker_jobs_min\": %u, \"worker_jobs_max\": "

@@ -61,13 +61,13 @@ refill(struct state *s, uint64_t now)
 {
 	const struct gp_model *m = s->m;
 
-	if (m->rate_n == 0)
-		return;
-	s->tokens += (double)(now - s->last_ns) * m->rate_n /
-	    (double)m->rate_ns;
-	if (s->tokens > m->burst)
-		s->tokens = m->burst;
-	s->last_ns = now;
+	if (m->rate_n != 0) {
+		s->tokens += (double)(now - s->last_ns) * m->rate_n /
+		    (double)m->rate_ns;
+		if (s->tokens > m->burst)
+			s->tokens = m->burst;
+		s->last_ns = now;
+	}
 	if (m->window_n != 0)
 		while (now >= s->win_start_ns + m->window_ns) {
 			s->win_start_ns += m->window_ns;
