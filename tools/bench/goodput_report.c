@@ -66,8 +66,8 @@ goodput_table(FILE *f, const struct results *res)
 		return;
 	fprintf(f, "\ngoodput: %u worker processes share a fixed batch of "
 	    "jobs, one request each,\n  against a strict provider on "
-	    "127.0.0.1 (HTTP/1.1, limits time-scaled), a fresh one\n  per "
-	    "cell.  match: the config says the provider's limits; 2x: "
+	    "127.0.0.1 (HTTP/1.1, limits time-scaled), a\n  fresh one per "
+	    "cell.  match: the config says the provider's limits; 2x:\n  "
 	    "twice them.\n  429/100: refused per 100 requests; util: "
 	    "theoretical minimum makespan over\n  makespan; silence: longest "
 	    "gap between accepted requests; herd: most\n  requests in the "

@@ -138,6 +138,8 @@ headers(const struct state *s, char *buf, size_t len, int status,
 {
 	const struct gp_model *m = s->m;
 	unsigned left = s->tokens > 0 ? (unsigned)s->tokens : 0;
+	/* Rounded up, as servers do: a client that obeys is never early. */
+	double ra = (double)((retry + 999999) / 1000000) / 1e3;
 	uint64_t full = s->m->rate_n ? bucket_wait(s, m->burst) : 0;
 	char reset[64];
 	int n = 0;
@@ -145,8 +147,7 @@ headers(const struct state *s, char *buf, size_t len, int status,
 	switch (m->style) {
 	case GP_RETRY_AFTER:
 		if (status == 429)
-			n = snprintf(buf, len, "retry-after: %.3f\r\n",
-			    (double)retry / 1e9);
+			n = snprintf(buf, len, "retry-after: %.3f\r\n", ra);
 		break;
 	case GP_OPENAI:
 		/* A continuous bucket: reset is the time until full. */
@@ -164,7 +165,7 @@ headers(const struct state *s, char *buf, size_t len, int status,
 		    left, reset);
 		if (status == 429 && n > 0 && (size_t)n < len)
 			n += snprintf(buf + n, len - (size_t)n,
-			    "retry-after: %.3f\r\n", (double)retry / 1e9);
+			    "retry-after: %.3f\r\n", ra);
 		break;
 	}
 	return n < 0 || (size_t)n >= len ? 0 : n;
