@@ -266,7 +266,8 @@ struct gp_cell {
 	unsigned	jobs, requests, rejected, dropped;
 	unsigned	jobs_min, jobs_max;	/* of one worker */
 	double		makespan_s, min_s, silence_s, wait_s;
-	double		fcfs_wait_s;	/* the longest, first come first served */
+	double		fcfs_wait_s;	/* the longest, first come first
+					   served, with the same sends */
 	double		fair;		/* Jain's index of jobs per worker */
 	int		herd;		/* -1: no 429 said when to come back */
 };

@@ -618,7 +618,7 @@ figures(struct gp_cell *c, uint64_t t0)
 	c->makespan_s = (double)(end - t0) / 1e9;
 	c->wait_s = (double)wait / 1e9;
 	c->fcfs_wait_s = fcfs_wait(jobs_of(c->model));
-	/* Jain's index: 1 when every worker did as many, 1/n when one did all. */
+	/* Jain's index: 1 when each did as many, 1/n when one did all. */
 	c->fair = sq > 0 ? sum * sum / (GP_WORKERS * sq) : 0;
 	c->jobs_min = lo;
 	c->jobs_max = hi;

@@ -86,7 +86,8 @@ goodput_table(FILE *f, const struct results *res)
 			    "%5s %8s %4s %7s %6s %4s %s\n", c->model->name,
 			    c->model->label, "limiter", "config", "jobs",
 			    "reqs", "429/100", "make s", "min s", "util",
-			    "silence", "herd", "wait", "fcfs", "fair", "target");
+			    "silence", "herd", "wait", "fcfs", "fair",
+			    "target");
 		}
 		if (c->skipped != NULL) {
 			fprintf(f, "%-30s %6s  skipped: %s\n",
@@ -103,11 +104,12 @@ goodput_table(FILE *f, const struct results *res)
 		nt += m >= 0;
 		nmet += m > 0;
 		fprintf(f, "%-30s %6s %5u %5u %7.1f %6.2f %6.2f %5.2f "
-		    "%6.0fms %4s %5.0fms %4.0fms %4.2f %s%s\n", c->strategy_label,
-		    config_of(c), c->jobs, c->requests, per100(c),
-		    c->makespan_s, c->min_s, util(c), c->silence_s * 1e3,
-		    herd, c->wait_s * 1e3, c->fcfs_wait_s * 1e3, c->fair, tgt,
-		    c->complete ? "" : " (incomplete)");
+		    "%6.0fms %4s %5.0fms %4.0fms %4.2f %s%s\n",
+		    c->strategy_label, config_of(c), c->jobs, c->requests,
+		    per100(c), c->makespan_s, c->min_s, util(c),
+		    c->silence_s * 1e3, herd, c->wait_s * 1e3,
+		    c->fcfs_wait_s * 1e3, c->fair, tgt, c->complete ? "" :
+		    " (incomplete)");
 	}
 	if (nt > 0)
 		fprintf(f, "\ngoodput targets (reported, not asserted): "

@@ -262,7 +262,7 @@ answer_due(struct state *s)
 	}
 }
 
-/* Read what a connection sent; handle each whole request.  0, or -1: closed. */
+/* Read what a connection sent, handle each whole request; -1: closed. */
 static int
 conn_read(struct state *s, struct conn *c)
 {
