@@ -8,36 +8,19 @@
  * generous.  Each cell has a provider of its own, fresh and full.
  */
 #include <linux/futex.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/time.h>
 #include <sys/wait.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
-#include <stdalign.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "tollgate.h"
-
 #include "bench.h"
-
-#define MS		1000000ull
-#define S		1000000000ull
-#define ATTEMPTS_MAX	64		/* requests for one job */
-#define HERD_NS		(100 * MS)	/* "the first 100 ms after a pause" */
-#define JITTER_BASE_NS	(50 * MS)	/* full jitter: 50 ms, doubling */
-#define JITTER_CAP_NS	(2 * S)		/* up to 2 s */
-#define JOBS_MAX	10000		/* --jobs */
-
-enum strategy { ST_NONE, ST_LOCAL, ST_REDIS, ST_TG };
+#include "goodput.h"
 
 static const char *const st_name[] = { "none", "local", "redis", "tg" };
 static const char *const st_label[] = {
@@ -80,363 +63,23 @@ static const struct gp_model models[] = {
 };
 #define NMODELS	(sizeof(models) / sizeof(models[0]))
 
-/* What the cell's processes share. */
-struct gp_shm {
-	alignas(64) _Atomic uint32_t go;	/* futex: the barrier */
-	alignas(64) _Atomic uint32_t next_job;
-	alignas(64) _Atomic uint32_t ready;
-	_Atomic uint32_t stop;		/* the parent gives up */
-	uint64_t	t0_ns, deadline_ns;
-	struct gp_wout {
-		alignas(64) uint32_t jobs;
-		uint32_t	requests;
-		uint64_t	last_done_ns;
-		uint64_t	max_wait_ns;
-		int32_t		status;	/* setup's -errno */
-	} w[GP_WORKERS];
-	struct gp_job {
-		uint64_t	taken_ns;	/* by a worker */
-		uint64_t	sent_ns;	/* the request accepted */
-	} job[JOBS_MAX];
-	struct gp_log	log;
-};
-
-static struct gp_shm *shm;
+struct gp_shm *gp_shm;
+const char *gp_segment;
 static struct broker gp_broker;
 static struct goodput gp;
 
-/* What a worker limits with; filled in the worker, after fork. */
-struct limiter {
-	const struct gp_cell *cell;
-	tg_client	*tg;
-	uint32_t	key;
-	tg_ticket	t;
-	void		*redis;
-	char		rkey[64];
-	uint64_t	cost_ns;	/* GCRA: the interval of one unit */
-	uint64_t	tau_ns;		/* and the bucket, in time */
-	uint64_t	tat_ns;		/* the per-process GCRA's */
-	uint64_t	seed;
-};
-
-static long
-futex(_Atomic uint32_t *w, int op, uint32_t val)
+long
+gp_futex(_Atomic uint32_t *w, int op, uint32_t val)
 {
 	return syscall(SYS_futex, w, op, val, NULL, NULL, 0);
 }
 
-static unsigned
-jobs_of(const struct gp_model *m)
+unsigned
+gp_jobs(const struct gp_model *m)
 {
 	if (opt.gp_jobs != 0)
 		return opt.gp_jobs;
 	return opt.gp_quick ? m->quick_jobs : m->jobs;
-}
-
-/* xorshift64*: the jitter; each worker seeds its own. */
-static uint64_t
-rnd(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 2685821657736338717ull;
-}
-
-/*
- * The GCRA of the alternatives: the provider's rate, times the config's
- * factor, shared or per process (divided by the workers).  A window
- * provider gets the window's count as a rate with no burst: a bucket of
- * its count would let twice the window through in one.
- */
-static void
-gcra_params(const struct gp_cell *c, unsigned share, uint64_t *cost,
-    uint64_t *tau)
-{
-	const struct gp_model *m = c->model;
-	unsigned n = m->rate_n ? m->rate_n : m->window_n;
-	uint64_t per = m->rate_n ? m->rate_ns : m->window_ns;
-	unsigned burst = m->rate_n ? m->burst * c->factor : 1;
-
-	*cost = per * share / ((uint64_t)n * c->factor);
-	burst /= share;
-	*tau = (burst ? burst : 1) * *cost;
-}
-
-/* Wait for the limiter's permission; 0, or -ETIMEDOUT past the bound. */
-static int
-limiter_wait(struct limiter *l)
-{
-	uint64_t now, next;
-	int64_t r;
-	int e;
-
-	switch (l->cell->strategy) {
-	case ST_LOCAL:
-		now = clock_ns();
-		next = (l->tat_ns > now ? l->tat_ns : now) + l->cost_ns;
-		if (next - now > l->tau_ns)
-			sleep_ns(next - now - l->tau_ns);
-		l->tat_ns = next;
-		return 0;
-	case ST_REDIS:
-		while ((now = clock_ns()) < shm->deadline_ns) {
-			r = redis_gcra_take(l->redis, l->rkey, l->cost_ns /
-			    1000, l->tau_ns / 1000);
-			if (r == 0)
-				return 0;
-			if (r < 0)
-				return (int)r;
-			sleep_ns((uint64_t)r * 1000);
-		}
-		return -ETIMEDOUT;
-	case ST_TG:
-		now = clock_ns();
-		if (now >= shm->deadline_ns)
-			return -ETIMEDOUT;
-		e = tg_acquire(l->tg, l->key, NULL, (int64_t)(shm->deadline_ns -
-		    now), &l->t);
-		return e;
-	default:
-		return 0;
-	}
-}
-
-/* The value of header name in the block, as seconds; < 0: absent. */
-static double
-header_seconds(const char *h, const char *name)
-{
-	char want[64];
-	const char *p;
-
-	snprintf(want, sizeof(want), "\r\n%s:", name);
-	if ((p = strcasestr(h, want)) == NULL)
-		return -1;
-	return strtod(p + strlen(want), NULL);
-}
-
-/*
- * After a refusal, the alternatives do what client libraries do: wait
- * the retry-after the server gave, else a full-jitter exponential
- * backoff (uniform in [0, min(cap, base * 2^attempt))).
- */
-static void
-retry_wait(struct limiter *l, const char *h, unsigned attempt)
-{
-	double ra = header_seconds(h, "retry-after");
-	uint64_t cap = JITTER_BASE_NS << (attempt < 10 ? attempt : 10);
-
-	if (ra >= 0) {
-		sleep_ns((uint64_t)(ra * 1e9));
-		return;
-	}
-	if (cap > JITTER_CAP_NS)
-		cap = JITTER_CAP_NS;
-	sleep_ns(rnd(&l->seed) % cap);
-}
-
-static int
-write_all(int fd, const char *p, size_t n)
-{
-	ssize_t w;
-
-	while (n > 0) {
-		if ((w = write(fd, p, n)) < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-/*
- * One request on the worker's connection: its status, and its header
- * block (the status line and every header, ended by the blank line) in
- * h, NUL-terminated, of *hlen bytes.  -errno if the exchange failed.
- */
-static int
-http_call(int fd, unsigned worker, char *h, size_t hsize, size_t *hlen)
-{
-	char req[160], *end, *cl;
-	size_t len = 0, body = 0, want;
-	ssize_t n;
-	int e, status;
-
-	snprintf(req, sizeof(req), "POST /v1/jobs HTTP/1.1\r\n"
-	    "host: 127.0.0.1\r\nx-worker: %u\r\ncontent-length: 0\r\n\r\n",
-	    worker);
-	if ((e = write_all(fd, req, strlen(req))) < 0)
-		return e;
-	for (;;) {
-		if (len == hsize - 1)
-			return -EMSGSIZE;
-		if ((n = read(fd, h + len, hsize - 1 - len)) <= 0)
-			return n == 0 ? -ECONNRESET : -errno;
-		len += (size_t)n;
-		h[len] = '\0';
-		if ((end = strstr(h, "\r\n\r\n")) != NULL)
-			break;
-	}
-	*hlen = (size_t)(end + 4 - h);
-	if (sscanf(h, "HTTP/1.1 %d", &status) != 1)
-		return -EPROTO;
-	if ((cl = strcasestr(h, "\r\ncontent-length:")) != NULL && cl < end)
-		body = strtoul(cl + 17, NULL, 10);
-	/* Read the rest of the body; the next response starts afresh. */
-	want = *hlen + body;
-	while (len < want && len < hsize - 1) {
-		if ((n = read(fd, h + len, hsize - 1 - len)) <= 0)
-			return n == 0 ? -ECONNRESET : -errno;
-		len += (size_t)n;
-	}
-	h[*hlen] = '\0';
-	return status;
-}
-
-static int
-connect_provider(int port)
-{
-	struct sockaddr_in a;
-	struct timeval tv = { 10, 0 };	/* a read never waits longer */
-	int fd, one = 1;
-
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-		return -errno;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		int e = -errno;
-
-		close(fd);
-		return e;
-	}
-	return fd;
-}
-
-static int
-limiter_setup(struct limiter *l, const struct gp_cell *c, unsigned i)
-{
-	char key[64];
-	int e;
-
-	memset(l, 0, sizeof(*l));
-	l->cell = c;
-	l->seed = (clock_ns() ^ ((uint64_t)getpid() << 32)) | 1;
-	switch (c->strategy) {
-	case ST_LOCAL:
-		gcra_params(c, GP_WORKERS, &l->cost_ns, &l->tau_ns);
-		break;
-	case ST_REDIS:
-		gcra_params(c, 1, &l->cost_ns, &l->tau_ns);
-		snprintf(l->rkey, sizeof(l->rkey), "tollbench:%s", c->name);
-		if ((l->redis = redis_gcra_connect()) == NULL)
-			return -ECONNREFUSED;
-		break;
-	case ST_TG:
-		snprintf(key, sizeof(key), "gp-%s-%ux", c->model->name,
-		    c->factor);
-		if ((e = tg_open(gp_broker.segment, &l->tg)) < 0)
-			return e;
-		if ((e = tg_key(l->tg, key, &l->key)) < 0)
-			return e;
-		break;
-	}
-	(void)i;
-	return 0;
-}
-
-/*
- * One job to its 200: wait for the limiter, send, read, tell tollgate,
- * and on a refusal go again.  1 done, 0 not (the bound), -errno.
- */
-static int
-run_job(struct limiter *l, int fd, unsigned i, uint32_t j)
-{
-	uint64_t taken = shm->job[j].taken_ns;
-	struct gp_wout *w = &shm->w[i];
-	char h[4096];
-	size_t hlen = 0;
-	uint64_t sent;
-	int e, st, advice;
-
-	for (unsigned attempt = 0; attempt < ATTEMPTS_MAX; attempt++) {
-		if (atomic_load_explicit(&shm->stop, memory_order_relaxed) ||
-		    clock_ns() >= shm->deadline_ns)
-			return 0;
-		if ((e = limiter_wait(l)) == -ETIMEDOUT)
-			return 0;
-		if (e < 0)
-			return e;
-		sent = clock_ns();
-		st = http_call(fd, i, h, sizeof(h), &hlen);
-		w->requests++;
-		advice = TG_OK;
-		if (l->cell->strategy == ST_TG) {
-			if (st > 0)
-				advice = tg_observe(l->tg, &l->t, st, h, hlen);
-			tg_release(l->tg, &l->t);
-		}
-		if (st < 0)
-			return st;
-		if (st == 200) {
-			shm->job[j].sent_ns = sent;
-			if (sent - taken > w->max_wait_ns)
-				w->max_wait_ns = sent - taken;
-			return 1;
-		}
-		if (l->cell->strategy == ST_TG) {
-			/* TG_RETRY: the pause is in place; tg_acquire waits. */
-			if (advice != TG_RETRY)
-				return -EPROTO;
-		} else
-			retry_wait(l, h, attempt);
-	}
-	return 0;
-}
-
-static void __attribute__((noreturn))
-worker(const struct gp_cell *c, unsigned i, int port, pid_t parent)
-{
-	struct gp_wout *w = &shm->w[i];
-	struct limiter l;
-	unsigned total = jobs_of(c->model);
-	uint32_t j;
-	int fd, e;
-
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != parent)
-		_exit(1);
-	signal(SIGINT, SIG_IGN);	/* the parent ends us */
-	if ((fd = connect_provider(port)) < 0 || (e = limiter_setup(&l, c,
-	    i)) < 0) {
-		w->status = fd < 0 ? fd : e;
-		atomic_fetch_add(&shm->ready, 1);
-		_exit(2);
-	}
-	atomic_fetch_add(&shm->ready, 1);
-	while (atomic_load(&shm->go) == 0)
-		futex(&shm->go, FUTEX_WAIT, 0);
-	while ((j = atomic_fetch_add(&shm->next_job, 1)) < total) {
-		shm->job[j].taken_ns = clock_ns();
-		if ((e = run_job(&l, fd, i, j)) <= 0) {
-			w->status = e;
-			break;
-		}
-		w->jobs++;
-		w->last_done_ns = clock_ns();
-	}
-	if (l.tg != NULL)
-		tg_close(l.tg);
-	redis_gcra_close(l.redis);
-	close(fd);
-	_exit(w->status < 0 ? 3 : 0);
 }
 
 /*
@@ -534,9 +177,9 @@ fcfs_wait(unsigned jobs)
 		return NAN;
 	}
 	for (unsigned j = 0; j < jobs; j++)
-		if (shm->job[j].sent_ns != 0) {
-			take[n] = shm->job[j].taken_ns;
-			sent[n++] = shm->job[j].sent_ns;
+		if (gp_shm->job[j].sent_ns != 0) {
+			take[n] = gp_shm->job[j].taken_ns;
+			sent[n++] = gp_shm->job[j].sent_ns;
 		}
 	qsort(take, n, sizeof(*take), cmp_u64);
 	qsort(sent, n, sizeof(*sent), cmp_u64);
@@ -552,7 +195,7 @@ fcfs_wait(unsigned jobs)
 static void
 figures(struct gp_cell *c, uint64_t t0)
 {
-	const struct gp_log *log = &shm->log;
+	const struct gp_log *log = &gp_shm->log;
 	uint32_t n = atomic_load_explicit(&log->n, memory_order_acquire);
 	uint64_t prev = t0, gap = 0, end = t0, wait = 0;
 	unsigned lo = UINT_MAX, hi = 0;
@@ -600,7 +243,7 @@ figures(struct gp_cell *c, uint64_t t0)
 	}
 	free(ev);
 	for (unsigned i = 0; i < GP_WORKERS; i++) {
-		const struct gp_wout *w = &shm->w[i];
+		const struct gp_wout *w = &gp_shm->w[i];
 
 		c->jobs += w->jobs;
 		if (w->last_done_ns > end)
@@ -617,12 +260,12 @@ figures(struct gp_cell *c, uint64_t t0)
 	c->silence_s = (double)gap / 1e9;
 	c->makespan_s = (double)(end - t0) / 1e9;
 	c->wait_s = (double)wait / 1e9;
-	c->fcfs_wait_s = fcfs_wait(jobs_of(c->model));
+	c->fcfs_wait_s = fcfs_wait(gp_jobs(c->model));
 	/* Jain's index: 1 when each did as many, 1/n when one did all. */
 	c->fair = sq > 0 ? sum * sum / (GP_WORKERS * sq) : 0;
 	c->jobs_min = lo;
 	c->jobs_max = hi;
-	c->complete = c->jobs == jobs_of(c->model);
+	c->complete = c->jobs == gp_jobs(c->model);
 }
 
 /* Kill what still runs of the cell's workers, and reap them. */
@@ -648,10 +291,10 @@ cell_run(struct gp_cell *c)
 	uint64_t t0, end;
 	int ret = 0, st;
 
-	memset(shm, 0, offsetof(struct gp_shm, log));
-	if (jobs_of(m) > JOBS_MAX)
+	memset(gp_shm, 0, offsetof(struct gp_shm, log));
+	if (gp_jobs(m) > JOBS_MAX)
 		return -E2BIG;
-	if ((ret = provider_start(&p, m, &shm->log)) < 0)
+	if ((ret = provider_start(&p, m, &gp_shm->log)) < 0)
 		return ret;
 	for (i = 0; i < GP_WORKERS; i++) {
 		if ((pids[i] = fork()) < 0) {
@@ -659,37 +302,37 @@ cell_run(struct gp_cell *c)
 			break;
 		}
 		if (pids[i] == 0)
-			worker(c, i, p.port, parent);
+			gp_worker(c, i, p.port, parent);
 		started++;
 	}
 	end = clock_ns() + 20 * S;
-	while (ret == 0 && atomic_load(&shm->ready) < started) {
+	while (ret == 0 && atomic_load(&gp_shm->ready) < started) {
 		if (bench_signal || clock_ns() > end)
 			ret = bench_signal ? -EINTR : -ETIMEDOUT;
 		sleep_ns(200000);
 	}
 	for (i = 0; i < started && ret == 0; i++)
-		if (shm->w[i].status < 0)
-			ret = shm->w[i].status;
+		if (gp_shm->w[i].status < 0)
+			ret = gp_shm->w[i].status;
 	if (ret < 0) {
-		atomic_store(&shm->stop, 1);
-		atomic_store(&shm->go, 1);
-		futex(&shm->go, FUTEX_WAKE, INT_MAX);
+		atomic_store(&gp_shm->stop, 1);
+		atomic_store(&gp_shm->go, 1);
+		gp_futex(&gp_shm->go, FUTEX_WAKE, INT_MAX);
 		reap(pids, started, SIGKILL);
 		provider_stop(&p);
 		return ret;
 	}
 	t0 = clock_ns();
-	c->min_s = min_makespan(m, jobs_of(m), t0, shm->log.origin_ns);
+	c->min_s = min_makespan(m, gp_jobs(m), t0, gp_shm->log.origin_ns);
 	/* Bounded: 8 times the minimum and 10 s more, then it gives up. */
-	shm->t0_ns = t0;
-	shm->deadline_ns = t0 + (uint64_t)(8 * c->min_s * 1e9) + 10 * S;
-	atomic_store(&shm->go, 1);
-	futex(&shm->go, FUTEX_WAKE, INT_MAX);
-	end = shm->deadline_ns + 5 * S;
+	gp_shm->t0_ns = t0;
+	gp_shm->deadline_ns = t0 + (uint64_t)(8 * c->min_s * 1e9) + 10 * S;
+	atomic_store(&gp_shm->go, 1);
+	gp_futex(&gp_shm->go, FUTEX_WAKE, INT_MAX);
+	end = gp_shm->deadline_ns + 5 * S;
 	for (running = started; running > 0;) {
 		if (bench_signal || clock_ns() > end) {
-			atomic_store(&shm->stop, 1);
+			atomic_store(&gp_shm->stop, 1);
 			break;
 		}
 		for (i = 0; i < started; i++)
@@ -708,10 +351,10 @@ cell_run(struct gp_cell *c)
 	figures(c, t0);
 	c->done = 1;
 	for (i = 0; i < GP_WORKERS; i++)
-		if (shm->w[i].status < 0) {
+		if (gp_shm->w[i].status < 0) {
 			bench_warnx("%s: worker %u: %s", c->name, i,
-			    strerror(-shm->w[i].status));
-			return shm->w[i].status;
+			    strerror(-gp_shm->w[i].status));
+			return gp_shm->w[i].status;
 		}
 	return 0;
 }
@@ -814,7 +457,7 @@ goodput_run(struct results *res)
 	res->gp = &gp;
 	if (gp.ncells == 0)
 		return 0;
-	if ((shm = shared_alloc(sizeof(*shm))) == NULL)
+	if ((gp_shm = shared_alloc(sizeof(*gp_shm))) == NULL)
 		return -errno;
 	for (unsigned i = 0; i < gp.ncells; i++) {
 		need_tg |= gp.cells[i].strategy == ST_TG;
@@ -827,8 +470,10 @@ goodput_run(struct results *res)
 		if ((e = broker_start(&gp_broker, "gp", NULL, keys)) < 0) {
 			tg_skip = "tollgated did not start";
 			ret = e;
-		} else
+		} else {
 			broker_up = 1;
+			gp_segment = gp_broker.segment;
+		}
 		free(keys);
 	}
 	if (need_redis && (e = redis_ensure()) < 0) {
@@ -847,7 +492,7 @@ goodput_run(struct results *res)
 			c->skipped = redis_skip;
 		if (c->skipped != NULL)
 			continue;
-		progress("goodput: %s, %u jobs", c->name, jobs_of(c->model));
+		progress("goodput: %s, %u jobs", c->name, gp_jobs(c->model));
 		if ((e = cell_run(c)) < 0) {
 			if (!c->done)
 				c->skipped = "failed to run";
