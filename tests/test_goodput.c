@@ -62,12 +62,12 @@ show(const char *path)
  * The cells, from the JSON.  retry-after-tg-2x: a config twice the
  * provider's bucket empties it at once, so 429s with a retry-after come
  * at the start, and the pause's end is where a herd would be (8 workers
- * wait; a herd sends them all within 100 ms; at the provider's 5/s, 1 is
- * due, 3 is slack).  openai-tg-1x: the bucket runs at remaining 0 most of
- * the batch, each response saying "full again in up to 2 s"; read as
- * "nothing until then" it stalls the fleet for most of that, where the
- * rate wants a request every 100 ms: the longest silence must stay under
- * 700 ms.  Both: every job done, no worker starved: each does a job,
+ * wait; a herd sends them all within 100 ms; paced at the rate, 1 or 2
+ * go, 3 is slack; before issue 13's fixes 4 or 5 went).  openai-tg-1x:
+ * the bucket runs at remaining 0 most of the batch, each response saying
+ * "full again in up to 2 s"; read as "nothing until then" it stalls the
+ * fleet for most of that, where the rate wants a request every 100 ms:
+ * the longest silence must stay under 700 ms.  Both: every job done, no worker starved: each does a job,
  * and none waits more than 2 s beyond what first come first served gives
  * with the same sends.  Not an even share: on a concurrency limit a
  * worker that releases and asks again at once takes its own lease back
