@@ -67,13 +67,13 @@ show(const char *path)
  * the bucket runs at remaining 0 most of the batch, each response saying
  * "full again in up to 2 s"; read as "nothing until then" it stalls the
  * fleet for most of that, where the rate wants a request every 100 ms:
- * the longest silence must stay under 700 ms.  Both: every job done, no worker starved: each does a job,
- * and none waits more than 2 s beyond what first come first served gives
- * with the same sends.  Not an even share: on a concurrency limit a
- * worker that releases and asks again at once takes its own lease back
- * before the waiter the release woke (1 job for one worker, 8 for
- * another, in a quick openai batch); the table reports it (wait, fcfs,
- * fair), issue 13 section 4 is to fix it.
+ * the longest silence must stay under 700 ms.  Both: every job done, no
+ * worker starved: each does a job, and none waits more than 2 s beyond
+ * what first come first served gives with the same sends.  Not an even
+ * share: on a concurrency limit a worker that releases and asks again at
+ * once takes its own lease back before the waiter the release woke (1
+ * job for one worker, 8 for another, in a quick openai batch); the table
+ * reports it (wait, fcfs, fair), issue 13 section 4 is to fix it.
  */
 static const char checks[] =
     "import json, sys\n"
