@@ -136,7 +136,8 @@ $(B)/casstat/%.o: %.c
 $(B)/tollbench: $(BENCH_SRCS:%.c=$(B)/%.o) $(CASSTAT_OBJS) $(B)/libtgint.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lhiredis
 
-# The benchmark table (not part of `make test', which runs a smoke pass).
+# The benchmark table and goodput, a few minutes (not part of `make test',
+# which runs a smoke pass and a short goodput, test_goodput).
 bench: deps all $(B)/tollbench
 	$(B)/tollbench $(BENCH_ARGS)
 

@@ -252,3 +252,57 @@ redis_stop(void)
 {
 	cleanup_pop(redis_cleanup, NULL, 1);
 }
+
+/*
+ * For goodput's shared GCRA: the same server and script, started if the
+ * row did not start them.  0, -ENOENT (no redis-server), or -errno.
+ */
+int
+redis_ensure(void)
+{
+	char bin[PATH_MAX];
+	int e;
+
+	if (rs.pid > 0 && rs.sha[0] != '\0')
+		return 0;
+	if (rs.pid > 0)
+		return -EPROTO;		/* started, but the script failed */
+	if (find_redis(bin, sizeof(bin)) == NULL)
+		return -ENOENT;
+	if ((e = redis_start(bin)) < 0 || (e = redis_script()) < 0)
+		return e;
+	return 0;
+}
+
+void *
+redis_gcra_connect(void)
+{
+	return connect_redis();
+}
+
+void
+redis_gcra_close(void *c)
+{
+	if (c != NULL)
+		redisFree(c);
+}
+
+/*
+ * Take one cost_us of the GCRA at key, with a bucket of tau_us.
+ * Returns 0 (taken), the retry in microseconds, or -errno.
+ */
+int64_t
+redis_gcra_take(void *c, const char *key, uint64_t cost_us, uint64_t tau_us)
+{
+	redisReply *rep;
+	int64_t r = -EPROTO;
+
+	rep = redisCommand(c, "EVALSHA %s 1 %s %llu %llu", rs.sha, key,
+	    (unsigned long long)cost_us, (unsigned long long)tau_us);
+	if (rep == NULL)
+		return -ECONNRESET;
+	if (rep->type == REDIS_REPLY_INTEGER && rep->integer >= 0)
+		r = rep->integer;
+	freeReplyObject(rep);
+	return r;
+}

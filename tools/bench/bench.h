@@ -29,6 +29,8 @@ struct opts {
 	int		verbose;	/* progress on stderr */
 	int		pin;		/* process i on CPU i % ncpu */
 	const char	*only;		/* name prefixes, commas */
+	unsigned	gp_jobs;	/* goodput's batch; 0: each model's */
+	int		gp_quick;	/* goodput's short batches */
 	char		build[PATH_MAX]; /* tollgated's directory */
 };
 
@@ -125,6 +127,7 @@ struct results {
 	pid_t		pids[8];
 	unsigned	npids;
 	const char	*failed;	/* what did not run, or NULL */
+	struct goodput	*gp;		/* the goodput section, or NULL */
 };
 
 /* CLOCK_MONOTONIC in ns, inline as the library's own now_ns(). */
@@ -196,6 +199,103 @@ void	socket_stop(void);
 int	latency_wakeup(struct latency *l, const struct broker *b);
 int	latency_reclaim(struct latency *l, const struct broker *b);
 int	memory_measure(struct memory *m);
+
+/*
+ * goodput: 8 worker processes run a fixed batch of jobs against a strict
+ * local provider (provider.c) through each limiter (goodput.c); what the
+ * fleet got done, and how close to the provider's own limits.
+ */
+#define GP_WORKERS	8
+#define GP_EVENTS_MAX	16384	/* requests a provider logs per cell */
+
+enum gp_style {			/* what a provider's responses say */
+	GP_RETRY_AFTER,		/* a 429's retry-after, nothing else */
+	GP_OPENAI,		/* x-ratelimit-*, a 429 without retry-after */
+	GP_ANTHROPIC		/* anthropic-ratelimit-*, a 429's retry-after */
+};
+
+/* A provider: its limits (0: none) and what a tollgate key says of it. */
+struct gp_model {
+	const char	*name;		/* "openai": in cell names */
+	const char	*label;
+	enum gp_style	style;
+	unsigned	rate_n;		/* bucket: rate_n a rate_ns, burst */
+	uint64_t	rate_ns;
+	unsigned	burst;
+	unsigned	window_n;	/* fixed windows of window_ns */
+	uint64_t	window_ns;
+	unsigned	conc;		/* requests in flight */
+	uint64_t	cooldown_ns;	/* lockout when the bucket runs dry */
+	uint64_t	service_ns;	/* how long an accepted request takes */
+	unsigned	jobs;		/* the batch; --quick: quick_jobs */
+	unsigned	quick_jobs;
+	const char	*conf[2];	/* tollgate: matching, twice too big */
+};
+
+/* A request as the provider saw it. */
+struct gp_event {
+	uint64_t	t_ns;		/* arrival, CLOCK_MONOTONIC */
+	uint64_t	ready_ns;	/* a 429: until it would take one */
+	uint16_t	worker;
+	uint16_t	status;
+};
+
+/* The provider's log of a cell, in shared memory; it alone writes. */
+struct gp_log {
+	_Atomic uint32_t n;
+	uint32_t	dropped;	/* beyond GP_EVENTS_MAX */
+	uint64_t	origin_ns;	/* its start: where its windows begin */
+	struct gp_event	ev[GP_EVENTS_MAX];
+};
+
+struct provider {
+	pid_t	pid;
+	int	port;			/* on 127.0.0.1 */
+};
+
+/* One cell: a provider, a limiter, a config. */
+struct gp_cell {
+	char		name[48];	/* gp-openai-tg-2x: --only, JSON */
+	const struct gp_model *model;
+	int		strategy;	/* enum in goodput.c */
+	const char	*strategy_label;
+	unsigned	factor;		/* 1: matching config, 2: too big */
+	const char	*skipped;
+	int		done;		/* measured */
+	int		complete;	/* every job done within the bound */
+	unsigned	jobs, requests, rejected, dropped;
+	unsigned	jobs_min, jobs_max;	/* of one worker */
+	double		makespan_s, min_s, silence_s, wait_s;
+	double		fcfs_wait_s;	/* the longest, first come first
+					   served, with the same sends */
+	double		fair;		/* Jain's index of jobs per worker */
+	int		herd;		/* -1: no 429 said when to come back */
+};
+
+struct goodput {
+	struct gp_cell	*cells;
+	unsigned	ncells;
+};
+
+/* provider.c */
+int	provider_start(struct provider *p, const struct gp_model *m,
+	    struct gp_log *log);
+void	provider_stop(struct provider *p);
+
+/* goodput.c, goodput_report.c */
+int	goodput_run(struct results *res);
+int	goodput_wanted(void);
+int	gp_target(const struct gp_cell *c, double *util_min,
+	    double *per100_max);
+void	goodput_table(FILE *f, const struct results *res);
+void	goodput_json(FILE *f, const struct results *res);
+
+/* alt_redis.c: its server and script, for goodput's shared GCRA too. */
+int	redis_ensure(void);
+void	*redis_gcra_connect(void);
+int64_t	redis_gcra_take(void *c, const char *key, uint64_t cost_us,
+	    uint64_t tau_us);
+void	redis_gcra_close(void *c);
 
 /* report.c */
 void	report_table(FILE *f, const struct results *res);

@@ -40,11 +40,15 @@ usage(int st)
 	    "usage: tollbench [--json] [--quick] [--duration MS] [--runs N]\n"
 	    "                 [--procs 1,2,4,8] [--only NAME,...] "
 	    "[--handoffs N] [--kills N] [--no-pin] [-v]\n"
+	    "                 [--jobs N]\n"
 	    "names: floor-cas floor-clock floor-gcra tg-one tg-five tg-tree "
 	    "tg-observe\n"
 	    "       alt-mutex alt-socket alt-redis lat-wakeup lat-reclaim "
 	    "memory\n"
-	    "       (--only takes prefixes: --only tg,floor)\n");
+	    "       gp-MODEL-LIMITER[-1x|-2x]: MODEL retry-after openai "
+	    "anthropic window,\n"
+	    "       LIMITER none local redis tg (goodput; --jobs: its batch)\n"
+	    "       (--only takes prefixes: --only tg,floor,gp-openai)\n");
 	exit(st);
 }
 
@@ -191,6 +195,7 @@ main(int argc, char *argv[])
 		{ "handoffs", required_argument, NULL, 'H' },
 		{ "kills", required_argument, NULL, 'K' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "jobs", required_argument, NULL, 'J' },
 		{ "no-pin", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -223,6 +228,7 @@ main(int argc, char *argv[])
 			opt.nprocs = 2;
 			opt.handoffs = 50;
 			opt.kills = 10;
+			opt.gp_quick = 1;
 			break;
 		case 'o':
 			opt.only = optarg;
@@ -237,6 +243,10 @@ main(int argc, char *argv[])
 			break;
 		case 'v':
 			opt.verbose = 1;
+			break;
+		case 'J':
+			opt.gp_jobs = (unsigned)number(optarg, "--jobs", 1,
+			    10000);
 			break;
 		case 'P':
 			opt.pin = 0;
@@ -284,12 +294,16 @@ main(int argc, char *argv[])
 		note_failure("socket broker", e);
 	if (!bench_signal && (e = redis_rows(&R)) < 0)
 		note_failure("redis-server", e);
-	if (R.nrows == 0 && !wanted("lat-wakeup lat-reclaim memory")) {
+	if (R.nrows == 0 && !wanted("lat-wakeup lat-reclaim memory") &&
+	    !goodput_wanted()) {
 		bench_warnx("--only %s: no such measurement", opt.only);
 		cleanup_run();
 		usage(2);
 	}
 	timed_rows();
+	/* Goodput before redis_stop: its shared GCRA is alt-redis's server. */
+	if (!bench_signal && goodput_wanted() && (e = goodput_run(&R)) < 0)
+		note_failure("goodput", e);
 	socket_stop();
 	redis_stop();
 

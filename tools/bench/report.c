@@ -309,6 +309,7 @@ report_table(FILE *f, const struct results *res)
 		}
 	}
 
+	goodput_table(f, res);
 	targets(res, t);
 	fprintf(f, "\ntargets (reported, not asserted)\n");
 	for (unsigned i = 0; i < NTARGETS; i++) {
@@ -482,6 +483,7 @@ report_json(FILE *f, const struct results *res)
 		jnum(f, m->rss_shmem_kb == NA ? NAN : (double)m->rss_shmem_kb);
 		fprintf(f, "}");
 	}
+	goodput_json(f, res);
 	targets(res, t);
 	fprintf(f, ",\n  \"targets\": [");
 	for (unsigned i = 0; i < NTARGETS; i++) {
