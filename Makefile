@@ -66,7 +66,7 @@ ALL_OBJS  = $(LIB_OBJS) $(INT_OBJS) $(BROKER_OBJS) \
 	    $(B)/tests/fuzz/replay.o $(BENCH_SRCS:%.c=$(B)/%.o) \
 	    $(STAT_SRCS:%.c=$(B)/%.o) $(LIB_SRCS:%.c=$(B)/casstat/%.o)
 
-.PHONY: all deps run test bench asan tsan fuzz install clean
+.PHONY: all deps run test bench asan tsan fuzz install uninstall clean
 # Keep test objects: they are intermediate, and make would delete them.
 .SECONDARY:
 
@@ -258,6 +258,29 @@ install: all
 	chmod 0755 $(DESTDIR)$(PREFIX)/share/tollgate/tollgated.run
 	install -d $(DESTDIR)$(PYDIR)/tollgate
 	install -m 0644 libclient/python/tollgate/*.py $(DESTDIR)$(PYDIR)/tollgate/
+	@# Into the live system: the loader's cache must know the new .so
+	@# (/usr/local/lib is not searched without it), for programs and
+	@# for the Python package, which asks the loader for libtollgate.so.0.
+	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then \
+	    ldconfig; fi
+
+# What install put there, and nothing else; ldconfig again on the live
+# system.  Directories that other packages share are left.
+INSTALLED = include/tollgate.h lib/libtollgate.a \
+	    lib/libtollgate.so.$(VERSION) lib/libtollgate.so.$(SOVER) \
+	    lib/libtollgate.so lib/pkgconfig/tollgate.pc sbin/tollgated \
+	    $(TOOLS:$(B)/%=bin/%) share/man/man1/tollstat.1 \
+	    share/man/man1/tollsim.1 share/man/man1/tollrun.1 \
+	    share/man/man3/tollgate.3 $(MANLINKS:%=share/man/man3/%.3) \
+	    share/man/man5/tollgate.conf.5 share/man/man8/tollgated.8 \
+	    lib/systemd/system/tollgated.service \
+	    share/tollgate/tollgate.conf.example share/tollgate/tollgated.run
+uninstall:
+	rm -f $(INSTALLED:%=$(DESTDIR)$(PREFIX)/%)
+	rm -rf $(DESTDIR)$(PYDIR)/tollgate
+	-rmdir $(DESTDIR)$(PREFIX)/share/tollgate 2>/dev/null
+	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then \
+	    ldconfig; fi
 
 clean:
 	rm -rf build

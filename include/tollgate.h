@@ -41,8 +41,9 @@ typedef struct tg_ticket {
 #define TG_GIVE_UP	2	/* tg_observe: retrying will not help */
 
 /*
- * Map the segment a tollgated broker publishes as `segment' (NULL:
- * "tollgate") and register this process in it.  Returns 0 and sets *out,
+ * Map the segment a tollgated broker publishes as `segment' (NULL: the
+ * environment's TOLLGATE_SEGMENT, else "tollgate") and register this
+ * process in it.  Returns 0 and sets *out,
  * or -ENOENT (no broker has created it), -EPROTO (another layout version),
  * -EACCES, -ENOSPC (every client slot taken), -EXDEV (a time namespace
  * whose clock offset cannot be read), -EINVAL, -ENOMEM.  Makes system

@@ -1224,7 +1224,7 @@ tg_open(const char *segment, tg_client **out)
 		return -ENOMEM;
 	c->lock_fd = -1;
 	if (segment == NULL)
-		segment = "tollgate";
+		segment = seg_default();
 	c->segment = strdup(segment);
 	c->cache = malloc(sizeof(*c->cache));	/* none: chain_get reads */
 	g = mmap(NULL, sizeof(*c->guard), PROT_READ | PROT_WRITE,

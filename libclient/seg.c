@@ -98,6 +98,14 @@ seg_check(const struct seg_header *h, size_t hdr_size, size_t state_size)
 	return 0;
 }
 
+const char *
+seg_default(void)
+{
+	const char *e = secure_getenv("TOLLGATE_SEGMENT");
+
+	return e != NULL && *e != '\0' ? e : "tollgate";
+}
+
 int
 seg_attach(const char *segment, int writable, struct seg_map *m)
 {

@@ -437,6 +437,13 @@ seg_stripe_free(const struct seg_map *m, uint32_t slot)
 	}
 }
 
+/*
+ * The segment to use when none is named: $TOLLGATE_SEGMENT if set and not
+ * empty (ignored in a set-uid program: secure_getenv), else "tollgate".
+ * The library's tg_open(NULL), tollstat, tollrun and the Python binding.
+ */
+const char *seg_default(void);
+
 /* Names of the two objects for a segment name; 0 or -ENAMETOOLONG. */
 int	seg_names(const char *segment, char *conf, char *state, size_t len);
 

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -75,12 +76,84 @@ test_readme_config_parses(void **state)
 	assert_non_null(strstr(out, "configuration OK"));
 }
 
+/*
+ * After `make install' (staged under build/stage, PREFIX=/usr), every
+ * program runs from where it was installed, as a user would run it: the
+ * broker checks the installed example config, tollstat and tollrun work
+ * on a real broker, tollsim answers, and the Python package imports and
+ * takes a ticket through the installed libtollgate.so.0, found by the
+ * loader, not through the build tree.  Then `make uninstall' removes
+ * every file install made.
+ */
+static void
+test_staged_install_runs(void **state)
+{
+	char stage[256], abs[PATH_MAX], cmd[PATH_MAX * 3 + 1024];
+	char *out = malloc(65536);
+	const char *py = getenv("TG_PYTHON"), *b = getenv("TG_BUILD");
+	struct tbroker tb;
+	int r;
+
+	(void)state;
+	assert_non_null(out);
+	r = tb_start(&tb, "[stagekey]\nlimit = 10 requests/s\n");
+	if (r == -ENOSYS) {
+		tb_cleanup(&tb);
+		free(out);
+		skip();
+	}
+	assert_int_equal(r, 0);
+	tb_bin("stage/usr", stage, sizeof(stage));
+	snprintf(cmd, sizeof(cmd), "%s/sbin/tollgated -n -c "
+	    "%s/share/tollgate/tollgate.conf.example 2>&1", stage, stage);
+	assert_int_equal(tb_run(cmd, out, 65536), 0);
+	assert_non_null(strstr(out, "configuration OK"));
+	snprintf(cmd, sizeof(cmd), "%s/bin/tollstat -j -s %s", stage,
+	    tb.segment);
+	assert_int_equal(tb_run(cmd, out, 65536), 0);
+	assert_non_null(strstr(out, "\"stagekey\""));
+	snprintf(cmd, sizeof(cmd), "%s/bin/tollrun -s %s -k stagekey true",
+	    stage, tb.segment);
+	assert_int_equal(tb_run(cmd, out, 65536), 0);
+	snprintf(cmd, sizeof(cmd), "%s/bin/tollsim -h >/dev/null 2>&1", stage);
+	assert_int_equal(tb_run(cmd, out, 65536), 0);
+	assert_non_null(realpath(stage, abs));
+	snprintf(cmd, sizeof(cmd), "cd / && env -u TG_BUILD -u TOLLGATE_LIB "
+	    "LD_LIBRARY_PATH=%s/lib PYTHONPATH=%s/lib/python3/dist-packages "
+	    "%s -c 'import tollgate, tollgate._lib as l\n"
+	    "print(l.path)\n"
+	    "with tollgate.open(\"%s\") as tg:\n"
+	    "    with tg.ticket(\"stagekey\"):\n"
+	    "        print(\"ticket\")\n' 2>&1", abs, abs,
+	    py ? py : "/usr/bin/python3", tb.segment);
+	r = tb_run(cmd, out, 65536);
+	print_message("%s", out);
+	assert_int_equal(r, 0);
+	assert_non_null(strstr(out, "libtollgate.so.0"));
+	assert_null(strstr(out, "/build/libtollgate.so\n"));
+	assert_non_null(strstr(out, "ticket"));
+	assert_int_equal(tb_stop(&tb), 0);
+	tb_cleanup(&tb);
+
+	/* A copy of the stage, uninstalled: nothing of ours is left. */
+	tb_bin("stage", stage, sizeof(stage));
+	snprintf(cmd, sizeof(cmd), "rm -rf %s-u && cp -a %s %s-u && "
+	    "make --no-print-directory -s uninstall B=%s PREFIX=/usr "
+	    "DESTDIR=$(pwd)/%s-u >/dev/null && find %s-u ! -type d && "
+	    "echo uninstalled; rm -rf %s-u", stage, stage, stage,
+	    b ? b : "build", stage, stage, stage);
+	assert_int_equal(tb_run(cmd, out, 65536), 0);
+	assert_string_equal(out, "uninstalled\n");
+	free(out);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_readme_program_takes_a_ticket),
 		cmocka_unit_test(test_readme_config_parses),
+		cmocka_unit_test(test_staged_install_runs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "seg.h"
 #include "tollgate.h"
 
 /*
@@ -49,7 +50,7 @@ usage(FILE *f, int status)
 	    "Take a ticket on KEY (waiting as needed), run COMMAND, release "
 	    "the ticket\nand exit with COMMAND's status.\n"
 	    "  -s, --segment SEGMENT  the broker's segment "
-	    "(default \"tollgate\")\n"
+	    "(default $TOLLGATE_SEGMENT, else \"tollgate\")\n"
 	    "  -k, --key KEY          the key, as \"openai/gpt-image-1\"\n"
 	    "      --requests N       the ticket's cost in requests "
 	    "(default 1)\n"
@@ -462,16 +463,16 @@ main(int argc, char *argv[])
 		if (r == -ENOENT)
 			errx(EX_UNAVAILABLE, "segment \"%s\": no such segment "
 			    "(is tollgated running?)", segment ? segment :
-			    "tollgate");
+			    seg_default());
 		errx(r == -EINVAL ? EXIT_USAGE : EX_UNAVAILABLE,
-		    "segment \"%s\": %s", segment ? segment : "tollgate",
+		    "segment \"%s\": %s", segment ? segment : seg_default(),
 		    tg_strerror(r));
 	}
 	if ((r = tg_key(c, keyname, &key)) < 0) {
 		tg_close(c);
 		if (r == -ENOENT)
 			errx(EX_UNAVAILABLE, "no key \"%s\" in segment \"%s\"",
-			    keyname, segment ? segment : "tollgate");
+			    keyname, segment ? segment : seg_default());
 		errx(EX_UNAVAILABLE, "key \"%s\": %s", keyname,
 		    tg_strerror(r));
 	}

@@ -20,7 +20,8 @@ usage(FILE *f, int status)
 	fprintf(f, "usage: tollstat [-chjp] [-k KEY] [-s SEGMENT]\n"
 	    "       tollstat -w [SECONDS] [-n FRAMES] [-k KEY] "
 	    "[-s SEGMENT]\n"
-	    "  -s SEGMENT  the segment to show (default \"tollgate\")\n"
+	    "  -s SEGMENT  the segment to show (default $TOLLGATE_SEGMENT, else\n"
+	    "              \"tollgate\")\n"
 	    "  -k KEY      only KEY and the keys under it (KEY/...)\n"
 	    "  -c          the client slots instead of the keys; LEASES "
 	    "counts\n"
@@ -92,7 +93,7 @@ parse_frames(const char *s, unsigned long *n)
 int
 main(int argc, char *argv[])
 {
-	const char *segment = "tollgate", *key = NULL;
+	const char *segment = seg_default(), *key = NULL;
 	uint64_t interval = NS_PER_S;
 	unsigned long frames = 0;
 	struct snap s;

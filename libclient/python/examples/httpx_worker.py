@@ -18,7 +18,7 @@ async def generate(tg, http, prompt):
 
 async def main(prompts):
     auth = {"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"]}
-    with tollgate.open(os.environ.get("TOLLGATE_SEGMENT", "tollgate")) as tg:
+    with tollgate.open() as tg:      # $TOLLGATE_SEGMENT, else "tollgate"
         async with httpx.AsyncClient(headers=auth, timeout=300) as http:
             images = await asyncio.gather(*(generate(tg, http, p) for p in prompts))
     print(f"{len(images)} images")

@@ -337,13 +337,15 @@ class _Slice:
 class Client:
     """A process's handle on one broker's segment; threads share it."""
 
-    def __init__(self, segment="tollgate"):
-        self.segment = segment
+    def __init__(self, segment=None):
+        # None: $TOLLGATE_SEGMENT, else "tollgate", as tg_open(NULL).
+        self.segment = segment if segment is not None else \
+            (os.environ.get("TOLLGATE_SEGMENT") or "tollgate")
         self._keys = {}
         self._fork = _forks
         self._slices = set()    # futures of threads in tg_acquire for us
         self._ptr = None
-        self._ptr = _open(segment)
+        self._ptr = _open(self.segment)
 
     def _c(self):
         """The C client of this process: a forked child opens its own on
@@ -517,9 +519,10 @@ class Client:
         return f"<tollgate.Client {self.segment!r} {state}>"
 
 
-def open(segment="tollgate"):
-    """Open the segment a tollgated publishes; one Client per process is
-    enough for all its threads and coroutines."""
+def open(segment=None):
+    """Open the segment a tollgated publishes (None: $TOLLGATE_SEGMENT,
+    else "tollgate"); one Client per process is enough for all its
+    threads and coroutines."""
     return Client(segment)
 
 

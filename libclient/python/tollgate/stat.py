@@ -35,9 +35,11 @@ def tollstat():
     return found
 
 
-def read(segment="tollgate", key=None):
-    """What `tollstat -j -s SEGMENT [-k KEY]' prints, as a dict."""
-    cmd = [tollstat(), "-j", "-s", segment] + (["-k", key] if key else [])
+def read(segment=None, key=None):
+    """What `tollstat -j -s SEGMENT [-k KEY]' prints, as a dict (None:
+    $TOLLGATE_SEGMENT, else "tollgate", as tollstat itself)."""
+    cmd = [tollstat(), "-j"] + (["-s", segment] if segment else []) + \
+        (["-k", key] if key else [])
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         msg = p.stderr.strip() or f"tollstat exited {p.returncode}"
@@ -52,8 +54,9 @@ def read(segment="tollgate", key=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m tollgate.stat",
                                  description="tollstat -j, as Python data")
-    ap.add_argument("-s", dest="segment", default="tollgate",
-                    help='the segment (default "tollgate")')
+    ap.add_argument("-s", dest="segment", default=None,
+                    help='the segment (default $TOLLGATE_SEGMENT, else '
+                    '"tollgate")')
     ap.add_argument("-k", dest="key", help="only KEY and the keys under it")
     ap.add_argument("-c", dest="clients", action="store_true",
                     help="only the client slots")
