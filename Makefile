@@ -10,12 +10,13 @@ CFLAGS   ?= -O2 -g
 WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	    -Wpointer-arith -Wcast-qual -Wwrite-strings -Wformat=2 -Wvla \
 	    -Wundef -Werror
-override CPPFLAGS += -D_GNU_SOURCE -Iinclude -Ilibclient -Ibroker
+override CPPFLAGS += -D_GNU_SOURCE -Iinclude -Ilibclient -Ibroker \
+		     -DTG_VERSION='"$(VERSION)"'
 override CFLAGS   += -std=c11 -fPIC $(WARN) $(SAN) -MMD -MP
 override LDFLAGS  += $(SAN)
 
 SOVER     = 0
-VERSION   = 0.1.0
+VERSION   = 0.2.0
 # Build and test dependencies; python3 reads tollstat -j in the tests and
 # runs the binding's tests (python3-httpx: the README's worker runs for
 # real), prometheus brings promtool, which checks tollstat -p, man-db and
@@ -102,10 +103,13 @@ $(B)/libtgint.a: $(INT_OBJS)
 # -z defs: the .so names every library it needs.  Not in sanitizer builds:
 # clang links its sanitizer runtimes into executables only.
 ZDEFS = $(if $(SAN),,-Wl,-z,defs)
-$(B)/libtollgate.so: $(LIB_OBJS) libclient/libtollgate.map
-	$(CC) -shared -o $(B)/libtollgate.so.$(VERSION) $(LIB_OBJS) \
+# The real file is the versioned one, so a new VERSION builds it anew.
+$(B)/libtollgate.so.$(VERSION): $(LIB_OBJS) libclient/libtollgate.map
+	$(CC) -shared -o $@ $(LIB_OBJS) \
 	    $(LDFLAGS) $(ZDEFS) -Wl,-soname,libtollgate.so.$(SOVER) \
 	    -Wl,--version-script=libclient/libtollgate.map -lpthread
+
+$(B)/libtollgate.so: $(B)/libtollgate.so.$(VERSION)
 	ln -sf libtollgate.so.$(VERSION) $(B)/libtollgate.so.$(SOVER)
 	ln -sf libtollgate.so.$(SOVER) $@
 

@@ -25,10 +25,15 @@
 extern char **environ;
 
 static void
-usage(void)
+usage(FILE *f, int status)
 {
-	fprintf(stderr, "usage: tollgated [-dn] [--reset] -c FILE\n");
-	exit(2);
+	fprintf(f, "usage: tollgated [-dn] [--reset] -c FILE\n"
+	    "  -c FILE    the config (tollgate.conf(5))\n"
+	    "  -n         check the config and exit\n"
+	    "  -d         log debug messages too\n"
+	    "  --reset    remove and recreate the segment's objects\n"
+	    "  --version  print the version and exit\n");
+	exit(status);
 }
 
 static void
@@ -163,6 +168,7 @@ main(int argc, char *argv[])
 	static const struct option longopts[] = {
 		{ "reset", no_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, 0 };
@@ -193,12 +199,18 @@ main(int argc, char *argv[])
 		case 'R':
 			b.reset = 1;
 			break;
+		case 'h':
+			usage(stdout, 0);
+			break;
+		case 'V':
+			printf("tollgated %s\n", TG_VERSION);
+			return 0;
 		default:
-			usage();
+			usage(stderr, 2);
 		}
 	}
 	if (b.config_path == NULL || optind != argc)
-		usage();
+		usage(stderr, 2);
 	/* Times in the segment are the host's: know our namespace's offset. */
 	if ((r = clock_init()) < 0)
 		warnx("cannot read the time namespace offset (%s): the clock "

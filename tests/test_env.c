@@ -1,7 +1,9 @@
 /*
- * test_env.c: TOLLGATE_SEGMENT names the segment wherever none is given:
- * tg_open(NULL), tollstat, tollrun and the Python binding; -s (or a named
- * segment) still wins.
+ * test_env.c: what every program and the library take from the user's
+ * environment and command line alike: TOLLGATE_SEGMENT names the segment
+ * wherever none is given (tg_open(NULL), tollstat, tollrun, the Python
+ * binding; -s or a named segment still wins), and every program answers
+ * --help and --version.
  */
 #include <errno.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
@@ -107,6 +109,32 @@ test_python(void **state)
 	free(out);
 }
 
+/* --help: usage on stdout, exit 0; --version: the Makefile's VERSION. */
+static void
+test_help_and_version(void **state)
+{
+	static const char *const progs[] = {
+		"tollgated", "tollstat", "tollrun", "tollsim",
+	};
+	char *out = malloc(OUT_MAX), bin[PATH_MAX], cmd[PATH_MAX + 64];
+	char want[128];
+
+	(void)state;
+	assert_non_null(out);
+	for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+		tb_bin(progs[i], bin, sizeof(bin));
+		snprintf(cmd, sizeof(cmd), "%s --help 2>/dev/null", bin);
+		assert_int_equal(tb_run(cmd, out, OUT_MAX), 0);
+		if (strncmp(out, "usage: ", 7) != 0)
+			fail_msg("%s --help: %s", progs[i], out);
+		snprintf(cmd, sizeof(cmd), "%s --version 2>/dev/null", bin);
+		assert_int_equal(tb_run(cmd, out, OUT_MAX), 0);
+		snprintf(want, sizeof(want), "%s %s\n", progs[i], TG_VERSION);
+		assert_string_equal(out, want);
+	}
+	free(out);
+}
+
 int
 main(void)
 {
@@ -114,6 +142,7 @@ main(void)
 		cmocka_unit_test(test_library),
 		cmocka_unit_test(test_tools),
 		cmocka_unit_test(test_python),
+		cmocka_unit_test(test_help_and_version),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);

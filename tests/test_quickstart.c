@@ -135,12 +135,13 @@ test_staged_install_runs(void **state)
 	assert_int_equal(tb_stop(&tb), 0);
 	tb_cleanup(&tb);
 
-	/* A copy of the stage, uninstalled: nothing of ours is left. */
-	tb_bin("stage", stage, sizeof(stage));
-	snprintf(cmd, sizeof(cmd), "rm -rf %s-u && cp -a %s %s-u && "
+	/* Installed afresh, then uninstalled: nothing is left. */
+	tb_bin("stage-u", stage, sizeof(stage));
+	snprintf(cmd, sizeof(cmd), "rm -rf %s && make --no-print-directory -s "
+	    "install B=%s PREFIX=/usr DESTDIR=$(pwd)/%s >/dev/null && "
 	    "make --no-print-directory -s uninstall B=%s PREFIX=/usr "
-	    "DESTDIR=$(pwd)/%s-u >/dev/null && find %s-u ! -type d && "
-	    "echo uninstalled; rm -rf %s-u", stage, stage, stage,
+	    "DESTDIR=$(pwd)/%s >/dev/null && find %s ! -type d && "
+	    "echo uninstalled; rm -rf %s", stage, b ? b : "build", stage,
 	    b ? b : "build", stage, stage, stage);
 	assert_int_equal(tb_run(cmd, out, 65536), 0);
 	assert_string_equal(out, "uninstalled\n");

@@ -70,6 +70,7 @@ usage(FILE *f, int status)
 	    "                         retry (429, 5xx), after the shared "
 	    "pause\n"
 	    "  -h, --help             this help\n"
+	    "      --version          the version\n"
 	    "Exit status: COMMAND's, of its last run (128+N if signal N "
 	    "killed it); 126\nnot executable, 127 not found; 2 usage; 69 no "
 	    "such segment or key, or the\ncost never fits; 71 a system error; "
@@ -381,6 +382,7 @@ main(int argc, char *argv[])
 		{ "key",	required_argument, NULL, 'k' },
 		{ "timeout",	required_argument, NULL, 't' },
 		{ "help",	no_argument,	   NULL, 'h' },
+		{ "version",	no_argument,	   NULL, 'V' },
 		{ "requests",	required_argument, NULL, 'R' },
 		{ "tokens",	required_argument, NULL, 'T' },
 		{ "images",	required_argument, NULL, 'I' },
@@ -439,6 +441,9 @@ main(int argc, char *argv[])
 		case 'h':
 			usage(stdout, 0);
 			break;
+		case 'V':
+			printf("tollrun %s\n", TG_VERSION);
+			return 0;
 		default:
 			usage(stderr, EXIT_USAGE);
 		}

@@ -144,6 +144,7 @@ usage(FILE *f, int status)
 "  --images N      each request also costs N images (default 0)\n"
 "  --every D --count N  N requests D apart (30s, 1.5s, 2min), from 0\n"
 "  -h, --help      this help\n"
+"      --version   the version\n"
 "TIME: seconds from the start (0, 12.5, or a duration such as 2min);\n"
 "HH:MM:SS[.frac]; or ISO 8601 (2026-11-23T10:15:30Z, .250 and +02:00\n"
 "allowed; a space for the T, or no zone, too).  The last two count from\n"
@@ -1040,6 +1041,7 @@ main(int argc, char *argv[])
 		{ "tokens",	required_argument,	NULL, O_TOKENS },
 		{ "images",	required_argument,	NULL, O_IMAGES },
 		{ "help",	no_argument,		NULL, 'h' },
+		{ "version",	no_argument,		NULL, 'V' },
 		{ NULL,		0,			NULL, 0 },
 	};
 	static struct sim sm;		/* 16 rings: not on the stack */
@@ -1089,6 +1091,9 @@ main(int argc, char *argv[])
 		case 'h':
 			usage(stdout, 0);
 			break;
+		case 'V':
+			printf("tollsim %s\n", TG_VERSION);
+			return 0;
 		default:
 			usage(stderr, 2);
 		}

@@ -4,6 +4,7 @@
  */
 #include <err.h>
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,8 @@ usage(FILE *f, int status)
 	    "and 1000\n"
 	    "              intervals\n"
 	    "  -n FRAMES   with -w: stop after FRAMES frames\n"
-	    "  -h          this help\n"
+	    "  -h, --help  this help\n"
+	    "  --version   the version\n"
 	    "Key rows count tickets; limit rows count the limit's units "
 	    "(leases for\nconcurrency).  AVAILABLE is what would fit now; "
 	    "NEXT, how long until\none more unit fits (\"release\": when a "
@@ -100,7 +102,14 @@ main(int argc, char *argv[])
 	char why[256];
 	int ch, clients = 0, json = 0, prom = 0, live = 0, nset = 0;
 
-	while ((ch = getopt(argc, argv, "chjk:n:ps:w")) != -1) {
+	static const struct option longopts[] = {
+		{ "help",	no_argument,	NULL, 'h' },
+		{ "version",	no_argument,	NULL, 'V' },
+		{ NULL,		0,		NULL, 0 },
+	};
+
+	while ((ch = getopt_long(argc, argv, "chjk:n:ps:w", longopts,
+	    NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			clients = 1;
@@ -126,6 +135,9 @@ main(int argc, char *argv[])
 		case 'w':
 			live = 1;
 			break;
+		case 'V':
+			printf("tollstat %s\n", TG_VERSION);
+			return 0;
 		case 'h':
 			usage(stdout, 0);
 			break;
