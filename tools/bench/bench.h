@@ -300,6 +300,10 @@ void	redis_gcra_close(void *c);
 /* report.c */
 void	report_table(FILE *f, const struct results *res);
 void	report_json(FILE *f, const struct results *res);
+
+/* s as a JSON string, quoted and escaped; a number, or null if none. */
+void	json_str(FILE *f, const char *s);
+void	json_num(FILE *f, double v);
 void	machine_info(struct results *res);
 void	cpu_account(struct results *res, int end);
 

@@ -118,33 +118,6 @@ goodput_table(FILE *f, const struct results *res)
 		    nmet, nt);
 }
 
-/* s as a JSON string (report.c has its own; this one is as short). */
-static void
-jstr(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; s != NULL && *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			fprintf(f, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(f, "\\u%04x", ch);
-		else
-			fputc(ch, f);
-	}
-	fputc('"', f);
-}
-
-static void
-jnum(FILE *f, double v)
-{
-	if (isnan(v) || isinf(v))
-		fputs("null", f);
-	else
-		fprintf(f, "%.6g", v);
-}
-
 /* ,\n  "goodput": {...}: what goes after the report's last member. */
 void
 goodput_json(FILE *f, const struct results *res)
@@ -164,18 +137,18 @@ goodput_json(FILE *f, const struct results *res)
 		const struct gp_cell *c = &g->cells[i];
 
 		fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
-		jstr(f, c->name);
+		json_str(f, c->name);
 		fprintf(f, ", \"model\": ");
-		jstr(f, c->model->name);
+		json_str(f, c->model->name);
 		fprintf(f, ", \"provider\": ");
-		jstr(f, c->model->label);
+		json_str(f, c->model->label);
 		fprintf(f, ", \"limiter\": ");
-		jstr(f, c->strategy_label);
+		json_str(f, c->strategy_label);
 		fprintf(f, ", \"config\": ");
-		jstr(f, config_of(c));
+		json_str(f, config_of(c));
 		if (c->skipped != NULL) {
 			fprintf(f, ", \"skipped\": ");
-			jstr(f, c->skipped);
+			json_str(f, c->skipped);
 			fprintf(f, "}");
 			continue;
 		}
@@ -184,26 +157,26 @@ goodput_json(FILE *f, const struct results *res)
 		    "\"rejected_per_100\": ", c->done ? "true" : "false",
 		    c->complete ? "true" : "false", c->jobs, c->requests,
 		    c->rejected);
-		jnum(f, per100(c));
+		json_num(f, per100(c));
 		fprintf(f, ", \"makespan_s\": ");
-		jnum(f, c->makespan_s);
+		json_num(f, c->makespan_s);
 		fprintf(f, ", \"min_s\": ");
-		jnum(f, c->min_s);
+		json_num(f, c->min_s);
 		fprintf(f, ", \"utilisation\": ");
-		jnum(f, util(c));
+		json_num(f, util(c));
 		fprintf(f, ", \"longest_silence_s\": ");
-		jnum(f, c->silence_s);
+		json_num(f, c->silence_s);
 		fprintf(f, ", \"herd\": ");
 		if (c->herd < 0)
 			fprintf(f, "null");
 		else
 			fprintf(f, "%d", c->herd);
 		fprintf(f, ", \"longest_wait_s\": ");
-		jnum(f, c->wait_s);
+		json_num(f, c->wait_s);
 		fprintf(f, ", \"fcfs_wait_s\": ");
-		jnum(f, c->fcfs_wait_s);
+		json_num(f, c->fcfs_wait_s);
 		fprintf(f, ", \"fairness\": ");
-		jnum(f, c->fair);
+		json_num(f, c->fair);
 		fprintf(f, ", \"worker_jobs_min\": %u, \"worker_jobs_max\": "
 		    "%u", c->jobs_min, c->jobs_max);
 		fprintf(f, ", \"target\": ");

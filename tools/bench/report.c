@@ -333,9 +333,8 @@ report_table(FILE *f, const struct results *res)
 		fprintf(f, "\nfailed: %s\n", res->failed);
 }
 
-/* s as a JSON string. */
-static void
-jstr(FILE *f, const char *s)
+void
+json_str(FILE *f, const char *s)
 {
 	fputc('"', f);
 	for (; s != NULL && *s; s++) {
@@ -351,9 +350,8 @@ jstr(FILE *f, const char *s)
 	fputc('"', f);
 }
 
-/* A number, or null when it is not one. */
-static void
-jnum(FILE *f, double v)
+void
+json_num(FILE *f, double v)
 {
 	if (isnan(v) || isinf(v))
 		fputs("null", f);
@@ -369,9 +367,9 @@ report_json(FILE *f, const struct results *res)
 	const char *sep = "";
 
 	fprintf(f, "{\n  \"machine\": {\"cpu\": ");
-	jstr(f, res->cpu);
+	json_str(f, res->cpu);
 	fprintf(f, ", \"ncpu\": %ld, \"kernel\": ", res->ncpu);
-	jstr(f, res->kernel);
+	json_str(f, res->kernel);
 	fprintf(f, ", \"load_before\": [%.2f, %.2f, %.2f], \"load_after\": "
 	    "[%.2f, %.2f, %.2f], \"wall_s\": %.1f, \"cpu_others_s\": %.2f, "
 	    "\"cpu_bench_s\": %.2f, \"cpu_steal_s\": %.2f},\n",
@@ -391,12 +389,12 @@ report_json(FILE *f, const struct results *res)
 		const struct row *r = res->rows[i];
 
 		fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
-		jstr(f, r->name);
+		json_str(f, r->name);
 		fprintf(f, ", \"label\": ");
-		jstr(f, r->label);
+		json_str(f, r->label);
 		if (r->skipped != NULL) {
 			fprintf(f, ", \"skipped\": ");
-			jstr(f, r->skipped);
+			json_str(f, r->skipped);
 			fprintf(f, ", \"results\": []}");
 			continue;
 		}
@@ -407,16 +405,16 @@ report_json(FILE *f, const struct results *res)
 			    pi ? "," : "", opt.procs[pi], fg.ok ? "true" :
 			    "false");
 			fprintf(f, ", \"ns_per_op\": ");
-			jnum(f, fg.ok ? fg.ns_per_op : NAN);
+			json_num(f, fg.ok ? fg.ns_per_op : NAN);
 			fprintf(f, ", \"mops\": ");
-			jnum(f, fg.ok ? fg.mops : NAN);
+			json_num(f, fg.ok ? fg.mops : NAN);
 			fprintf(f, ", \"cas_retries_per_op\": ");
-			jnum(f, fg.ok && fg.retries_per_op >= 0 ?
+			json_num(f, fg.ok && fg.retries_per_op >= 0 ?
 			    fg.retries_per_op : NAN);
 			fprintf(f, ", \"cpu_ns_per_op\": ");
-			jnum(f, fg.ok ? fg.cpu_ns_per_op : NAN);
+			json_num(f, fg.ok ? fg.cpu_ns_per_op : NAN);
 			fprintf(f, ", \"fairness\": ");
-			jnum(f, fg.ok ? fg.fair : NAN);
+			json_num(f, fg.ok ? fg.fair : NAN);
 			fprintf(f, ", \"ops\": %llu, \"refused\": %llu, "
 			    "\"runs_ns_per_op\": [", (unsigned long long)fg.ops,
 			    (unsigned long long)fg.refused);
@@ -427,7 +425,7 @@ report_json(FILE *f, const struct results *res)
 				if (!rr->done)
 					continue;
 				fprintf(f, "%s", sep);
-				jnum(f, (double)rr->proc_ns / (double)rr->ops);
+				json_num(f, (double)rr->proc_ns / (double)rr->ops);
 				sep = ", ";
 			}
 			fprintf(f, "]}");
@@ -442,12 +440,12 @@ report_json(FILE *f, const struct results *res)
 		if (l == NULL)
 			continue;
 		fprintf(f, "%s\n    {\"name\": ", sep);
-		jstr(f, l->name);
+		json_str(f, l->name);
 		fprintf(f, ", \"label\": ");
-		jstr(f, l->label);
+		json_str(f, l->label);
 		if (l->skipped != NULL || l->n == 0) {
 			fprintf(f, ", \"skipped\": ");
-			jstr(f, l->skipped ? l->skipped : "no samples");
+			json_str(f, l->skipped ? l->skipped : "no samples");
 		} else
 			fprintf(f, ", \"samples\": %u, \"min_ns\": %llu, "
 			    "\"p50_ns\": %llu, \"p99_ns\": %llu, \"max_ns\": "
@@ -463,7 +461,7 @@ report_json(FILE *f, const struct results *res)
 		fprintf(f, "null");
 	else if (res->mem->skipped != NULL) {
 		fprintf(f, "{\"skipped\": ");
-		jstr(f, res->mem->skipped);
+		json_str(f, res->mem->skipped);
 		fprintf(f, "}");
 	} else {
 		const struct memory *m = res->mem;
@@ -478,9 +476,9 @@ report_json(FILE *f, const struct results *res)
 		    (unsigned long long)m->conf_alloc,
 		    (unsigned long long)m->state_alloc,
 		    (unsigned long long)m->rss_kb);
-		jnum(f, m->pss_kb == NA ? NAN : (double)m->pss_kb);
+		json_num(f, m->pss_kb == NA ? NAN : (double)m->pss_kb);
 		fprintf(f, ", \"broker_rss_shmem_kb\": ");
-		jnum(f, m->rss_shmem_kb == NA ? NAN : (double)m->rss_shmem_kb);
+		json_num(f, m->rss_shmem_kb == NA ? NAN : (double)m->rss_shmem_kb);
 		fprintf(f, "}");
 	}
 	goodput_json(f, res);
@@ -490,31 +488,31 @@ report_json(FILE *f, const struct results *res)
 		int m = met(&t[i]);
 
 		fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
-		jstr(f, t[i].name);
+		json_str(f, t[i].name);
 		fprintf(f, ", \"what\": ");
-		jstr(f, t[i].what);
+		json_str(f, t[i].what);
 		fprintf(f, ", \"measured\": ");
-		jnum(f, t[i].measured);
+		json_num(f, t[i].measured);
 		fprintf(f, ", \"op\": ");
-		jstr(f, t[i].op);
+		json_str(f, t[i].op);
 		fprintf(f, ", \"target\": %g, \"unit\": ", t[i].limit);
-		jstr(f, t[i].unit);
+		json_str(f, t[i].unit);
 		fprintf(f, ", \"met\": %s}", m < 0 ? "null" : m ? "true" :
 		    "false");
 	}
 	fprintf(f, "\n  ],\n  \"cleanup\": {\"segments\": [");
 	for (unsigned i = 0; i < res->nsegments; i++) {
 		fprintf(f, "%s", i ? ", " : "");
-		jstr(f, res->segments[i]);
+		json_str(f, res->segments[i]);
 	}
 	fprintf(f, "], \"tmpdir\": ");
-	jstr(f, res->tmpdir);
+	json_str(f, res->tmpdir);
 	fprintf(f, ", \"pids\": [");
 	for (unsigned i = 0; i < res->npids; i++)
 		fprintf(f, "%s%d", i ? ", " : "", (int)res->pids[i]);
 	fprintf(f, "]},\n  \"failed\": ");
 	if (res->failed != NULL)
-		jstr(f, res->failed);
+		json_str(f, res->failed);
 	else
 		fprintf(f, "null");
 	fprintf(f, "\n}\n");
