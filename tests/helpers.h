@@ -9,6 +9,19 @@
 
 #include "tollgate.h"
 
+/*
+ * Built with ASan or TSan: a sanitized libtollgate.so cannot be loaded
+ * into a Python that is not (its runtime must come first), so the tests
+ * that load it from Python skip there; the plain build runs them.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TB_UNDER_SAN	1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TB_UNDER_SAN	1
+#endif
+#endif
+
 struct tbroker {
 	pid_t	pid;			/* 0 when not running */
 	char	segment[64];		/* tgtest-<pid>-<n>: unique per test */

@@ -15,18 +15,7 @@
 
 #include "helpers.h"
 
-/*
- * An instrumented libtollgate.so cannot be loaded by an uninstrumented
- * interpreter (ASan's runtime must come first in the process, TSan's
- * too), so sanitizer builds skip; the C tests cover the library there.
- */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_SAN	1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_SAN	1
-#endif
-#endif
+/* Sanitizer builds skip (TB_UNDER_SAN): the C tests cover the library. */
 
 #define OUT_MAX		(1 << 20)
 
@@ -39,7 +28,7 @@ test_python_suite(void **state)
 	int r;
 
 	(void)state;
-#ifdef UNDER_SAN
+#ifdef TB_UNDER_SAN
 	skip();
 #endif
 	if (py == NULL || *py == '\0')

@@ -117,6 +117,7 @@ test_staged_install_runs(void **state)
 	assert_int_equal(tb_run(cmd, out, 65536), 0);
 	snprintf(cmd, sizeof(cmd), "%s/bin/tollsim -h >/dev/null 2>&1", stage);
 	assert_int_equal(tb_run(cmd, out, 65536), 0);
+#ifndef TB_UNDER_SAN
 	assert_non_null(realpath(stage, abs));
 	snprintf(cmd, sizeof(cmd), "cd / && env -u TG_BUILD -u TOLLGATE_LIB "
 	    "LD_LIBRARY_PATH=%s/lib PYTHONPATH=%s/lib/python3/dist-packages "
@@ -132,6 +133,7 @@ test_staged_install_runs(void **state)
 	assert_non_null(strstr(out, "libtollgate.so.0"));
 	assert_null(strstr(out, "/build/libtollgate.so\n"));
 	assert_non_null(strstr(out, "ticket"));
+#endif
 	assert_int_equal(tb_stop(&tb), 0);
 	tb_cleanup(&tb);
 
