@@ -106,7 +106,7 @@ aimd(struct broker *b, uint32_t id, uint64_t now)
 	struct seg_lstate *ls = &seg_lstates(&b->m)[id];
 	struct learn *lr = learn_of(b, id);
 	uint64_t ok, limited, probe, dok;
-	uint32_t n = (uint32_t)l->spec.count, was, grew_from = 0;
+	uint32_t n = (uint32_t)l->spec.count, was, grew_from = 0, now_eff;
 	int held = 0;
 
 	if (lr == NULL)
@@ -138,14 +138,26 @@ aimd(struct broker *b, uint32_t id, uint64_t now)
 	if (l->eff == 0 || l->eff > n)
 		l->eff = n;
 	dok = ok - l->last_ok;
+	/*
+	 * Relaxed: a client that met a concurrency 429 halves eff itself
+	 * (libclient/feedback.c, conc_cut), at once rather than here: a
+	 * lower eff than ours is that cut, taken as ours.  A scribble can
+	 * only lower it, as posting 429s could; successes raise it again.
+	 */
+	now_eff = atomic_load_explicit(&ls->eff, memory_order_relaxed);
 	if (probe != lr->last_probe && l->eff > 1) {
 		/* The rate limits were never paused: see the library. */
 		l->eff--;
+		if (now_eff >= 1 && now_eff < l->eff)
+			l->eff = now_eff;	/* a client cut further */
 		l->acc = 0;
 		held = 1;
 		lr->hold_max = l->eff;
 		lr->hold_until_ns = now + HOLD_NS;
 		atomic_store_explicit(&ls->cut_ns, now, memory_order_relaxed);
+	} else if (now_eff >= 1 && now_eff < l->eff) {
+		l->eff = now_eff;
+		l->acc = 0;
 	} else if (limited != l->last_limited) {
 		l->eff = l->eff > 1 ? l->eff / 2 : 1;
 		l->acc = 0;
@@ -171,7 +183,7 @@ aimd(struct broker *b, uint32_t id, uint64_t now)
 	else if (l->eff < was)
 		atomic_store_explicit(&ls->probe_from, 0,
 		    memory_order_relaxed);
-	/* Rewritten each tick: a client's scribble lasts one tick at most. */
+	/* Rewritten each tick: a scribble up lasts one tick at most. */
 	if (atomic_load_explicit(&ls->eff, memory_order_relaxed) != l->eff)
 		atomic_store_explicit(&ls->eff, l->eff, memory_order_relaxed);
 	if (l->eff != was) {
@@ -377,7 +389,7 @@ feedback_tick(struct broker *b, uint64_t now)
 			continue;
 		switch (l->spec.kind) {
 		case LIM_CONC:
-			if (l->spec.adaptive)
+			if (lim_adaptive(b, l))
 				aimd(b, id, now);
 			else {
 				l->aimd_on = 0;

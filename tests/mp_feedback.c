@@ -100,7 +100,15 @@ static const char conf[] =
     "backoff = 40ms..1s\n"
     "[cherd]\n"
     "concurrency = 4\n"
-    "backoff = 400ms..1s\n";
+    "backoff = 400ms..1s\n"
+    "[c429]\n"
+    "limit = 20 requests/2s\n"
+    "concurrency = 8\n"
+    "learn = yes\n"
+    "backoff = 400ms..1s\n"
+    "[big]\n"
+    "limit = 40 requests/2s\n"
+    "learn = yes\n";
 
 static int
 setup(void **state)
@@ -1089,15 +1097,20 @@ test_probe_refused_holds(void **state)
 		assert_int_equal(tg_try_acquire(c, k, NULL, &t[i], NULL), 0);
 	assert_int_equal(observe(c, &t[2], 429, "retry-after: 1"), TG_RETRY);
 	tg_release(c, &t[2]);
-	/* No pause: the two in flight still let a third lease... */
+	/*
+	 * Back to 2, the level that ran clean, at once (the client does
+	 * it, not the broker's tick, or the prober would take its lease
+	 * again and meet the same wall), and no pause: a third waits for
+	 * a lease, and once one is free it has it at once.
+	 */
 	r = tg_try_acquire(c, k, NULL, &t[2], &retry);
 	print_message("after the probe's 429: %s (retry in %.3f s)\n",
 	    tg_strerror(r), (double)retry / NS);
-	assert_int_equal(r, 0);
-	tg_release(c, &t[2]);
-	/* ...until the broker takes it back to 2, the level that ran clean. */
-	for (int i = 0; i < 100 && atomic_load(eff) != 2; i++)
-		tb_sleep_ns(10 * MS);
+	assert_int_equal(r, -EAGAIN);
+	assert_int_equal(atomic_load(eff), 2);
+	tg_release(c, &t[1]);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[1], NULL), 0);
+	tb_sleep_ns(150 * MS);
 	assert_int_equal(atomic_load(eff), 2);
 	tg_release(c, &t[0]);
 	tg_release(c, &t[1]);
@@ -1172,6 +1185,92 @@ test_concurrency_ramps_after_a_pause(void **state)
 	munmap(s, sizeof(*s));
 }
 
+/*
+ * Issue 13, 3: a 429 whose figures say the bucket has some left (OpenAI's
+ * remaining 16 of 20) is the concurrency limit's, here 4 in flight: the
+ * client halves the concurrency limit at once (`learn = yes' makes it
+ * adaptive), and neither pauses the key nor empties the rate limit, nor
+ * charges the refused request.  Before, the 429 paused the key for its
+ * backoff (400 ms or more), emptied the bucket at the pause's end and
+ * left the concurrency limit alone.
+ */
+static void
+test_concurrency_429_keeps_the_rate(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "c429"), id = limit_id(&m, k, LIM_CONC);
+	_Atomic uint32_t *eff = &seg_lstates(&m)[id].eff;
+	uint64_t retry = 0;
+	tg_ticket t[8];
+	int r;
+
+	for (int i = 0; i < 50 && atomic_load(eff) != 8; i++)
+		tb_sleep_ns(20 * MS);
+	assert_int_equal(atomic_load(eff), 8);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t[i], NULL), 0);
+	assert_int_equal(observe(c, &t[4], 429, "HTTP/1.1 429 Too Many "
+	    "Requests\r\nx-ratelimit-limit-requests: 20\r\n"
+	    "x-ratelimit-remaining-requests: 16\r\n"
+	    "x-ratelimit-reset-requests: 400ms\r\n\r\n"), TG_RETRY);
+	tg_release(c, &t[4]);
+	/* Halved now, not at the broker's tick. */
+	assert_int_equal(atomic_load(eff), 4);
+	/* No pause, no empty bucket: with a lease free, a ticket now. */
+	tg_release(c, &t[3]);
+	r = tg_try_acquire(c, k, NULL, &t[3], &retry);
+	print_message("after the concurrency 429: %s (retry in %.3f s)\n",
+	    tg_strerror(r), (double)retry / NS);
+	assert_int_equal(r, 0);
+	/* The fifth in flight waits for a lease. */
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t[4], NULL), -EAGAIN);
+	/* The broker keeps the cut as its own: 4, not 8 nor halved again. */
+	tb_sleep_ns(200 * MS);
+	assert_int_equal(atomic_load(eff), 4);
+	for (int i = 0; i < 4; i++)
+		tg_release(c, &t[i]);
+	tg_close(c);
+	seg_detach(&m);
+}
+
+/*
+ * A key that learns and a server whose bucket is half its config's: the
+ * server's `16 of 20 left, full in 400 ms' must leave 16 (of 20, once
+ * the broker takes the server's count), not the 8 that 16 of a bucket
+ * of 40, kept as time through the change, leaves in a bucket of 20.
+ */
+static void
+test_learned_count_keeps_what_is_left(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "big"), id = limit_id(&m, k, LIM_RATE);
+	tg_ticket t;
+	int n = 0;
+
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	assert_int_equal(observe(c, &t, 200, "HTTP/1.1 200 OK\r\n"
+	    "x-ratelimit-limit-requests: 20\r\n"
+	    "x-ratelimit-remaining-requests: 16\r\n"
+	    "x-ratelimit-reset-requests: 400ms\r\n\r\n"), TG_OK);
+	tg_release(c, &t);
+	for (int i = 0; i < 100 && limit_count(&m, id) != 20; i++)
+		tb_sleep_ns(10 * MS);
+	assert_int_equal(limit_count(&m, id), 20);
+	while (n < 30 && tg_try_acquire(c, k, NULL, &t, NULL) == 0) {
+		tg_release(c, &t);
+		n++;
+	}
+	/* 16, and one or two the refill brought while the broker ticked. */
+	print_message("after `16 of 20 left': %d tickets\n", n);
+	assert_true(n >= 14 && n <= 19);
+	tg_close(c);
+	seg_detach(&m);
+}
+
 int
 main(void)
 {
@@ -1188,6 +1287,8 @@ main(void)
 		cmocka_unit_test(test_bucket_reset_is_time_to_full),
 		cmocka_unit_test(test_pause_ends_without_a_herd),
 		cmocka_unit_test(test_concurrency_ramps_after_a_pause),
+		cmocka_unit_test(test_concurrency_429_keeps_the_rate),
+		cmocka_unit_test(test_learned_count_keeps_what_is_left),
 		cmocka_unit_test(test_margin_for_the_trip),
 		cmocka_unit_test(test_rejected_free_refunds),
 		cmocka_unit_test(test_learn_rate_from_429s),
