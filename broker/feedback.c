@@ -23,12 +23,16 @@
 
 /*
  * How long a level the server refused stays out of reach: an adaptive
- * concurrency limit does not probe past a refused probe, nor a learned
- * rate step up after a cut, for this long (a rate: or RATE_HOLD_PERIODS
- * of its periods, if longer).
+ * concurrency limit does not probe past a refused probe for HOLD_NS; a
+ * learned rate does not step up after a cut for RATE_HOLD_PERIODS of its
+ * periods.  Short: a cut no lower than the server took is no guess to
+ * hold on to, and a rate held under the server's for 30 s outlasts a
+ * batch (a cut to 1/s of a server's 5/s did, before).  Then it climbs
+ * back by a RATE_STEP_DIV-th of the config per period of successes.
  */
 #define HOLD_NS			UINT64_C(30000000000)
-#define RATE_HOLD_PERIODS	10
+#define RATE_HOLD_PERIODS	2
+#define RATE_STEP_DIV		8
 #define RATE_SAMPLES		64	/* grant counts kept per rate limit */
 
 /*
@@ -54,8 +58,10 @@ struct learn {
 	uint32_t	head;		/* next to write */
 	uint8_t		fresh;		/* this tick: fresh 429s */
 	uint64_t	achieved;	/* this tick: granted in a period */
+	uint64_t	took;		/* this tick: successes, a period */
 	uint64_t	samp_ns[RATE_SAMPLES];
 	uint64_t	samp_n[RATE_SAMPLES];
+	uint64_t	samp_ok[RATE_SAMPLES];	/* fb_ok then */
 };
 
 static struct learn *learns;
@@ -238,23 +244,28 @@ learned(struct broker *b, uint32_t id)
 }
 
 /*
- * Record the grant count of rate limit id, spaced so the ring spans at
- * least its period, and set lr->achieved: the units granted in the last
- * period (in the history there is, when that is shorter: an undercount,
- * which errs towards the lower rate).
+ * Record the grant count of rate limit id and its successes (fb_ok),
+ * spaced so the ring spans at least its period, and set lr->achieved:
+ * the units granted in the last period (in the history there is, when
+ * that is shorter: an undercount, which errs towards the lower rate),
+ * and lr->took: the successes in the same span, what the server took.
  */
 static void
 sample(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 {
-	uint64_t sum, gap, old_n = 0;
+	uint64_t sum, ok, gap, old_n = 0, old_ok = 0;
 	uint32_t last, i, at;
 
 	sum = seg_grant_sum(&b->m, (uint64_t)b->m.hdr->max_keys + id);
+	/* Relaxed: a counter of the moment; a scribble is checked below. */
+	ok = atomic_load_explicit(&seg_lstates(&b->m)[id].fb_ok,
+	    memory_order_relaxed);
 	gap = lr->period_ns / (RATE_SAMPLES - 1);
 	last = (lr->head + RATE_SAMPLES - 1) % RATE_SAMPLES;
 	if (lr->nsamp == 0 || now - lr->samp_ns[last] >= gap) {
 		lr->samp_ns[lr->head] = now;
 		lr->samp_n[lr->head] = sum;
+		lr->samp_ok[lr->head] = ok;
 		lr->head = (lr->head + 1) % RATE_SAMPLES;
 		if (lr->nsamp < RATE_SAMPLES)
 			lr->nsamp++;
@@ -263,11 +274,13 @@ sample(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 	for (i = lr->nsamp; i > 0; i--) {
 		at = (lr->head + RATE_SAMPLES - i) % RATE_SAMPLES;
 		old_n = lr->samp_n[at];
+		old_ok = lr->samp_ok[at];
 		if (now - lr->samp_ns[at] <= lr->period_ns)
 			break;
 	}
 	/* Counters only grow; one that fell was scribbled on. */
 	lr->achieved = sum > old_n ? sum - old_n : 0;
+	lr->took = ok > old_ok ? ok - old_ok : 0;
 }
 
 /* Put a learned count in force: the burst follows it if it is the count's. */
@@ -284,7 +297,7 @@ set_count(struct lim_slot *l, uint64_t count)
 /*
  * A rate limit of a key that learns, after sample(): read what clients
  * posted (successes, and fresh 429s of units the server gave no figures
- * of) and step up if it is due: one step, max(1, config / 32), per
+ * of) and step up if it is due: one step, max(1, config / 8), per
  * period of successes without a 429, never past the config, and not
  * within the hold after a cut (additive increase).  Returns 1 if the
  * count changed.  The cut is rate_cut's, for the limits the 429s name.
@@ -313,7 +326,8 @@ rate_step(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 	    now < lr->hold_until_ns || lr->ok_since == 0 ||
 	    now - lr->changed_ns < l->spec.period_ns)
 		return 0;
-	step = l->conf.count / 32 > 1 ? l->conf.count / 32 : 1;
+	step = l->conf.count / RATE_STEP_DIV > 1 ?
+	    l->conf.count / RATE_STEP_DIV : 1;
 	set_count(l, l->conf.count - l->spec.count > step ?
 	    l->spec.count + step : l->conf.count);
 	lr->changed_ns = now;
@@ -328,11 +342,13 @@ rate_step(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
  * 429s without server figures while the key's rate limit had room: the
  * config is above the server's real limit.  The cut falls on the limit of
  * the key most used in the last period (units granted over its count):
- * the one the server most likely enforces.  Its count drops to what was
- * really granted in the last period, and by an eighth at least, by half
- * at most (multiplicative decrease), never under 1; then it holds a
- * while.  At most half: the last period may hold a pause of our own, or
- * begin before the broker saw the limit, and undercount the real rate.
+ * the one the server most likely enforces.  Its count drops to what the
+ * server really took in the last period (its successes, not our grants:
+ * those count the refused too, and cut by an eighth at a time, a round of
+ * 429s and a lockout each), by an eighth at least, by half at most
+ * (multiplicative decrease), never under 1; then it holds a while.  At
+ * most half: the last period may hold a pause of our own, or begin before
+ * the broker saw the limit, and undercount the real rate.
  */
 static int
 rate_cut(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
@@ -355,23 +371,21 @@ rate_cut(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 	}
 	least = was / 8 > 1 ? was / 8 : 1;
 	to = was > least ? was - least : 1;
-	if (lr->achieved < to)
-		to = lr->achieved > was / 2 ? lr->achieved : was / 2;
+	if (lr->took < to)
+		to = lr->took > was / 2 ? lr->took : was / 2;
 	if (to < 1)
 		to = 1;
 	set_count(l, to);
 	lr->changed_ns = now;
 	lr->ok_since = 0;
-	lr->hold_until_ns = now + (l->spec.period_ns > HOLD_NS /
-	    RATE_HOLD_PERIODS ? l->spec.period_ns * RATE_HOLD_PERIODS :
-	    HOLD_NS);
+	lr->hold_until_ns = now + l->spec.period_ns * RATE_HOLD_PERIODS;
 	/* Relaxed: a time clients compare their tickets with. */
 	atomic_store_explicit(&seg_lstates(&b->m)[id].cut_ns, now,
 	    memory_order_relaxed);
 	log_info("[%s] learned rate %" PRIu64 " %s (config %" PRIu64 "): "
-	    "429s with %" PRIu64 " granted in the last period",
-	    b->keys[l->key].name, l->spec.count, unit_name(l->spec.unit),
-	    l->conf.count, lr->achieved);
+	    "429s with %" PRIu64 " taken of %" PRIu64 " granted in the last "
+	    "period", b->keys[l->key].name, l->spec.count,
+	    unit_name(l->spec.unit), l->conf.count, lr->took, lr->achieved);
 	return to != was;
 }
 

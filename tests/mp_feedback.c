@@ -108,6 +108,9 @@ static const char conf[] =
     "backoff = 400ms..1s\n"
     "[big]\n"
     "limit = 40 requests/2s\n"
+    "learn = yes\n"
+    "[climb]\n"
+    "limit = 16 requests/s\n"
     "learn = yes\n";
 
 static int
@@ -1271,6 +1274,56 @@ test_learned_count_keeps_what_is_left(void **state)
 	seg_detach(&m);
 }
 
+/*
+ * A learned rate's cut goes to what the server took in the last period,
+ * holds two periods, and climbs back by an eighth of the config a period
+ * of successes.  Before, it held 30 s (10 periods or 30 s), longer than
+ * a batch, and climbed by a thirty-second.
+ */
+static void
+test_learned_rate_climbs_back(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "climb"), id = limit_id(&m, k, LIM_RATE);
+	uint64_t cut, end;
+	tg_ticket t;
+
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+		assert_int_equal(observe(c, &t, 200, "HTTP/2 200\r\n\r\n"),
+		    TG_OK);
+		tg_release(c, &t);
+	}
+	tb_sleep_ns(100 * MS);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	assert_int_equal(observe(c, &t, 429, "HTTP/2 429\r\n"
+	    "retry-after: 0.05\r\n\r\n"), TG_RETRY);
+	tg_release(c, &t);
+	for (int i = 0; i < 100 && limit_count(&m, id) == 16; i++)
+		tb_sleep_ns(10 * MS);
+	cut = limit_count(&m, id);
+	/* 8 taken of 9 granted: 8 (half the config, and what it took). */
+	assert_true(cut >= 8 && cut <= 9);
+	/* Successes, 10 a second, for 4 s: two held, then steps of 2. */
+	end = tb_now_ns() + 4 * NS;
+	while (tb_now_ns() < end) {
+		if (tg_try_acquire(c, k, NULL, &t, NULL) == 0) {
+			(void)observe(c, &t, 200, "HTTP/2 200\r\n\r\n");
+			tg_release(c, &t);
+		}
+		tb_sleep_ns(100 * MS);
+	}
+	print_message("learned rate: cut to %llu, then %llu after 4 s of "
+	    "successes\n", (unsigned long long)cut,
+	    (unsigned long long)limit_count(&m, id));
+	assert_true(limit_count(&m, id) >= cut + 2);
+	assert_true(limit_count(&m, id) <= 16);
+	tg_close(c);
+	seg_detach(&m);
+}
+
 int
 main(void)
 {
@@ -1292,6 +1345,7 @@ main(void)
 		cmocka_unit_test(test_margin_for_the_trip),
 		cmocka_unit_test(test_rejected_free_refunds),
 		cmocka_unit_test(test_learn_rate_from_429s),
+		cmocka_unit_test(test_learned_rate_climbs_back),
 		cmocka_unit_test(test_probe_refused_holds),
 	};
 
