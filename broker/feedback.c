@@ -4,7 +4,8 @@
  * broker turns it into config: the effective size of adaptive concurrency
  * limits (AIMD, with probes the server refused held off a while), limits
  * the server reports where a key learns them, and, where a key learns,
- * the rate its 429s without server figures say it really has.
+ * the rate (or window count) its 429s without server figures say it
+ * really has.
  * Everything read from the state object is a claim, checked before use.
  */
 #include <inttypes.h>
@@ -362,7 +363,8 @@ rate_cut(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 		const struct learn *o = &learns[x];
 
 		if (x == id || !b->lims[x].used || !o->on || !o->fresh ||
-		    o->kind != LIM_RATE || b->lims[x].key != l->key)
+		    (o->kind != LIM_RATE && o->kind != LIM_WINDOW) ||
+		    b->lims[x].key != l->key)
 			continue;
 		theirs = (unsigned __int128)o->achieved * l->spec.count;
 		ours = (unsigned __int128)lr->achieved * b->lims[x].spec.count;
@@ -417,8 +419,8 @@ feedback_tick(struct broker *b, uint64_t now)
 		case LIM_RATE:
 		case LIM_WINDOW:
 			republish |= learned(b, id);
-			if (l->spec.kind != LIM_RATE ||
-			    !b->keys[l->key].learn ||
+			/* A window learns as a rate, per window period. */
+			if (!b->keys[l->key].learn ||
 			    (lr = learn_of(b, id)) == NULL)
 				break;
 			sample(b, id, lr, now);
@@ -430,7 +432,8 @@ feedback_tick(struct broker *b, uint64_t now)
 	for (uint32_t id = 0; id < nlearns && id < h->max_limits; id++) {
 		lr = &learns[id];
 		if (b->lims[id].used && lr->on && lr->fresh &&
-		    lr->kind == LIM_RATE && b->keys[b->lims[id].key].learn)
+		    (lr->kind == LIM_RATE || lr->kind == LIM_WINDOW) &&
+		    b->keys[b->lims[id].key].learn)
 			republish |= rate_cut(b, id, lr, now);
 	}
 	for (uint32_t id = 0; id < nlearns; id++)

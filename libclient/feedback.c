@@ -330,9 +330,10 @@ post(tg_client *c, uint16_t id, const struct tk *tk, int cls, int probe)
 
 /*
  * Post the outcome for the broker: on adaptive concurrency limits for
- * their AIMD; where the key learns, on the rate limits of each unit the
- * server gave no figures of (the nearest level's), for the rate learned
- * from 429s.  A probe's 429 counts on the concurrency limits alone.
+ * their AIMD; where the key learns, on the rate and window limits of each
+ * unit the server gave no figures of (the nearest level's), for the count
+ * learned from 429s.  A probe's 429 counts on the concurrency limits
+ * alone.
  */
 static void
 feedback_post(tg_client *c, const struct chain *ch, const struct tk *tk,
@@ -352,9 +353,9 @@ feedback_post(tg_client *c, const struct chain *ch, const struct tk *tk,
 		if (hu->limit != HDR_UNKNOWN || hu->remaining != HDR_UNKNOWN ||
 		    (at = nearest(ch, u)) < 0)
 			continue;
+		/* same_level: rate and window limits, both learn. */
 		for (unsigned i = (unsigned)at; i < ch->nlim; i++)
-			if (same_level(&ch->lim[at], &ch->lim[i]) &&
-			    ch->lim[i].kind == LIM_RATE)
+			if (same_level(&ch->lim[at], &ch->lim[i]))
 				post(c, ch->lim[i].id, tk, cls, 0);
 	}
 }

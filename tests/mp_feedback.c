@@ -111,6 +111,9 @@ static const char conf[] =
     "learn = yes\n"
     "[climb]\n"
     "limit = 16 requests/s\n"
+    "learn = yes\n"
+    "[wlearn]\n"
+    "limit = 20 requests/2s window\n"
     "learn = yes\n";
 
 static int
@@ -1324,6 +1327,46 @@ test_learned_rate_climbs_back(void **state)
 	seg_detach(&m);
 }
 
+/*
+ * `learn' teaches a window's count from 429s without figures as it does a
+ * rate's: to what the server took in the last window period.  Before,
+ * only rate limits learned, and a window of 40 against a server's 20
+ * sent 3 or 4 over in every window.
+ */
+static void
+test_learned_window(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct seg_map m = view(tb);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "wlearn"), id = limit_id(&m, k, LIM_WINDOW);
+	uint64_t n;
+	tg_ticket t;
+
+	for (int i = 0; i < 12; i++) {
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+		assert_int_equal(observe(c, &t, 200, "HTTP/2 200\r\n\r\n"),
+		    TG_OK);
+		tg_release(c, &t);
+	}
+	tb_sleep_ns(100 * MS);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	assert_int_equal(observe(c, &t, 429, "HTTP/2 429\r\n"
+	    "retry-after: 0.05\r\n\r\n"), TG_RETRY);
+	tg_release(c, &t);
+	for (int i = 0; i < 100 && limit_count(&m, id) == 20; i++)
+		tb_sleep_ns(10 * MS);
+	n = limit_count(&m, id);
+	print_message("window 20 requests/2s: learned %llu after 12 taken\n",
+	    (unsigned long long)n);
+	/* 12 taken of 13 granted: 12 (over half the config, 10). */
+	assert_true(n >= 12 && n <= 13);
+	assert_true(tb_log_count(tb, "[wlearn] learned rate 12") +
+	    tb_log_count(tb, "[wlearn] learned rate 13") == 1);
+	tg_close(c);
+	seg_detach(&m);
+}
+
 int
 main(void)
 {
@@ -1346,6 +1389,7 @@ main(void)
 		cmocka_unit_test(test_rejected_free_refunds),
 		cmocka_unit_test(test_learn_rate_from_429s),
 		cmocka_unit_test(test_learned_rate_climbs_back),
+		cmocka_unit_test(test_learned_window),
 		cmocka_unit_test(test_probe_refused_holds),
 	};
 
