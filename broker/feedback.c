@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "broker.h"
+#include "gcra.h"
 #include "lease.h"
 #include "log.h"
 #include "window.h"
@@ -340,6 +341,40 @@ rate_step(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 }
 
 /*
+ * A cut of rate limit id while its key is paused (the 429s that taught it
+ * paused it): the bucket is empty at the pause's end at the new count,
+ * not at the old one (a TAT is time, and the old one's bucket in time is
+ * another), and waiters that reserved slots at the old pace since the
+ * pause began take their places in line again (pause_set_ns: client.c,
+ * tg_acquire), their charges dropped with the TAT they stacked on.
+ * Relaxed, all: as the clients', the words guard no other data.
+ */
+static void
+requeue(struct broker *b, uint32_t id, uint64_t now)
+{
+	const struct lim_slot *l = &b->lims[id];
+	struct seg_kstate *ks = &seg_kstates(&b->m)[l->key];
+	_Atomic uint64_t *tatp = &seg_lstates(&b->m)[id].tat_ns;
+	uint64_t until, one, tau, set;
+
+	until = atomic_load_explicit(&ks->paused_until_ns,
+	    memory_order_relaxed);
+	if (until <= now || until - now > l->spec.period_ns)
+		return;		/* over, or not this cut's */
+	one = gcra_cost_ns(1, l->spec.period_ns, l->spec.count);
+	tau = gcra_tau_margin_ns(l->spec.burst, l->spec.period_ns,
+	    l->spec.count, limit_margin_ns(&l->spec));
+	if (tau < one)
+		return;
+	atomic_store_explicit(tatp, until + (tau - one), memory_order_relaxed);
+	set = atomic_load_explicit(&ks->pause_set_ns, memory_order_relaxed);
+	while (set < now && !atomic_compare_exchange_weak_explicit(
+	    &ks->pause_set_ns, &set, now, memory_order_relaxed,
+	    memory_order_relaxed))
+		;
+}
+
+/*
  * 429s without server figures while the key's rate limit had room: the
  * config is above the server's real limit.  The cut falls on the limit of
  * the key most used in the last period (units granted over its count):
@@ -378,6 +413,8 @@ rate_cut(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 	if (to < 1)
 		to = 1;
 	set_count(l, to);
+	if (l->spec.kind == LIM_RATE)
+		requeue(b, id, now);
 	lr->changed_ns = now;
 	lr->ok_since = 0;
 	lr->hold_until_ns = now + l->spec.period_ns * RATE_HOLD_PERIODS;

@@ -364,9 +364,9 @@ feedback_post(tg_client *c, const struct chain *ch, const struct tk *tk,
  * Whether a 429 is a concurrency limit's refusal of a probe: an adaptive
  * concurrency limit of the chain has just grown past a level that ran
  * without 429s (the broker's probe_from), and the server names no unit
- * it is out of.  Then the probe failed, not the rate: the broker takes
- * the limit back to that level and holds it there a while, and the key
- * is not paused, nor its buckets emptied.
+ * it is out of.  Then the probe failed, not the rate: the limit goes
+ * back to that level at once (here) and the broker holds it there a
+ * while, and the key is not paused, nor its buckets emptied.
  */
 static int
 probe_refused(tg_client *c, const struct chain *ch, unsigned zero_units)
