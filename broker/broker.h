@@ -103,6 +103,17 @@ void	segment_republish(struct broker *b);
 
 /* feedback.c */
 void	feedback_tick(struct broker *b, uint64_t now);
+/*
+ * Whether limit l runs AIMD: a concurrency limit declared adaptive, or
+ * any of a key that learns (its 429s teach concurrency as they teach
+ * rates; never above the config either way).
+ */
+static inline int
+lim_adaptive(const struct broker *b, const struct lim_slot *l)
+{
+	return l->spec.kind == LIM_CONC && (l->spec.adaptive ||
+	    b->keys[l->key].learn);
+}
 
 /* guard.c */
 void	guard_install(struct broker *b);

@@ -4,7 +4,8 @@
  * broker turns it into config: the effective size of adaptive concurrency
  * limits (AIMD, with probes the server refused held off a while), limits
  * the server reports where a key learns them, and, where a key learns,
- * the rate its 429s without server figures say it really has.
+ * the rate (or window count) its 429s without server figures say it
+ * really has.
  * Everything read from the state object is a claim, checked before use.
  */
 #include <inttypes.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "broker.h"
+#include "gcra.h"
 #include "lease.h"
 #include "log.h"
 #include "window.h"
@@ -23,12 +25,16 @@
 
 /*
  * How long a level the server refused stays out of reach: an adaptive
- * concurrency limit does not probe past a refused probe, nor a learned
- * rate step up after a cut, for this long (a rate: or RATE_HOLD_PERIODS
- * of its periods, if longer).
+ * concurrency limit does not probe past a refused probe for HOLD_NS; a
+ * learned rate does not step up after a cut for RATE_HOLD_PERIODS of its
+ * periods.  Short: a cut no lower than the server took is no guess to
+ * hold on to, and a rate held under the server's for 30 s outlasts a
+ * batch (a cut to 1/s of a server's 5/s did, before).  Then it climbs
+ * back by a RATE_STEP_DIV-th of the config per period of successes.
  */
 #define HOLD_NS			UINT64_C(30000000000)
-#define RATE_HOLD_PERIODS	10
+#define RATE_HOLD_PERIODS	2
+#define RATE_STEP_DIV		8
 #define RATE_SAMPLES		64	/* grant counts kept per rate limit */
 
 /*
@@ -54,8 +60,10 @@ struct learn {
 	uint32_t	head;		/* next to write */
 	uint8_t		fresh;		/* this tick: fresh 429s */
 	uint64_t	achieved;	/* this tick: granted in a period */
+	uint64_t	took;		/* this tick: successes, a period */
 	uint64_t	samp_ns[RATE_SAMPLES];
 	uint64_t	samp_n[RATE_SAMPLES];
+	uint64_t	samp_ok[RATE_SAMPLES];	/* fb_ok then */
 };
 
 static struct learn *learns;
@@ -106,7 +114,7 @@ aimd(struct broker *b, uint32_t id, uint64_t now)
 	struct seg_lstate *ls = &seg_lstates(&b->m)[id];
 	struct learn *lr = learn_of(b, id);
 	uint64_t ok, limited, probe, dok;
-	uint32_t n = (uint32_t)l->spec.count, was, grew_from = 0;
+	uint32_t n = (uint32_t)l->spec.count, was, grew_from = 0, now_eff;
 	int held = 0;
 
 	if (lr == NULL)
@@ -138,14 +146,26 @@ aimd(struct broker *b, uint32_t id, uint64_t now)
 	if (l->eff == 0 || l->eff > n)
 		l->eff = n;
 	dok = ok - l->last_ok;
+	/*
+	 * Relaxed: a client that met a concurrency 429 halves eff itself
+	 * (libclient/feedback.c, conc_cut), at once rather than here: a
+	 * lower eff than ours is that cut, taken as ours.  A scribble can
+	 * only lower it, as posting 429s could; successes raise it again.
+	 */
+	now_eff = atomic_load_explicit(&ls->eff, memory_order_relaxed);
 	if (probe != lr->last_probe && l->eff > 1) {
 		/* The rate limits were never paused: see the library. */
 		l->eff--;
+		if (now_eff >= 1 && now_eff < l->eff)
+			l->eff = now_eff;	/* a client cut further */
 		l->acc = 0;
 		held = 1;
 		lr->hold_max = l->eff;
 		lr->hold_until_ns = now + HOLD_NS;
 		atomic_store_explicit(&ls->cut_ns, now, memory_order_relaxed);
+	} else if (now_eff >= 1 && now_eff < l->eff) {
+		l->eff = now_eff;
+		l->acc = 0;
 	} else if (limited != l->last_limited) {
 		l->eff = l->eff > 1 ? l->eff / 2 : 1;
 		l->acc = 0;
@@ -171,7 +191,7 @@ aimd(struct broker *b, uint32_t id, uint64_t now)
 	else if (l->eff < was)
 		atomic_store_explicit(&ls->probe_from, 0,
 		    memory_order_relaxed);
-	/* Rewritten each tick: a client's scribble lasts one tick at most. */
+	/* Rewritten each tick: a scribble up lasts one tick at most. */
 	if (atomic_load_explicit(&ls->eff, memory_order_relaxed) != l->eff)
 		atomic_store_explicit(&ls->eff, l->eff, memory_order_relaxed);
 	if (l->eff != was) {
@@ -226,23 +246,28 @@ learned(struct broker *b, uint32_t id)
 }
 
 /*
- * Record the grant count of rate limit id, spaced so the ring spans at
- * least its period, and set lr->achieved: the units granted in the last
- * period (in the history there is, when that is shorter: an undercount,
- * which errs towards the lower rate).
+ * Record the grant count of rate limit id and its successes (fb_ok),
+ * spaced so the ring spans at least its period, and set lr->achieved:
+ * the units granted in the last period (in the history there is, when
+ * that is shorter: an undercount, which errs towards the lower rate),
+ * and lr->took: the successes in the same span, what the server took.
  */
 static void
 sample(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 {
-	uint64_t sum, gap, old_n = 0;
+	uint64_t sum, ok, gap, old_n = 0, old_ok = 0;
 	uint32_t last, i, at;
 
 	sum = seg_grant_sum(&b->m, (uint64_t)b->m.hdr->max_keys + id);
+	/* Relaxed: a counter of the moment; a scribble is checked below. */
+	ok = atomic_load_explicit(&seg_lstates(&b->m)[id].fb_ok,
+	    memory_order_relaxed);
 	gap = lr->period_ns / (RATE_SAMPLES - 1);
 	last = (lr->head + RATE_SAMPLES - 1) % RATE_SAMPLES;
 	if (lr->nsamp == 0 || now - lr->samp_ns[last] >= gap) {
 		lr->samp_ns[lr->head] = now;
 		lr->samp_n[lr->head] = sum;
+		lr->samp_ok[lr->head] = ok;
 		lr->head = (lr->head + 1) % RATE_SAMPLES;
 		if (lr->nsamp < RATE_SAMPLES)
 			lr->nsamp++;
@@ -251,11 +276,13 @@ sample(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 	for (i = lr->nsamp; i > 0; i--) {
 		at = (lr->head + RATE_SAMPLES - i) % RATE_SAMPLES;
 		old_n = lr->samp_n[at];
+		old_ok = lr->samp_ok[at];
 		if (now - lr->samp_ns[at] <= lr->period_ns)
 			break;
 	}
 	/* Counters only grow; one that fell was scribbled on. */
 	lr->achieved = sum > old_n ? sum - old_n : 0;
+	lr->took = ok > old_ok ? ok - old_ok : 0;
 }
 
 /* Put a learned count in force: the burst follows it if it is the count's. */
@@ -272,7 +299,7 @@ set_count(struct lim_slot *l, uint64_t count)
 /*
  * A rate limit of a key that learns, after sample(): read what clients
  * posted (successes, and fresh 429s of units the server gave no figures
- * of) and step up if it is due: one step, max(1, config / 32), per
+ * of) and step up if it is due: one step, max(1, config / 8), per
  * period of successes without a 429, never past the config, and not
  * within the hold after a cut (additive increase).  Returns 1 if the
  * count changed.  The cut is rate_cut's, for the limits the 429s name.
@@ -301,7 +328,8 @@ rate_step(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 	    now < lr->hold_until_ns || lr->ok_since == 0 ||
 	    now - lr->changed_ns < l->spec.period_ns)
 		return 0;
-	step = l->conf.count / 32 > 1 ? l->conf.count / 32 : 1;
+	step = l->conf.count / RATE_STEP_DIV > 1 ?
+	    l->conf.count / RATE_STEP_DIV : 1;
 	set_count(l, l->conf.count - l->spec.count > step ?
 	    l->spec.count + step : l->conf.count);
 	lr->changed_ns = now;
@@ -313,14 +341,50 @@ rate_step(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 }
 
 /*
+ * A cut of rate limit id while its key is paused (the 429s that taught it
+ * paused it): the bucket is empty at the pause's end at the new count,
+ * not at the old one (a TAT is time, and the old one's bucket in time is
+ * another), and waiters that reserved slots at the old pace since the
+ * pause began take their places in line again (pause_set_ns: client.c,
+ * tg_acquire), their charges dropped with the TAT they stacked on.
+ * Relaxed, all: as the clients', the words guard no other data.
+ */
+static void
+requeue(struct broker *b, uint32_t id, uint64_t now)
+{
+	const struct lim_slot *l = &b->lims[id];
+	struct seg_kstate *ks = &seg_kstates(&b->m)[l->key];
+	_Atomic uint64_t *tatp = &seg_lstates(&b->m)[id].tat_ns;
+	uint64_t until, one, tau, set;
+
+	until = atomic_load_explicit(&ks->paused_until_ns,
+	    memory_order_relaxed);
+	if (until <= now || until - now > l->spec.period_ns)
+		return;		/* over, or not this cut's */
+	one = gcra_cost_ns(1, l->spec.period_ns, l->spec.count);
+	tau = gcra_tau_margin_ns(l->spec.burst, l->spec.period_ns,
+	    l->spec.count, limit_margin_ns(&l->spec));
+	if (tau < one)
+		return;
+	atomic_store_explicit(tatp, until + (tau - one), memory_order_relaxed);
+	set = atomic_load_explicit(&ks->pause_set_ns, memory_order_relaxed);
+	while (set < now && !atomic_compare_exchange_weak_explicit(
+	    &ks->pause_set_ns, &set, now, memory_order_relaxed,
+	    memory_order_relaxed))
+		;
+}
+
+/*
  * 429s without server figures while the key's rate limit had room: the
  * config is above the server's real limit.  The cut falls on the limit of
  * the key most used in the last period (units granted over its count):
- * the one the server most likely enforces.  Its count drops to what was
- * really granted in the last period, and by an eighth at least, by half
- * at most (multiplicative decrease), never under 1; then it holds a
- * while.  At most half: the last period may hold a pause of our own, or
- * begin before the broker saw the limit, and undercount the real rate.
+ * the one the server most likely enforces.  Its count drops to what the
+ * server really took in the last period (its successes, not our grants:
+ * those count the refused too, and cut by an eighth at a time, a round of
+ * 429s and a lockout each), by an eighth at least, by half at most
+ * (multiplicative decrease), never under 1; then it holds a while.  At
+ * most half: the last period may hold a pause of our own, or begin before
+ * the broker saw the limit, and undercount the real rate.
  */
 static int
 rate_cut(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
@@ -334,7 +398,8 @@ rate_cut(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 		const struct learn *o = &learns[x];
 
 		if (x == id || !b->lims[x].used || !o->on || !o->fresh ||
-		    o->kind != LIM_RATE || b->lims[x].key != l->key)
+		    (o->kind != LIM_RATE && o->kind != LIM_WINDOW) ||
+		    b->lims[x].key != l->key)
 			continue;
 		theirs = (unsigned __int128)o->achieved * l->spec.count;
 		ours = (unsigned __int128)lr->achieved * b->lims[x].spec.count;
@@ -343,23 +408,23 @@ rate_cut(struct broker *b, uint32_t id, struct learn *lr, uint64_t now)
 	}
 	least = was / 8 > 1 ? was / 8 : 1;
 	to = was > least ? was - least : 1;
-	if (lr->achieved < to)
-		to = lr->achieved > was / 2 ? lr->achieved : was / 2;
+	if (lr->took < to)
+		to = lr->took > was / 2 ? lr->took : was / 2;
 	if (to < 1)
 		to = 1;
 	set_count(l, to);
+	if (l->spec.kind == LIM_RATE)
+		requeue(b, id, now);
 	lr->changed_ns = now;
 	lr->ok_since = 0;
-	lr->hold_until_ns = now + (l->spec.period_ns > HOLD_NS /
-	    RATE_HOLD_PERIODS ? l->spec.period_ns * RATE_HOLD_PERIODS :
-	    HOLD_NS);
+	lr->hold_until_ns = now + l->spec.period_ns * RATE_HOLD_PERIODS;
 	/* Relaxed: a time clients compare their tickets with. */
 	atomic_store_explicit(&seg_lstates(&b->m)[id].cut_ns, now,
 	    memory_order_relaxed);
 	log_info("[%s] learned rate %" PRIu64 " %s (config %" PRIu64 "): "
-	    "429s with %" PRIu64 " granted in the last period",
-	    b->keys[l->key].name, l->spec.count, unit_name(l->spec.unit),
-	    l->conf.count, lr->achieved);
+	    "429s with %" PRIu64 " taken of %" PRIu64 " granted in the last "
+	    "period", b->keys[l->key].name, l->spec.count,
+	    unit_name(l->spec.unit), l->conf.count, lr->took, lr->achieved);
 	return to != was;
 }
 
@@ -377,7 +442,7 @@ feedback_tick(struct broker *b, uint64_t now)
 			continue;
 		switch (l->spec.kind) {
 		case LIM_CONC:
-			if (l->spec.adaptive)
+			if (lim_adaptive(b, l))
 				aimd(b, id, now);
 			else {
 				l->aimd_on = 0;
@@ -391,8 +456,8 @@ feedback_tick(struct broker *b, uint64_t now)
 		case LIM_RATE:
 		case LIM_WINDOW:
 			republish |= learned(b, id);
-			if (l->spec.kind != LIM_RATE ||
-			    !b->keys[l->key].learn ||
+			/* A window learns as a rate, per window period. */
+			if (!b->keys[l->key].learn ||
 			    (lr = learn_of(b, id)) == NULL)
 				break;
 			sample(b, id, lr, now);
@@ -404,7 +469,8 @@ feedback_tick(struct broker *b, uint64_t now)
 	for (uint32_t id = 0; id < nlearns && id < h->max_limits; id++) {
 		lr = &learns[id];
 		if (b->lims[id].used && lr->on && lr->fresh &&
-		    lr->kind == LIM_RATE && b->keys[b->lims[id].key].learn)
+		    (lr->kind == LIM_RATE || lr->kind == LIM_WINDOW) &&
+		    b->keys[b->lims[id].key].learn)
 			republish |= rate_cut(b, id, lr, now);
 	}
 	for (uint32_t id = 0; id < nlearns; id++)

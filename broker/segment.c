@@ -674,7 +674,7 @@ cfg_write(struct broker *b, unsigned idx, uint64_t gen)
 		nlims++;
 		l[i].kind = s->spec.kind;
 		l[i].unit = s->spec.unit;
-		l[i].flags = s->spec.adaptive ? LIMIT_F_ADAPTIVE : 0;
+		l[i].flags = lim_adaptive(b, s) ? LIMIT_F_ADAPTIVE : 0;
 		l[i].key = s->key;
 		l[i].count = s->spec.count;
 		l[i].period_ns = s->spec.period_ns;

@@ -621,6 +621,25 @@ sleep_until(uint64_t until_ns)
 		;
 }
 
+/*
+ * Whether one of the keys was paused after `since': a pause a waiter's
+ * reserved slot did not know of, over or not (the slot was reckoned at
+ * the pace before it).  Relaxed: as take(), the pause guards no other
+ * data.
+ */
+static int
+paused_since(tg_client *c, const uint16_t *keys, uint32_t nkey,
+    uint64_t since)
+{
+	struct seg_kstate *ks = seg_kstates(&c->m);
+
+	for (uint32_t i = 0; i < nkey; i++)
+		if (atomic_load_explicit(&ks[keys[i]].pause_set_ns,
+		    memory_order_relaxed) > since)
+			return 1;
+	return 0;
+}
+
 int
 tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
     int64_t timeout_ns, tg_ticket *t)
@@ -631,7 +650,8 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 	const struct chain *ch;
 	struct chain buf;
 	uint64_t start, now, deadline, left, wait;
-	uint32_t seen = 0;
+	uint16_t keys[SEG_DEPTH_MAX];
+	uint32_t seen = 0, nkey;
 	int r, blocked, prepared = -1, slept = 0;
 
 	if (c == NULL || t == NULL)
@@ -662,13 +682,31 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			 * and cuts of that time (feedback.c).
 			 */
 			granted(c, ch, cost, now + wait, tk);
+			nkey = ch->nkey;
+			memcpy(keys, ch->keys, nkey * sizeof(keys[0]));
 			chain_put(c, ch);
-			if (wait > 0) {
-				/* A reserved slot: ours, in arrival order. */
-				sleep_until(now + wait);
-				slept = 1;
-			}
-			break;
+			if (wait == 0)
+				break;
+			/* A reserved slot: ours, in arrival order. */
+			sleep_until(now + wait);
+			slept = 1;
+			if (!paused_since(c, keys, nkey, now))
+				break;
+			/*
+			 * A 429 paused the key while we slept: the server
+			 * refused a slot like ours, and one reckoned at the
+			 * pace before would go into the same wall (3 or 4
+			 * more 429s a round, each a lockout, before).  In
+			 * line again, from the pause's end; the release
+			 * gives the slot back where nothing was taken after
+			 * it, else the charge stays, in a bucket the 429
+			 * emptied anyway (feedback.c).
+			 */
+			tg_release(c, t);
+			now = now_ns();
+			if (now >= deadline)
+				return -ETIMEDOUT;
+			continue;
 		}
 		if (r != -EAGAIN) {
 			chain_put(c, ch);

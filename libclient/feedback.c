@@ -176,6 +176,26 @@ zero_wait(const struct chain *ch, unsigned u, const struct hdr_unit *hu)
 }
 
 /*
+ * Whether the server's figures hu for rate limit v are of a bucket of
+ * another size that the broker adopts (the key learns, and v is the
+ * limit it posts the server's limit on: the shortest period's, below).
+ */
+static int
+theirs(const struct chain *ch, const struct lview *v,
+    const struct hdr_unit *hu)
+{
+	if (!(ch->flags & SEG_KEY_LEARN) || hu->limit == HDR_UNKNOWN ||
+	    hu->limit == 0 || hu->limit == v->count ||
+	    hu->remaining > hu->limit || hu->limit > WIN_COUNT_MAX)
+		return 0;
+	for (unsigned i = 0; i < ch->nlim; i++)
+		if (same_level(v, &ch->lim[i]) &&
+		    ch->lim[i].period_ns < v->period_ns)
+			return 0;
+	return 1;
+}
+
+/*
  * What the server said of each unit, by the semantics of the fields it
  * came in (headers.h).  A window's `remaining R until reset T' caps the
  * limits of that unit: at most R more until T.  A refilling bucket's R
@@ -221,6 +241,24 @@ server_counts(tg_client *c, const struct chain *ch, const struct hdr_result *hr,
 					cap_post(&ls[v->id].srv_cap, now,
 					    hu->remaining, clamp_pause(ch,
 					    hu->reset_ns));
+			} else if (v->kind == LIM_RATE && theirs(ch, v, hu)) {
+				/*
+				 * The server's bucket is not ours, and the
+				 * broker is taking its count (learned): its
+				 * L - R short of full is that many of its
+				 * units of our period behind, which our TAT
+				 * keeps as time through the change; R of our
+				 * units would be other counts after it (16 of
+				 * 20 left, put in a bucket of 40 taken to 20:
+				 * 8).  Until the change, at most R until the
+				 * server refills one.
+				 */
+				gcra_raise(&ls[v->id].tat_ns, now +
+				    gcra_cost_ns(hu->limit - hu->remaining,
+				    v->period_ns, hu->limit));
+				if (refill != 0)
+					cap_post(&ls[v->id].srv_cap, now,
+					    hu->remaining, refill);
 			} else if (v->kind == LIM_RATE) {
 				if ((tat = srv_bucket_tat(now, v->tau_ns,
 				    unit_ns(v), hu->remaining, refill)) != 0)
@@ -292,9 +330,10 @@ post(tg_client *c, uint16_t id, const struct tk *tk, int cls, int probe)
 
 /*
  * Post the outcome for the broker: on adaptive concurrency limits for
- * their AIMD; where the key learns, on the rate limits of each unit the
- * server gave no figures of (the nearest level's), for the rate learned
- * from 429s.  A probe's 429 counts on the concurrency limits alone.
+ * their AIMD; where the key learns, on the rate and window limits of each
+ * unit the server gave no figures of (the nearest level's), for the count
+ * learned from 429s.  A probe's 429 counts on the concurrency limits
+ * alone.
  */
 static void
 feedback_post(tg_client *c, const struct chain *ch, const struct tk *tk,
@@ -314,9 +353,9 @@ feedback_post(tg_client *c, const struct chain *ch, const struct tk *tk,
 		if (hu->limit != HDR_UNKNOWN || hu->remaining != HDR_UNKNOWN ||
 		    (at = nearest(ch, u)) < 0)
 			continue;
+		/* same_level: rate and window limits, both learn. */
 		for (unsigned i = (unsigned)at; i < ch->nlim; i++)
-			if (same_level(&ch->lim[at], &ch->lim[i]) &&
-			    ch->lim[i].kind == LIM_RATE)
+			if (same_level(&ch->lim[at], &ch->lim[i]))
 				post(c, ch->lim[i].id, tk, cls, 0);
 	}
 }
@@ -325,9 +364,9 @@ feedback_post(tg_client *c, const struct chain *ch, const struct tk *tk,
  * Whether a 429 is a concurrency limit's refusal of a probe: an adaptive
  * concurrency limit of the chain has just grown past a level that ran
  * without 429s (the broker's probe_from), and the server names no unit
- * it is out of.  Then the probe failed, not the rate: the broker takes
- * the limit back to that level and holds it there a while, and the key
- * is not paused, nor its buckets emptied.
+ * it is out of.  Then the probe failed, not the rate: the limit goes
+ * back to that level at once (here) and the broker holds it there a
+ * while, and the key is not paused, nor its buckets emptied.
  */
 static int
 probe_refused(tg_client *c, const struct chain *ch, unsigned zero_units)
@@ -347,10 +386,91 @@ probe_refused(tg_client *c, const struct chain *ch, unsigned zero_units)
 		    memory_order_relaxed);
 		eff = atomic_load_explicit(&ls[v->id].eff,
 		    memory_order_relaxed);
-		if (from != 0 && eff > from)
-			return 1;
+		if (from == 0 || eff <= from)
+			continue;
+		/*
+		 * Back to the level that ran clean at once, not at the
+		 * broker's tick: until then the prober would take the lease
+		 * it probed with again and meet the same wall.  The broker
+		 * does the same on fb_probe and holds it there.
+		 */
+		(void)atomic_compare_exchange_strong_explicit(&ls[v->id].eff,
+		    &eff, from, memory_order_relaxed, memory_order_relaxed);
+		return 1;
 	}
 	return 0;
+}
+
+/*
+ * The units of which the server said some are left (remaining above 0).
+ * A 429 that names such units and none at 0 is not their bucket's: the
+ * server refused for another reason, most likely requests in flight.
+ */
+static unsigned
+left_units(const struct hdr_result *hr)
+{
+	unsigned m = 0;
+
+	for (unsigned u = 0; u < UNIT_COUNT; u++)
+		if (hr->unit[u].remaining != HDR_UNKNOWN &&
+		    hr->unit[u].remaining > 0)
+			m |= 1u << u;
+	return m;
+}
+
+/*
+ * A concurrency 429 (the server counts units left and names no wait):
+ * halve the chain's adaptive concurrency limits at once, here, rather
+ * than at the broker's next tick, so that the workers the refusal sends
+ * back wait for a lease instead of meeting the same wall again until
+ * then (against a provider that counts nothing refused, 20 429s in a
+ * millisecond; against one that counts them, an empty bucket).  One cut
+ * per round: a request sent before the last cut was part of it.  The
+ * broker adopts a lower eff as its own (broker/feedback.c, aimd), and
+ * post() leaves this 429 out of fb_limited (sent before the cut), so it
+ * is not halved twice.  Returns 0 if no limit could go lower (all at 1):
+ * then the server is full for another reason, and the caller backs off.
+ */
+static int
+conc_cut(tg_client *c, const struct chain *ch, const struct tk *tk,
+    uint64_t now)
+{
+	struct seg_lstate *ls = seg_lstates(&c->m);
+	uint32_t n, eff, seen;
+	uint64_t cut;
+	int any = 0;
+
+	for (unsigned i = 0; i < ch->nlim; i++) {
+		const struct lview *v = &ch->lim[i];
+
+		if (v->kind != LIM_CONC || !(v->flags & LIMIT_F_ADAPTIVE))
+			continue;
+		n = v->count < v->ncells ? (uint32_t)v->count : v->ncells;
+		/* Relaxed, all: eff and cut_ns guard no other data. */
+		cut = atomic_load_explicit(&ls[v->id].cut_ns,
+		    memory_order_relaxed);
+		if (tk->now_ns < cut) {
+			any = 1;	/* this round's cut is made */
+			continue;
+		}
+		seen = atomic_load_explicit(&ls[v->id].eff,
+		    memory_order_relaxed);
+		do {
+			eff = seen == 0 || seen > n ? n : seen;
+			if (eff <= 1)
+				break;
+		} while (!atomic_compare_exchange_weak_explicit(
+		    &ls[v->id].eff, &seen, eff / 2, memory_order_relaxed,
+		    memory_order_relaxed));
+		if (eff <= 1)
+			continue;
+		any = 1;
+		while (cut < now && !atomic_compare_exchange_weak_explicit(
+		    &ls[v->id].cut_ns, &cut, now, memory_order_relaxed,
+		    memory_order_relaxed))
+			;
+	}
+	return any;
 }
 
 /* The limit of ch with the longest cooldown, or -1. */
@@ -377,8 +497,9 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 	struct hdr_result hr;
 	struct chain ch;
 	uint64_t now, hint, zw, until, zero_reset = HDR_UNKNOWN;
-	unsigned zero_units = 0;
-	int evidence, cls, advice, r, cd, probe = 0;
+	uint64_t act[UNIT_COUNT];
+	unsigned zero_units = 0, left;
+	int evidence, cls, advice, r, cd, probe = 0, conc = 0;
 
 	if (c == NULL || t == NULL || http_status < 200 || http_status > 599 ||
 	    (headers == NULL && len > 0) || !tk_filled(tk))
@@ -446,8 +567,18 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 	    tk_ours(c, tk))
 		settle_to(c, tk, &ch, (const uint64_t[UNIT_COUNT]){ 0 }, now);
 
+	left = zero_units == 0 ? left_units(&hr) : 0;
 	if (cls == ST_LIMITED && probe_refused(c, &ch, zero_units))
 		probe = 1;	/* the rate is fine: no pause */
+	else if (cls == ST_LIMITED && left != 0 && hint == HDR_UNKNOWN &&
+	    conc_cut(c, &ch, tk, now))
+		/*
+		 * The server says every unit it counts has some left and
+		 * names no wait: the refusal is the concurrency limit's
+		 * (issue 13 section 3), now halved; the rate limits are
+		 * not paused, nor (below) emptied.
+		 */
+		conc = 1;
 	else if (cls == ST_LIMITED || cls == ST_SERVER) {
 		if (hint != HDR_UNKNOWN)
 			/* The server said how long: that, for the whole key. */
@@ -461,11 +592,25 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 	} else if (cls == ST_OK)
 		backoff_reset(c, &ch, tk);
 
+	if ((conc || probe) && left != 0 && tk_ours(c, tk)) {
+		/*
+		 * Nor charged for this request, in the units the server
+		 * counts: it says how many it has left, and server_counts
+		 * below holds our buckets to that, which is all a refused
+		 * request may have cost.  Charged, 8 refusals at the start
+		 * leave a bucket of 20 paced at its rate while the server's
+		 * is half full.  Once: the ticket then says it cost nothing.
+		 */
+		for (unsigned u = 0; u < UNIT_COUNT; u++)
+			act[u] = left & 1u << u ? 0 : tk->cost[u];
+		settle_to(c, tk, &ch, act, now);
+	}
 	server_counts(c, &ch, &hr, now);
-	if (cls == ST_LIMITED && !probe) {
+	if (cls == ST_LIMITED && !probe && !conc) {
 		/*
 		 * At the end of the pause in force, whoever set it: the
-		 * units the server said are out, else (it did not say) all.
+		 * units the server said are out, else all but those it said
+		 * have some left (a 429 that is not their bucket's).
 		 * Not for a request sent before a pause that is over: its
 		 * round emptied the bucket already, and the restart is under
 		 * way.  Relaxed: as pause_key, the pause guards no other data.
@@ -476,7 +621,8 @@ tg_observe(tg_client *c, tg_ticket *t, int http_status, const char *headers,
 		    &seg_kstates(&c->m)[ch.key].pause_set_ns,
 		    memory_order_relaxed))
 			empty_at(c, &ch, zero_units != 0 ? zero_units :
-			    (1u << UNIT_COUNT) - 1, until > now ? until : now);
+			    ((1u << UNIT_COUNT) - 1) & ~left,
+			    until > now ? until : now);
 	}
 	feedback_post(c, &ch, tk, &hr, cls, probe);
 	atomic_fetch_add_explicit(&seg_kstates(&c->m)[ch.key].status[cls], 1,

@@ -272,7 +272,8 @@ struct seg_kstate {
 /*
  * Per limit.  Line 0: what every acquire of it touches.  Rate limits use
  * tat_ns; concurrency limits wake and waiting for the futex, and eff and
- * probe_from when adaptive.  Line 1: feedback posted for the broker: on
+ * probe_from when adaptive (a client that meets a concurrency 429 halves
+ * eff at once: libclient/feedback.c, conc_cut).  Line 1: feedback posted for the broker: on
  * an adaptive concurrency limit for its AIMD, on a rate limit of a key
  * that learns for the rate learned from 429s without server figures
  * (broker/feedback.c).
