@@ -117,7 +117,10 @@ test_staged_install_runs(void **state)
 	assert_int_equal(tb_run(cmd, out, 65536), 0);
 	snprintf(cmd, sizeof(cmd), "%s/bin/tollsim -h >/dev/null 2>&1", stage);
 	assert_int_equal(tb_run(cmd, out, 65536), 0);
-#ifndef TB_UNDER_SAN
+#ifdef TB_UNDER_SAN
+	(void)abs;		/* the Python part needs the plain build */
+	(void)py;
+#else
 	assert_non_null(realpath(stage, abs));
 	snprintf(cmd, sizeof(cmd), "cd / && env -u TG_BUILD -u TOLLGATE_LIB "
 	    "LD_LIBRARY_PATH=%s/lib PYTHONPATH=%s/lib/python3/dist-packages "
