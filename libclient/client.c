@@ -328,23 +328,73 @@ struct rslot {
 };
 
 /*
+ * Take a lease of concurrency limit v of ch for tk at now, for a request
+ * that goes at from (a pause that ended at end ramps it: conc_ramp); a
+ * taker that has not slept on v (yield) leaves it to those a release
+ * just woke.
+ * Returns 0 with the lease in tk; -EAGAIN with *w the ramp's next step,
+ * or *blocked = v's id when it waits on a release; TAKE_STALE.
+ */
+static int
+conc_take(tg_client *c, const struct chain *ch, const struct lview *v,
+    uint64_t end, uint64_t from, uint64_t now, int yield, struct tk *tk,
+    uint64_t *w, int *blocked)
+{
+	struct seg_lstate *ls = &seg_lstates(&c->m)[v->id];
+	uint64_t next = 0;
+	uint32_t allowed, ramp;
+	int r;
+
+	/* A release just woke sleepers: theirs first (lease.h). */
+	if (yield && lease_yield(ls, now, &next)) {
+		*blocked = v->id;
+		return -EAGAIN;
+	}
+
+	if (tk->gen == 0) {
+		/* Relaxed: the slot's own threads share it. */
+		do
+			tk->gen = atomic_fetch_add_explicit(&c->me->lease_gen,
+			    1, memory_order_relaxed) + 1;
+		while (tk->gen == 0);
+	}
+	allowed = conc_allowed(c, v);
+	ramp = conc_ramp(ch, v, end, from, &next);
+	r = lease_take(ls, &seg_cells(&c->m)[v->cells],
+	    v->ncells, ramp < allowed ? ramp : allowed,
+	    LEASE_VAL(c->slot, tk->gen), c->slot, &tk->lease[tk->nlease].cell);
+	if (r == 0) {
+		tk->lease[tk->nlease++].lim = v->id;
+		if (!yield)
+			lease_handed(ls);
+	} else if (r == -ESTALE)
+		r = TAKE_STALE;
+	else if (ramp < allowed)
+		/* The ramp's next step, not a release. */
+		*w = next > now ? next - now : 1;
+	else
+		*blocked = v->id;
+	return r;
+}
+
+/*
  * Take cost from every limit of ch at now, all or nothing, reserving rate
- * slots up to max_wait_ns ahead.  Returns 0 with *wait_ns the wait for the
+ * slots up to max_wait_ns ahead; yield: as conc_take.  Returns 0 with *wait_ns the wait for the
  * latest reserved slot (and, if rs is not NULL, rs[i] the slot of lim[i]),
  * or -EAGAIN with *wait_ns the time until it could fit (0: it waits on a
  * release of concurrency limit *blocked), -E2BIG, or TAKE_STALE.
  */
 static int
 take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
-    uint64_t max_wait_ns, struct tk *tk, uint64_t *wait_ns, int *blocked,
-    struct rslot *rs)
+    uint64_t max_wait_ns, int yield, struct tk *tk, uint64_t *wait_ns,
+    int *blocked, struct rslot *rs)
 {
 	struct seg_kstate *ks = seg_kstates(&c->m);
 	struct seg_lstate *ls = seg_lstates(&c->m);
 	_Atomic uint64_t *cells = seg_cells(&c->m);
-	uint64_t units, w, wait = 0, until, from, end = 0, next = 0, tat;
+	uint64_t units, w, wait = 0, until, from, end = 0, tat;
 	uint64_t rcost[SEG_CHAIN_MAX];
-	uint32_t capped = 0, allowed, ramp;
+	uint32_t capped = 0;
 	unsigned i;
 	int r = 0;
 
@@ -429,29 +479,8 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 			    v->count, units, &w);
 			break;
 		case LIM_CONC:
-			if (tk->gen == 0) {
-				/* Relaxed: the slot's own threads share it. */
-				do
-					tk->gen = atomic_fetch_add_explicit(
-					    &c->me->lease_gen, 1,
-					    memory_order_relaxed) + 1;
-				while (tk->gen == 0);
-			}
-			allowed = conc_allowed(c, v);
-			ramp = conc_ramp(ch, v, end, from, &next);
-			r = lease_take(&ls[v->id], &cells[v->cells], v->ncells,
-			    ramp < allowed ? ramp : allowed,
-			    LEASE_VAL(c->slot, tk->gen), c->slot,
-			    &tk->lease[tk->nlease].cell);
-			if (r == 0)
-				tk->lease[tk->nlease++].lim = v->id;
-			else if (r == -ESTALE)
-				r = TAKE_STALE;
-			else if (ramp < allowed)
-				/* The ramp's next step, not a release. */
-				w = next > now ? next - now : 1;
-			else
-				*blocked = v->id;
+			r = conc_take(c, ch, v, end, from, now, yield, tk,
+			    &w, blocked);
 			break;
 		default:
 			continue;
@@ -587,7 +616,7 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 		    take_one_rate(c, ch, now, tk) == 0)
 			r = 0;
 		else
-			r = take(c, ch, cost, now, 0, tk, &wait, &blocked,
+			r = take(c, ch, cost, now, 0, 1, tk, &wait, &blocked,
 			    NULL);
 		if (r != TAKE_STALE)
 			break;
@@ -640,6 +669,89 @@ paused_since(tg_client *c, const uint16_t *keys, uint32_t nkey,
 	return 0;
 }
 
+static void leases_put(tg_client *, const struct tk *);
+
+/* Give back the leases tk holds, waking their sleepers; tk keeps none. */
+static void
+leases_drop(tg_client *c, struct tk *tk)
+{
+	leases_put(c, tk);
+	tk->nlease = 0;
+}
+
+/*
+ * The second half of a tg_acquire whose rate slot was ahead: its slot has
+ * come (the ticket holds its other charges, granted at since), now its
+ * leases, waiting on releases until deadline.  Returns 0 with them in tk;
+ * -ETIMEDOUT; TAKE_STALE if the config changed or a key was paused since
+ * (the slot was reckoned before it): the caller releases and starts over.
+ */
+static int
+acquire_leases(tg_client *c, uint32_t key, struct tk *tk, uint64_t since,
+    uint64_t deadline)
+{
+	struct seg_kstate *ks = seg_kstates(&c->m);
+	struct seg_lstate *ls = seg_lstates(&c->m);
+	const struct chain *ch;
+	struct chain buf;
+	struct timespec abs;
+	uint64_t now, end, until, w;
+	uint32_t seen = 0;
+	int r, blocked, prepared = -1;
+
+	for (;;) {
+		if ((r = chain_get(c, key, &buf, &ch)) < 0)
+			return r;
+		if ((uint32_t)ch->cfg_gen != tk->cfg_gen ||
+		    paused_since(c, ch->keys, ch->nkey, since)) {
+			chain_put(c, ch);
+			return TAKE_STALE;
+		}
+		now = now_ns();
+		end = 0;
+		for (unsigned i = 0; i < ch->nkey; i++) {
+			until = atomic_load_explicit(
+			    &ks[ch->keys[i]].paused_until_ns,
+			    memory_order_relaxed);
+			if (until > end)
+				end = until;
+		}
+		r = 0;
+		w = 0;
+		blocked = -1;
+		tk->nlease = 0;
+		for (unsigned i = 0; i < ch->nlim && r == 0; i++)
+			if (ch->lim[i].kind == LIM_CONC)
+				r = conc_take(c, ch, &ch->lim[i], end, now,
+				    now, 0, tk, &w, &blocked);
+		if (r == 0 && config_still(c, ch)) {
+			chain_put(c, ch);
+			return 0;
+		}
+		leases_drop(c, tk);
+		chain_put(c, ch);
+		if (r == 0 || r == TAKE_STALE)
+			return TAKE_STALE;
+		if (w > 0) {
+			/* The ramp's next step after a pause. */
+			prepared = -1;
+			sleep_until(now + w < deadline ? now + w : deadline);
+		} else if (blocked >= 0 && prepared != blocked) {
+			/* Announce the sleep, then try once more: lease.c. */
+			seen = lease_wait_prepare(&ls[blocked]);
+			prepared = blocked;
+		} else if (blocked >= 0) {
+			if (deadline != UINT64_MAX)
+				abs = ns_to_timespec(deadline);
+			(void)lease_wait(&ls[blocked], seen,
+			    deadline == UINT64_MAX ? NULL : &abs);
+			prepared = -1;
+		}
+		if (now_ns() >= deadline)
+			return -ETIMEDOUT;
+	}
+}
+
 int
 tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
     int64_t timeout_ns, tg_ticket *t)
@@ -652,7 +764,8 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 	uint64_t start, now, deadline, left, wait;
 	uint16_t keys[SEG_DEPTH_MAX];
 	uint32_t seen = 0, nkey;
-	int r, blocked, prepared = -1, slept = 0;
+	uint64_t until, handoff;
+	int r, blocked, prepared = -1, slept = 0, lazy, woken = 0;
 
 	if (c == NULL || t == NULL)
 		return -EINVAL;
@@ -669,13 +782,28 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 		if ((r = chain_get(c, key, &buf, &ch)) < 0)
 			return r;
 		left = deadline - now;
-		r = take(c, ch, cost, now, left, tk, &wait, &blocked, NULL);
+		r = take(c, ch, cost, now, left, !woken, tk, &wait, &blocked,
+		    NULL);
 		if (r == TAKE_STALE) {
 			/* A reload moved a limit: again, once it flipped. */
 			r = -EAGAIN;
 			wait = STALE_PAUSE_NS;
 		}
 		if (r == 0) {
+			/*
+			 * A slot ahead: its leases are taken when it comes,
+			 * not held idle through the sleep.  Held, they kept
+			 * the waiters on a release out: a worker that
+			 * released and asked again at once took its lease
+			 * back before the sleeper the release woke could,
+			 * and the same few workers went again and again
+			 * (longest wait 3.2 s where first come first served
+			 * gives 0.6 s).  Now the rate's slots, reserved in
+			 * arrival order, decide who goes first.
+			 */
+			lazy = wait > 0 && tk->nlease > 0;
+			if (lazy)
+				leases_drop(c, tk);
 			/*
 			 * Stamped with when it may go, not when it was
 			 * reserved: a response to it belongs to the rounds
@@ -690,8 +818,20 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			/* A reserved slot: ours, in arrival order. */
 			sleep_until(now + wait);
 			slept = 1;
-			if (!paused_since(c, keys, nkey, now))
-				break;
+			if (!paused_since(c, keys, nkey, now)) {
+				if (!lazy)
+					break;
+				r = acquire_leases(c, key, tk, now, deadline);
+				if (r == 0)
+					break;
+				tg_release(c, t);
+				if (r != TAKE_STALE)
+					return r;
+				now = now_ns();
+				if (now >= deadline)
+					return -ETIMEDOUT;
+				continue;
+			}
 			/*
 			 * A 429 paused the key while we slept: the server
 			 * refused a slot like ours, and one reckoned at the
@@ -727,12 +867,21 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			seen = lease_wait_prepare(&ls[blocked]);
 			prepared = blocked;
 		} else if (blocked >= 0) {
-			if (deadline != UINT64_MAX)
-				abs = ns_to_timespec(deadline);
+			/*
+			 * Until a release, or the end of a handoff we left to
+			 * others (lease.h): then no longer a newcomer.
+			 */
+			until = deadline;
+			if (!woken && lease_yield(&ls[blocked], now, &handoff) &&
+			    handoff < until)
+				until = handoff;
+			if (until != UINT64_MAX)
+				abs = ns_to_timespec(until);
 			(void)lease_wait(&ls[blocked], seen,
-			    deadline == UINT64_MAX ? NULL : &abs);
+			    until == UINT64_MAX ? NULL : &abs);
 			prepared = -1;
 			slept = 1;
+			woken = 1;
 		}
 		now = now_ns();
 		if (now >= deadline)
@@ -799,7 +948,7 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 			return r;
 		/* Again each round: an undone take may have filled some. */
 		memset(rs, 0, sizeof(rs));
-		r = take(c, ch, cost, now, left, tk, &wait, &blocked, rs);
+		r = take(c, ch, cost, now, left, 1, tk, &wait, &blocked, rs);
 		if (r != TAKE_STALE)
 			break;
 		/* A reload moved a limit: the new config, or come back. */

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "casstat.h"
+#include "clock.h"
 #include "futex.h"
 #include "lease.h"
 #include "seg.h"
@@ -187,8 +188,30 @@ lease_wake(struct seg_lstate *ls)
 	if (atomic_exchange_explicit(&ls->waiting, 0,
 	    memory_order_seq_cst) == 0)
 		return;
+	/*
+	 * Relaxed: a hint (lease.h); the free that matters was the CAS
+	 * before, and the futex orders nothing a sleeper reads of it.
+	 */
+	atomic_store_explicit(&ls->handoff_ns, now_ns() + LEASE_HANDOFF_NS,
+	    memory_order_relaxed);
 	atomic_fetch_add_explicit(&ls->wake, 1, memory_order_seq_cst);
 	(void)futex_wake(&ls->wake, INT_MAX);
+}
+
+int
+lease_yield(struct seg_lstate *ls, uint64_t now, uint64_t *until)
+{
+	*until = atomic_load_explicit(&ls->handoff_ns, memory_order_relaxed);
+	return *until > now;
+}
+
+void
+lease_handed(struct seg_lstate *ls)
+{
+	/* Load first: the line is written only when a handoff is on. */
+	if (atomic_load_explicit(&ls->handoff_ns, memory_order_relaxed) != 0)
+		atomic_store_explicit(&ls->handoff_ns, 0,
+		    memory_order_relaxed);
 }
 
 uint32_t

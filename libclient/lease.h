@@ -40,9 +40,27 @@ uint32_t lease_count(_Atomic uint64_t *cells, uint32_t ncells);
 
 /*
  * After freeing a lease: wake whoever sleeps on the limit.  Makes a
- * system call only when someone announced they sleep.
+ * system call only when someone announced they sleep, and then hands the
+ * freed lease to them: until one of them takes a lease (lease_handed), at
+ * most LEASE_HANDOFF_NS, lease_yield() tells a taker that has not slept
+ * to leave it to those woken.  Without it, a worker that releases and
+ * asks again at once takes its lease back before the sleeper the release
+ * woke is even scheduled, again and again.  A hint for fairness, never
+ * for the count: a taker may miss it (it reads it after the cell is
+ * free) and take the lease, and it ends by itself, so a sleeper that died
+ * or left costs a newcomer at most that long, once.  Long enough for a
+ * woken process to be scheduled on a loaded machine; the sleeper that
+ * takes the lease ends it at once.
  */
+#define LEASE_HANDOFF_NS	10000000ull	/* 10 ms */
 void	lease_wake(struct seg_lstate *ls);
+
+/* Whether a taker that has not slept should leave the limit's leases to
+ * those a release just woke (lease_wake); the handoff's end in *until. */
+int	lease_yield(struct seg_lstate *ls, uint64_t now, uint64_t *until);
+
+/* A sleeper took a lease: the handoff, if any, is over. */
+void	lease_handed(struct seg_lstate *ls);
 
 /*
  * Before trying to take a lease that may fail and then sleeping: announce

@@ -287,7 +287,8 @@ struct seg_lstate {
 	_Atomic uint64_t	srv_cap;	/* the server's remaining: srvcap.h */
 	_Atomic uint32_t	eff;		/* adaptive: leases allowed; 0 all */
 	_Atomic uint32_t	probe_from;	/* adaptive: eff grew from it */
-	uint64_t		pad1[2];
+	_Atomic uint64_t	handoff_ns;	/* a release woke sleepers: lease.h */
+	uint64_t		pad1;
 	/* line 1, written by tg_observe, read by the broker's tick */
 	alignas(SEG_LINE) _Atomic uint64_t srv_limit; /* server's limit; 0 */
 	_Atomic uint64_t	fb_ok;		/* successes */
@@ -324,6 +325,7 @@ static_assert(offsetof(struct seg_client, acquired) == 64, "own line");
 static_assert(sizeof(struct seg_kstate) == 128, "seg_kstate changed");
 static_assert(sizeof(struct seg_lstate) == 128, "seg_lstate changed");
 static_assert(offsetof(struct seg_lstate, srv_limit) == 64, "line 1");
+static_assert(offsetof(struct seg_lstate, handoff_ns) == 48, "line 0");
 static_assert(offsetof(struct seg_kstate, denied) == 64, "line 1");
 
 /* A mapping of both objects, as the library, tools and broker hold it. */

@@ -37,7 +37,14 @@ static const char conf[] =
     "limit = 3 requests/min\n"
     "limit = 100 tokens/min\n"
     "[long]\n"
-    "limit = 2 requests/60day\n";
+    "limit = 2 requests/60day\n"
+    "[one]\n"
+    "concurrency = 1\n"
+    "[pc]\n"
+    "concurrency = 1\n"
+    "[pc/slow]\n"
+    "limit = 2 requests/s burst 1\n"
+    "[pc/fast]\n";
 
 /* What the workers share with the parent: a MAP_SHARED anonymous page. */
 #define MAX_STAMPS	4096
@@ -323,6 +330,124 @@ test_refusal_leaves_others_untouched(void **state)
 }
 
 /*
+ * A release that wakes a sleeper hands it the lease: the worker that
+ * released and asks again at once leaves it to the sleeper (lease.h).
+ * Before, it took its lease back before the sleeper was even scheduled,
+ * round after round: B starved through all of A's 100 rounds.
+ */
+static void
+test_release_hands_lease_to_sleeper(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = tb_shared(sizeof(*s));
+	pid_t a, b;
+
+	if ((a = fork()) == 0) {
+		tg_client *c = tb_client(tb);
+		uint32_t k = tb_key(c, "one");
+		tg_ticket t;
+		uint64_t rounds = 0;
+
+		if (tg_acquire(c, k, NULL, 5 * NS, &t) != 0)
+			_exit(2);
+		atomic_store(&s->go, 1);
+		/* Hold 2 ms, release, ask again at once: 100 rounds. */
+		while (rounds < 100 && atomic_load(&s->nstamps) == 0) {
+			tb_sleep_ns(2000000);
+			tg_release(c, &t);
+			if (tg_acquire(c, k, NULL, 5 * NS, &t) != 0)
+				_exit(3);
+			if (atomic_load(&s->inflight))
+				rounds++;	/* B sleeps on it */
+		}
+		atomic_store(&s->granted, rounds);
+		tg_release(c, &t);
+		tg_close(c);
+		_exit(0);
+	}
+	if ((b = fork()) == 0) {
+		tg_client *c = tb_client(tb);
+		uint32_t k = tb_key(c, "one");
+		tg_ticket t;
+
+		wait_go(s);
+		atomic_store(&s->inflight, 1);
+		if (tg_acquire(c, k, NULL, 5 * NS, &t) != 0)
+			_exit(2);
+		atomic_store(&s->nstamps, 1);
+		tg_release(c, &t);
+		tg_close(c);
+		_exit(0);
+	}
+	assert_int_equal(tb_wait_child(a), 0);
+	assert_int_equal(tb_wait_child(b), 0);
+	print_message("handoff: A went again %llu times before B\n",
+	    (unsigned long long)atomic_load(&s->granted));
+	/*
+	 * 1: A's next ask waits for B.  Only a B scheduled more than 10 ms
+	 * after its wake-up lets A go again (18 to 100 times before).
+	 */
+	assert_true(atomic_load(&s->granted) <= 3);
+	munmap(s, sizeof(*s));
+}
+
+/*
+ * A tg_acquire that waits for a rate slot holds no lease meanwhile: B
+ * sleeps 500 ms for pc/slow's next slot, and pc/fast, which shares pc's
+ * one lease, is free all that time (before, B held the lease through
+ * its sleep, and kept the waiters of a release out).  When B's slot
+ * comes it takes the lease, waiting for it if need be.
+ */
+static void
+test_rate_waiter_holds_no_lease(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *s = tb_shared(sizeof(*s));
+	tg_client *c = tb_client(tb);
+	uint32_t slow = tb_key(c, "pc/slow"), fast = tb_key(c, "pc/fast");
+	tg_ticket t;
+	pid_t b;
+
+	/* The burst of 1: B's slot is then 500 ms ahead. */
+	assert_int_equal(tg_try_acquire(c, slow, NULL, &t, NULL), 0);
+	tg_release(c, &t);
+	if ((b = fork()) == 0) {
+		tg_client *cb = tb_client(tb);
+		uint32_t k = tb_key(cb, "pc/slow");
+		tg_ticket tb_t;
+
+		atomic_store(&s->go, 1);
+		if (tg_acquire(cb, k, NULL, 5 * NS, &tb_t) != 0)
+			_exit(2);
+		/* Its lease: pc/fast is refused while B holds it. */
+		atomic_store(&s->granted, 1);
+		/* Until the parent is done (or gave up: a failed check). */
+		for (int i = 0; i < 10000 && atomic_load(&s->inflight) == 0;
+		    i++)
+			tb_sleep_ns(1000000);
+		tg_release(cb, &tb_t);
+		tg_close(cb);
+		_exit(0);
+	}
+	wait_go(s);
+	tb_sleep_ns(150000000);
+	assert_int_equal(atomic_load(&s->granted), 0);
+	/* B sleeps for its slot: the lease is free. */
+	assert_int_equal(tg_try_acquire(c, fast, NULL, &t, NULL), 0);
+	tb_sleep_ns(500000000);
+	/* B's slot has come; we hold the lease, so B waits for it. */
+	assert_int_equal(atomic_load(&s->granted), 0);
+	tg_release(c, &t);
+	while (atomic_load(&s->granted) == 0)
+		tb_sleep_ns(1000000);
+	assert_int_equal(tg_try_acquire(c, fast, NULL, &t, NULL), -EAGAIN);
+	atomic_store(&s->inflight, 1);
+	assert_int_equal(tb_wait_child(b), 0);
+	tg_close(c);
+	munmap(s, sizeof(*s));
+}
+
+/*
  * A limit of a long period runs its TAT far ahead, honestly: 2 requests
  * per 60 days taken leave it 60 days ahead, and the refused third is told
  * 30 days.  The broker's scrub of TATs no take could leave must not take
@@ -384,6 +509,8 @@ main(void)
 		cmocka_unit_test(test_child_refused_when_parent_spent),
 		cmocka_unit_test(test_refusal_leaves_others_untouched),
 		cmocka_unit_test(test_long_period_survives_the_scrub),
+		cmocka_unit_test(test_release_hands_lease_to_sleeper),
+		cmocka_unit_test(test_rate_waiter_holds_no_lease),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
