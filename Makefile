@@ -244,6 +244,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1 \
 	    $(DESTDIR)$(PREFIX)/share/man/man3 \
 	    $(DESTDIR)$(PREFIX)/share/man/man5 \
+	    $(DESTDIR)$(PREFIX)/share/man/man7 \
 	    $(DESTDIR)$(PREFIX)/share/man/man8 \
 	    $(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 0644 man/tollstat.1 man/tollsim.1 man/tollrun.1 \
@@ -252,6 +253,7 @@ install: all
 	for f in $(MANLINKS); do \
 	    ln -sf tollgate.3 $(DESTDIR)$(PREFIX)/share/man/man3/$$f.3; done
 	install -m 0644 man/tollgate.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 0644 man/tollgate.7 $(DESTDIR)$(PREFIX)/share/man/man7/
 	install -m 0644 man/tollgated.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	sed 's|/usr/sbin/tollgated|$(PREFIX)/sbin/tollgated|' \
 	    broker/tollgated.service \
@@ -276,7 +278,8 @@ INSTALLED = include/tollgate.h lib/libtollgate.a \
 	    $(TOOLS:$(B)/%=bin/%) share/man/man1/tollstat.1 \
 	    share/man/man1/tollsim.1 share/man/man1/tollrun.1 \
 	    share/man/man3/tollgate.3 $(MANLINKS:%=share/man/man3/%.3) \
-	    share/man/man5/tollgate.conf.5 share/man/man8/tollgated.8 \
+	    share/man/man5/tollgate.conf.5 share/man/man7/tollgate.7 \
+	    share/man/man8/tollgated.8 \
 	    lib/systemd/system/tollgated.service \
 	    share/tollgate/tollgate.conf.example share/tollgate/tollgated.run
 uninstall:

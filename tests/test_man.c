@@ -1,6 +1,10 @@
 /*
- * test_man.c: every page in man/ renders without a warning, its .Dt names
- * its file, and each tool's page documents every option its -h lists.
+ * test_man.c: every page in man/ renders without a warning, its .Dt (or,
+ * in a man(7) page, its .TH) names its file, and each tool's page
+ * documents every option its -h lists.  The overview, tollgate(7), names
+ * only what exists: every `struct seg_*' is declared in libclient/seg.h,
+ * every setting it writes \fBNAME\ =\fR is one the config parser knows
+ * and tollgate.conf(5) documents; and the other pages point to it.
  *
  * Run from the repository root (as `make test' does): the pages are read
  * from man/, the tools from $TG_BUILD.  man(1) and groff(1) come from the
@@ -22,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "helpers.h"
 
 #define MAN_DIR		"man"
@@ -30,6 +35,15 @@
 #define OUT_MAX		65536
 #define OPTS_MAX	64
 #define OPT_LEN		32
+#define DOC_MAX		(256 * 1024)	/* bytes of a page or a header */
+#define NAMES_MAX	128
+#define NAME_LEN	64
+#define OVERVIEW	MAN_DIR "/tollgate.7"
+#define LAYOUT_H	"libclient/seg.h"
+#define CONF_PAGE	MAN_DIR "/tollgate.conf.5"
+/* What the overview names at least: the parsers below found them. */
+#define STRUCTS_MIN	8		/* header, cfg, key, limit, state... */
+#define SETTINGS_MIN	11		/* every one the parser has today */
 
 /* The tools whose -h is checked against their page, man/NAME.1. */
 static const char *const tools[] = { "tollstat", "tollsim", "tollrun" };
@@ -118,6 +132,25 @@ need(const char *prog, const char *pkg)
 		    "man-db groff-base", prog, pkg);
 }
 
+/*
+ * Whether a page is written in man(7) macros (.TH), not mdoc(7) (.Dt):
+ * the overview is, like other projects' overview pages.
+ */
+static int
+is_man7(const char *path)
+{
+	char line[1024];
+	FILE *f;
+	int yes = 0;
+
+	if ((f = fopen(path, "r")) == NULL)
+		fail_msg("cannot open %s", path);
+	while (!yes && fgets(line, sizeof(line), f) != NULL)
+		yes = strncmp(line, ".TH ", 4) == 0;
+	fclose(f);
+	return yes;
+}
+
 /* The page's path, checked to be safe inside single quotes. */
 static void
 page_path(const char *name, char *buf, size_t len)
@@ -160,8 +193,8 @@ test_pages_render(void **state)
 			print_message("%s: man exit %d:\n%s\n", path, r, out);
 			bad++;
 		}
-		snprintf(cmd, sizeof(cmd), "groff -mdoc -ww -z '%s' 2>&1",
-		    path);
+		snprintf(cmd, sizeof(cmd), "groff %s -ww -z '%s' 2>&1",
+		    is_man7(path) ? "-man -Tutf8" : "-mdoc", path);
 		r = tb_run(cmd, out, sizeof(out));
 		if (r != 0 || out[0] != '\0') {
 			print_message("%s: groff exit %d:\n%s\n", path, r, out);
@@ -173,12 +206,16 @@ test_pages_render(void **state)
 		    npages);
 }
 
-/* Each page's .Dt: its file name without the section, upper case. */
+/*
+ * Each page's .Dt (mdoc) or .TH (man): its file name without the
+ * section, upper case, then the section.
+ */
 static void
 test_dt_matches_file(void **state)
 {
 	char path[PATH_MAX], line[1024], want[NAME_MAX + 1];
 	char title[sizeof(line)], sect[sizeof(line)], extra[sizeof(line)];
+	const char *mac;
 	int bad = 0, found, n;
 	FILE *f;
 
@@ -191,10 +228,11 @@ test_dt_matches_file(void **state)
 			want[j] = (char)toupper((unsigned char)pages[i][j]);
 		want[len] = '\0';
 		page_path(pages[i], path, sizeof(path));
+		mac = is_man7(path) ? ".TH" : ".Dt";
 		assert_non_null(f = fopen(path, "r"));
 		found = 0;
 		while (fgets(line, sizeof(line), f) != NULL) {
-			if (strncmp(line, ".Dt", 3) != 0 ||
+			if (strncmp(line, mac, 3) != 0 ||
 			    (line[3] != ' ' && line[3] != '\t'))
 				continue;
 			found++;
@@ -202,20 +240,20 @@ test_dt_matches_file(void **state)
 			    sect, extra);
 			if (n < 2 || strcmp(title, want) != 0 ||
 			    strcmp(sect, pages[i] + len + 1) != 0) {
-				print_message("%s: %s    want .Dt %s %s\n",
-				    path, line, want, pages[i] + len + 1);
+				print_message("%s: %s    want %s %s %s\n",
+				    path, line, mac, want, pages[i] + len + 1);
 				bad++;
 			}
 		}
 		fclose(f);
 		if (found != 1) {
-			print_message("%s: %d .Dt lines, want 1\n", path,
-			    found);
+			print_message("%s: %d %s lines, want 1\n", path,
+			    found, mac);
 			bad++;
 		}
 	}
 	if (bad > 0)
-		fail_msg("%d .Dt problems", bad);
+		fail_msg("%d .Dt/.TH problems", bad);
 }
 
 /* Add option opt ("c" or "-server") to opts[], once. */
@@ -419,6 +457,317 @@ test_help_parser(void **state)
 	assert_false(page_has_fl(".It Fl s\n", "-s"));
 }
 
+/* Read the file at path into buf; fails if it is missing or too large. */
+static void
+read_doc(const char *path, char *buf, size_t len)
+{
+	FILE *f;
+	size_t n;
+
+	if ((f = fopen(path, "r")) == NULL)
+		fail_msg("cannot open %s: run from the repository root", path);
+	n = tb_slurp(f, buf, len);
+	fclose(f);
+	if (n + 1 >= len)
+		fail_msg("%s: larger than %zu bytes", path, len - 1);
+}
+
+/*
+ * A page without its comment lines (.\" or '\" at the start of a line),
+ * into out: the source's own notes on the conventions name no name.
+ */
+static void
+strip_comments(const char *page, char *out, size_t len)
+{
+	const char *l, *end;
+	size_t n = 0, k;
+
+	for (l = page; *l != '\0'; l = *end != '\0' ? end + 1 : end) {
+		end = strchrnul(l, '\n');
+		if ((l[0] == '.' || l[0] == '\'') && l[1] == '\\' &&
+		    l[2] == '"')
+			continue;
+		k = (size_t)(end - l);
+		if (n + k + 2 > len)
+			fail_msg("page too large to strip");
+		memcpy(out + n, l, k);
+		n += k;
+		out[n++] = '\n';
+	}
+	out[n] = '\0';
+}
+
+static int
+name_char(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* Add name [s, s + len) to names[] once. */
+static void
+add_name(char names[][NAME_LEN], size_t *n, const char *s, size_t len)
+{
+	if (len == 0 || len >= NAME_LEN)
+		fail_msg("name of %zu bytes: %.*s", len, (int)len, s);
+	for (size_t i = 0; i < *n; i++)
+		if (strlen(names[i]) == len && memcmp(names[i], s, len) == 0)
+			return;
+	if (*n == NAMES_MAX)
+		fail_msg("more than %d names", NAMES_MAX);
+	memcpy(names[*n], s, len);
+	names[(*n)++][len] = '\0';
+}
+
+/*
+ * The layout structures a page names: "seg_key" for every "struct
+ * seg_key" in its text ("struct seg_*", the family, names none).
+ */
+static size_t
+page_structs(const char *text, char names[][NAME_LEN])
+{
+	static const char pre[] = "struct seg_";
+	const char *p, *e;
+	size_t n = 0;
+
+	for (p = text; (p = strstr(p, pre)) != NULL; p = e) {
+		p += strlen("struct ");
+		for (e = p + strlen("seg_"); name_char(*e); e++)
+			;
+		if (e > p + strlen("seg_"))
+			add_name(names, &n, p, (size_t)(e - p));
+	}
+	return n;
+}
+
+/*
+ * The config settings a page names, by its convention: \fBNAME\ =
+ * (bold, a non-breaking space, the equals sign), NAME lower case.
+ */
+static size_t
+page_settings(const char *text, char names[][NAME_LEN])
+{
+	const char *p, *e;
+	size_t n = 0;
+
+	for (p = text; (p = strstr(p, "\\fB")) != NULL; p = e) {
+		p += 3;
+		for (e = p; name_char(*e); e++)
+			;
+		if (e > p && strncmp(e, "\\ =", 3) == 0)
+			add_name(names, &n, p, (size_t)(e - p));
+	}
+	return n;
+}
+
+/* Whether text has a line that starts with want. */
+static int
+has_line(const char *text, const char *want)
+{
+	size_t len = strlen(want);
+
+	for (const char *p = text; p != NULL; p = strchr(p, '\n')) {
+		if (*p == '\n')
+			p++;
+		if (strncmp(p, want, len) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Whether the header hdr declares `struct name {' at the start of a line. */
+static int
+declared(const char *hdr, const char *name)
+{
+	char want[NAME_LEN + 16];
+
+	snprintf(want, sizeof(want), "struct %s {", name);
+	return has_line(hdr, want);
+}
+
+/* A config error that says the parser does not know a setting. */
+static void
+probe_report(void *arg, const char *msg)
+{
+	if (strstr(msg, "unknown setting") != NULL)
+		*(int *)arg = 1;
+}
+
+/*
+ * Whether broker/config.c's parser knows setting name, in [broker] or in
+ * a key: asked, with a value, it says anything but "unknown setting".
+ */
+static int
+parser_knows(const char *name)
+{
+	static const char *const sections[] = {
+		"[broker]\n",
+		"[tgman]\nlimit = 1 requests/s\n",
+	};
+	struct config cfg;
+	char buf[256];
+	int unknown, known = 0;
+
+	for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {
+		snprintf(buf, sizeof(buf), "%s%s = x\n", sections[i], name);
+		unknown = 0;
+		if (config_load_mem("probe", buf, strlen(buf), &cfg,
+		    probe_report, &unknown) == 0)
+			config_free(&cfg);
+		if (!unknown)
+			known = 1;
+	}
+	return known;
+}
+
+/* Whether tollgate.conf(5) documents setting name: .It Cm NAME = */
+static int
+conf_documents(const char *conf, const char *name)
+{
+	char want[NAME_LEN + 16];
+
+	snprintf(want, sizeof(want), ".It Cm %s =", name);
+	return has_line(conf, want);
+}
+
+/* The structures text names that hdr does not declare; *n: how many. */
+static int
+check_structs(const char *what, const char *text, const char *hdr,
+    size_t *n)
+{
+	char names[NAMES_MAX][NAME_LEN];
+	int bad = 0;
+
+	*n = page_structs(text, names);
+	for (size_t i = 0; i < *n; i++)
+		if (!declared(hdr, names[i])) {
+			print_message("%s names struct %s, which %s does not "
+			    "declare\n", what, names[i], LAYOUT_H);
+			bad++;
+		}
+	return bad;
+}
+
+/* The settings text names that the parser or the conf page lacks. */
+static int
+check_settings(const char *what, const char *text, const char *conf,
+    size_t *n)
+{
+	char names[NAMES_MAX][NAME_LEN];
+	int bad = 0;
+
+	*n = page_settings(text, names);
+	for (size_t i = 0; i < *n; i++) {
+		if (!parser_knows(names[i])) {
+			print_message("%s names setting `%s =', which the "
+			    "config parser does not know\n", what, names[i]);
+			bad++;
+		}
+		if (!conf_documents(conf, names[i])) {
+			print_message("%s names setting `%s =', which %s does "
+			    "not document (.It Cm %s =)\n", what, names[i],
+			    CONF_PAGE, names[i]);
+			bad++;
+		}
+	}
+	return bad;
+}
+
+/* The checks below can fail: wrong names, on text made to have them. */
+static void
+test_design_checks_fail(void **state)
+{
+	static char hdr[DOC_MAX], conf[DOC_MAX], text[4096];
+	char names[NAMES_MAX][NAME_LEN];
+	size_t n;
+
+	(void)state;
+	read_doc(LAYOUT_H, hdr, sizeof(hdr));
+	read_doc(CONF_PAGE, conf, sizeof(conf));
+	/* The extractors, comments stripped first. */
+	strip_comments(".\\\" struct seg_comment \\fBcomment\\ =\\fR\n"
+	    "\\fBstruct seg_key\\fR and \\fBlearn\\ =\\ yes\\fR,\n"
+	    ".B struct seg_*\n\\fBlimit\\fR = no, \\fBstruct seg_cfg\\fR\n",
+	    text, sizeof(text));
+	assert_int_equal(page_structs(text, names), 2);
+	assert_string_equal(names[0], "seg_key");
+	assert_string_equal(names[1], "seg_cfg");
+	assert_int_equal(page_settings(text, names), 1);
+	assert_string_equal(names[0], "learn");
+	/* The lookups, each way. */
+	assert_true(declared(hdr, "seg_lstate"));
+	assert_false(declared(hdr, "seg_lstat"));
+	assert_false(declared(hdr, "seg_map_x"));
+	assert_true(parser_knows("max_pause"));
+	assert_true(parser_knows("max_clients"));
+	assert_false(parser_knows("max_pauses"));
+	assert_true(conf_documents(conf, "max_pause"));
+	assert_false(conf_documents(conf, "max_pauses"));
+	/* A page with one wrong name of each kind fails on exactly it. */
+	snprintf(text, sizeof(text), "\\fBstruct seg_limit\\fR, "
+	    "\\fBstruct seg_limits\\fR, \\fBbackoff\\ =\\fR, "
+	    "\\fBbackof\\ =\\fR\n");
+	assert_int_equal(check_structs("made-up page", text, hdr, &n), 1);
+	assert_int_equal(n, 2);
+	/* Unknown to the parser and undocumented: two findings. */
+	assert_int_equal(check_settings("made-up page", text, conf, &n), 2);
+	assert_int_equal(n, 2);
+}
+
+/*
+ * The overview names only what exists: the layout's structures and the
+ * config's settings, the two things it describes most and that change.
+ */
+static void
+test_design_names(void **state)
+{
+	static char page[DOC_MAX], text[DOC_MAX], hdr[DOC_MAX], conf[DOC_MAX];
+	size_t nstructs, nsettings;
+	int bad;
+
+	(void)state;
+	read_doc(OVERVIEW, page, sizeof(page));
+	read_doc(LAYOUT_H, hdr, sizeof(hdr));
+	read_doc(CONF_PAGE, conf, sizeof(conf));
+	strip_comments(page, text, sizeof(text));
+	bad = check_structs(OVERVIEW, text, hdr, &nstructs);
+	bad += check_settings(OVERVIEW, text, conf, &nsettings);
+	if (bad > 0)
+		fail_msg("%d names in %s that do not exist", bad, OVERVIEW);
+	/* Fewer found than it names: the page broke the convention. */
+	if (nstructs < STRUCTS_MIN || nsettings < SETTINGS_MIN)
+		fail_msg("%s: %zu structures (want %d or more) and %zu "
+		    "settings (want %d or more) found", OVERVIEW, nstructs,
+		    STRUCTS_MIN, nsettings, SETTINGS_MIN);
+}
+
+/* Every other page points to the overview in its SEE ALSO. */
+static void
+test_see_also_overview(void **state)
+{
+	static const char *const others[] = {
+		"tollgate.3", "tollgate.conf.5", "tollgated.8", "tollstat.1",
+		"tollrun.1", "tollsim.1",
+	};
+	static char page[DOC_MAX];
+	char path[PATH_MAX];
+	const char *see;
+	int bad = 0;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		page_path(others[i], path, sizeof(path));
+		read_doc(path, page, sizeof(page));
+		if ((see = strstr(page, "\n.Sh SEE ALSO\n")) == NULL ||
+		    !has_line(see + 1, ".Xr tollgate 7")) {
+			print_message("%s: no .Xr tollgate 7 after .Sh SEE "
+			    "ALSO\n", path);
+			bad++;
+		}
+	}
+	if (bad > 0)
+		fail_msg("%d pages do not point to tollgate(7)", bad);
+}
+
 int
 main(void)
 {
@@ -428,6 +777,9 @@ main(void)
 		cmocka_unit_test(test_dt_matches_file),
 		cmocka_unit_test(test_help_parser),
 		cmocka_unit_test(test_options_documented),
+		cmocka_unit_test(test_design_checks_fail),
+		cmocka_unit_test(test_design_names),
+		cmocka_unit_test(test_see_also_overview),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
