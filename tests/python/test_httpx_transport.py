@@ -1,0 +1,375 @@
+"""test_httpx_transport: tollgate.httpx between httpx and a local server
+that answers as OpenAI and Anthropic do (tgprovider): routing, the cost
+taken and settled from usage (JSON bodies and streams, read to the end or
+closed early), the advice followed, and a fleet of 4 processes x 4 tasks
+that the server finds within its limits, every 429 pausing every process.
+"""
+import asyncio
+import importlib.util
+import multiprocessing
+import os
+import sys
+import time
+import unittest
+
+import tollgate
+from tgbroker import BrokerCase, forked
+import tgprovider
+
+if importlib.util.find_spec("httpx") is None:
+    raise unittest.SkipTest(f"{sys.executable} cannot import httpx (Debian: "
+                            "apt-get install python3-httpx)")
+import httpx                    # noqa: E402
+import tollgate.httpx as tgx    # noqa: E402
+
+mp = multiprocessing.get_context("fork")
+
+ROUTE = [tgx.Rule("anthropic", path="/v1/messages"),
+         tgx.Rule("openai/gpt-image-1", path="/v1/images/",
+                  model="gpt-image-*"),
+         tgx.Rule("openai", path="/v1/")]
+OPENAI = {"authorization": "Bearer sk-test"}
+ANTHROPIC = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"}
+
+
+def chat(text, **kw):
+    return dict({"model": "gpt-4o-mini",
+                 "messages": [{"role": "user", "content": text}]}, **kw)
+
+
+def message(text, **kw):
+    return dict({"model": "claude-3-5-haiku-latest", "max_tokens": 16,
+                 "system": "Be brief.",
+                 "messages": [{"role": "user", "content": text}]}, **kw)
+
+
+def ticket_of(response):
+    return response.extensions["tollgate"]["ticket"]
+
+
+class Stamped(httpx.AsyncBaseTransport, httpx.BaseTransport):
+    """Wrapped by the tollgate transport: stamps each try just before it
+    is sent with a time before its ticket was taken (x-tg-lq-ns: when the
+    request came to the tollgate transport, or for a retry when the
+    response before it came back, which tollgate observes before taking
+    the next ticket) and the time it is sent; notes when its response came
+    back (request.extensions)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def stamp(self, request):
+        x = request.extensions
+        request.headers["x-tg-pid"] = str(os.getpid())
+        request.headers["x-tg-lq-ns"] = str(x.get("tg_resp_ns",
+                                                  x.get("tg_entered_ns", 0)))
+        request.headers["x-tg-sent-ns"] = str(time.monotonic_ns())
+
+    async def handle_async_request(self, request):
+        self.stamp(request)
+        r = await self.inner.handle_async_request(request)
+        request.extensions["tg_resp_ns"] = time.monotonic_ns()
+        return r
+
+    def handle_request(self, request):
+        self.stamp(request)
+        r = self.inner.handle_request(request)
+        request.extensions["tg_resp_ns"] = time.monotonic_ns()
+        return r
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+    def close(self):
+        self.inner.close()
+
+
+class Entered(httpx.AsyncBaseTransport):
+    """Around the tollgate transport: when the request came to it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def handle_async_request(self, request):
+        request.extensions = dict(request.extensions,
+                                  tg_entered_ns=time.monotonic_ns())
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
+class ProviderCase(BrokerCase):
+    PROVIDER = {}
+
+    def setUp(self):
+        super().setUp()
+        self.p = tgprovider.Provider(**self.PROVIDER)
+        self.addCleanup(self.p.close)
+
+    def granted(self, key, unit):
+        return next(lim for lim in self.b.key(key)["limits"]
+                    if lim["unit"] == unit and lim["kind"] != "concurrency"
+                    )["granted"]
+
+    def in_flight(self, key):
+        return self.b.limit(key, "concurrency")["in_flight"]
+
+
+class TestRoutingAndCost(ProviderCase):
+    CONF = ("[openai]\nlimit = 1000 requests/s\nlimit = 1000000 tokens/min\n"
+            "concurrency = 8\n"
+            "[openai/gpt-image-1]\nlimit = 100 images/min\n"
+            "[anthropic]\nlimit = 1000 requests/s\n"
+            "limit = 1000000 tokens/min\nconcurrency = 8\n"
+            "[small]\nlimit = 1000 tokens/min\n")
+
+    def client(self, **kw):
+        t = tgx.Transport(kw.pop("route", ROUTE), client=self.c, **kw)
+        return httpx.Client(transport=t, base_url=self.p.url, timeout=30)
+
+    def test_estimate(self):
+        body = message("x" * 40, max_tokens=100)
+        # "Be brief.", "user" and 40 characters: 53, 14 tokens; 100 out.
+        self.assertEqual(tgx.estimate(body, "/v1/messages"),
+                         {"requests": 1, "tokens": 14 + 100, "images": 0})
+        self.assertEqual(tgx.estimate({"model": "gpt-image-1", "n": 3,
+                                       "prompt": "a kite"},
+                                      "/v1/images/generations"),
+                         {"requests": 1, "tokens": 2, "images": 3})
+        # Inline images are not text ("user", "image_url", "text", "abcd":
+        # 21 characters, 6 tokens); chat's n is not images.
+        img = chat([{"type": "image_url", "image_url": {
+            "url": "data:image/png;base64," + "A" * 10000}},
+            {"type": "text", "text": "abcd"}], n=2, max_completion_tokens=7)
+        self.assertEqual(tgx.estimate(img, "/v1/chat/completions"),
+                         {"requests": 1, "tokens": 6 + 7, "images": 0})
+        self.assertEqual(tgx.usage_tokens({"input_tokens": 5,
+                                           "output_tokens": 7}), 12)
+        self.assertEqual(tgx.usage_tokens({"prompt_tokens": 5,
+                                           "completion_tokens": 7,
+                                           "total_tokens": 12}), 12)
+        self.assertIsNone(tgx.usage_tokens({"foo": 1}))
+
+    def test_rules_pick_the_key_and_settle_from_usage(self):
+        before = {k: self.b.key(k)["granted"] for k in
+                  ("openai", "openai/gpt-image-1", "anthropic")}
+        with self.client() as http:
+            r = http.post("/v1/chat/completions", json=chat("hi"),
+                          headers=OPENAI)
+            self.assertEqual(r.status_code, 200)
+            x = r.extensions["tollgate"]
+            self.assertEqual((x["key"], x["tries"], x["advice"]),
+                             ("openai", 1, tollgate.Advice.OK))
+            self.assertEqual(x["ticket"].cost["tokens"],
+                             r.json()["usage"]["total_tokens"])
+            r = http.post("/v1/images/generations", headers=OPENAI,
+                          json={"model": "gpt-image-1", "prompt": "a kite",
+                                "n": 2})
+            x = r.extensions["tollgate"]
+            self.assertEqual(x["key"], "openai/gpt-image-1")
+            self.assertEqual(x["ticket"].cost, {"requests": 1, "images": 2,
+                                                "tokens": 50 + 8000})
+            r = http.post("/v1/messages", json=message("hi"),
+                          headers=ANTHROPIC)
+            u = r.json()["usage"]
+            self.assertEqual(ticket_of(r).key.name, "anthropic")
+            self.assertEqual(ticket_of(r).cost["tokens"],
+                             u["input_tokens"] + u["output_tokens"])
+        after = {k: self.b.key(k)["granted"] for k in before}
+        self.assertEqual({k: after[k] - before[k] for k in before},
+                         {"openai": 1, "openai/gpt-image-1": 1,
+                          "anthropic": 1})
+        self.assertEqual(self.in_flight("openai"), 0)
+        self.assertEqual(self.in_flight("anthropic"), 0)
+
+    def test_unmatched_passes_or_is_refused(self):
+        before = self.b.key("openai")["granted"]
+        route = [tgx.Rule("openai", host="api.openai.com")]
+        with self.client(route=route) as http:
+            r = http.post("/v1/chat/completions", json=chat("hi"),
+                          headers=OPENAI)
+            self.assertEqual(r.status_code, 200)
+            self.assertNotIn("tollgate", r.extensions)
+        n = self.p.counts("openai")["requests"]
+        with self.client(route=route, unmatched="refuse") as http:
+            with self.assertRaises(tgx.Unrouted):
+                http.post("/v1/chat/completions", json=chat("hi"),
+                          headers=OPENAI)
+        self.assertEqual(self.p.counts("openai")["requests"], n)
+        self.assertEqual(self.b.key("openai")["granted"], before)
+        # A function routes too, and a string sends everything to one key.
+        seen = []
+        with self.client(route=lambda rq: seen.append(rq.url.path) or
+                         "anthropic") as http:
+            r = http.post("/v1/messages", json=message("hi"),
+                          headers=ANTHROPIC)
+            self.assertEqual(ticket_of(r).key.name, "anthropic")
+        self.assertEqual(seen, ["/v1/messages"])
+        with self.client(route="anthropic") as http:
+            r = http.post("/v1/messages", json=message("hi"),
+                          headers=ANTHROPIC)
+            self.assertEqual(ticket_of(r).key.name, "anthropic")
+
+    def test_give_up_returns_at_once(self):
+        n = self.p.counts("openai")["refused"]
+        with self.client() as http:
+            r = http.post("/v1/chat/completions", json=chat("hi"))
+        self.assertEqual(r.status_code, 401)
+        self.assertEqual(r.extensions["tollgate"]["advice"],
+                         tollgate.Advice.GIVE_UP)
+        self.assertEqual(self.p.counts("openai")["refused"], n + 1)
+        self.assertEqual(self.in_flight("openai"), 0)
+
+    def test_an_over_estimate_comes_back(self):
+        """A bucket of 1000 tokens: a request estimated at 900 that used
+        about 60 leaves room for another 900 at once."""
+        est = tgx.estimate(chat("hi", max_tokens=900), "/v1/chat/")
+        self.assertGreater(est["tokens"], 900)
+        with self.client(route="small") as http:
+            r = http.post("/v1/chat/completions", headers=OPENAI,
+                          json=chat("hi", max_tokens=900))
+            used = r.json()["usage"]["total_tokens"]
+            self.assertLess(used, 100)
+            self.assertEqual(ticket_of(r).cost["tokens"], used)
+        t, wait = self.c.try_ticket("small", tokens=est["tokens"])
+        self.assertIsNotNone(t, f"no room for {est} after the settle: "
+                             f"wait {wait}")
+        t.release()
+
+
+class TestStreams(ProviderCase):
+    CONF = ("[openai]\nlimit = 1000 requests/s\nlimit = 1000000 tokens/min\n"
+            "concurrency = 4\n"
+            "[anthropic]\nlimit = 1000 requests/s\n"
+            "limit = 1000000 tokens/min\nconcurrency = 4\n")
+
+    def run_async(self, coro_fn):
+        async def main():
+            t = tgx.AsyncTransport(ROUTE, client=self.c)
+            async with httpx.AsyncClient(transport=t, base_url=self.p.url,
+                                         timeout=30) as http:
+                return await coro_fn(http)
+        return asyncio.run(main())
+
+    def test_streams_settle_at_their_end(self):
+        async def go(http):
+            out = []
+            for path, body, h in (
+                    ("/v1/chat/completions", chat("hi", stream=True,
+                     stream_options={"include_usage": True}), OPENAI),
+                    ("/v1/messages", message("hi", stream=True), ANTHROPIC)):
+                async with http.stream("POST", path, json=body,
+                                       headers=h) as r:
+                    self.assertEqual(r.headers["content-type"],
+                                     "text/event-stream")
+                    t = ticket_of(r)
+                    est = t.cost["tokens"]
+                    self.assertEqual(self.in_flight(t.key.name), 1)
+                    lines = [line async for line in r.aiter_lines()]
+                    # Settled and released at the end, before the close.
+                    out.append((t.key.name, est, t.cost["tokens"],
+                                self.in_flight(t.key.name), len(lines)))
+            return out
+
+        before = {k: self.granted(k, "tokens") for k in ("openai",
+                                                          "anthropic")}
+        out = self.run_async(go)
+        used = [e["usage"] for e in self.p.log[-2:]]
+        self.assertEqual([o[2] for o in out], used)
+        for (key, est, settled, flying, lines), u in zip(out, used):
+            self.assertLess(est, u)
+            self.assertEqual(flying, 0, key)
+            self.assertGreater(lines, 8)
+            self.assertEqual(self.granted(key, "tokens") - before[key], u)
+
+    def test_stream_closed_early_is_released(self):
+        """The caller stops after the first event: the lease is back at
+        the close, the estimate stands (the usage never came)."""
+        async def go(http):
+            out = []
+            for path, body, h in (
+                    ("/v1/chat/completions", chat("hi", model="gpt-slow",
+                     stream=True, stream_options={"include_usage": True}),
+                     OPENAI),
+                    ("/v1/messages", message("hi", model="claude-slow",
+                                             stream=True), ANTHROPIC)):
+                async with http.stream("POST", path, json=body,
+                                       headers=h) as r:
+                    t = ticket_of(r)
+                    est = t.cost["tokens"]
+                    async for line in r.aiter_lines():
+                        if line.startswith("data:"):
+                            break
+                    self.assertEqual(self.in_flight(t.key.name), 1)
+                out.append((t.key.name, est, t.cost["tokens"],
+                            self.in_flight(t.key.name), t))
+            return out
+
+        start = time.monotonic()
+        for key, est, settled, flying, t in self.run_async(go):
+            self.assertEqual(flying, 0, key)
+            self.assertEqual(settled, est, key)
+            self.assertIn("released", repr(t))
+        # Closed early: not the 240 slow events' 12 s each.
+        self.assertLess(time.monotonic() - start, 10)
+
+    def test_sync_stream_closed_early_is_released(self):
+        t = tgx.Transport(ROUTE, client=self.c)
+        with httpx.Client(transport=t, base_url=self.p.url,
+                          timeout=30) as http:
+            with http.stream("POST", "/v1/messages", headers=ANTHROPIC,
+                             json=message("hi", model="claude-slow",
+                                          stream=True)) as r:
+                next(r.iter_lines())
+                self.assertEqual(self.in_flight("anthropic"), 1)
+            self.assertEqual(self.in_flight("anthropic"), 0)
+            with http.stream("POST", "/v1/messages", headers=ANTHROPIC,
+                             json=message("hi", stream=True)) as r:
+                r.read()
+                self.assertEqual(ticket_of(r).cost["tokens"],
+                                 self.p.log[-1]["usage"])
+
+
+class TestRetry(ProviderCase):
+    CONF = ("[openai]\nlimit = 1000 requests/s\nconcurrency = 4\n"
+            "[anthropic]\nlimit = 1000 requests/s\nconcurrency = 4\n")
+    # The first two requests of each provider are refused.
+    PROVIDER = {"inject": (1, 2), "retry_after": 1}
+
+    def test_retry_waits_out_the_pause_then_succeeds(self):
+        t = tgx.Transport(ROUTE, client=self.c, transport=Stamped(
+            httpx.HTTPTransport()))
+        with httpx.Client(transport=t, base_url=self.p.url,
+                          timeout=30) as http:
+            r = http.post("/v1/messages", json=message("hi"),
+                          headers=ANTHROPIC)
+        self.assertEqual(r.status_code, 200)
+        self.assertEqual(r.extensions["tollgate"]["tries"], 3)
+        log = [e for e in self.p.log if e["provider"] == "anthropic"]
+        self.assertEqual([e["kind"] for e in log],
+                         ["injected", "injected", "ok"])
+        gaps = [(b["arrival"] - a["arrival"]) / 1e9
+                for a, b in zip(log, log[1:])]
+        print(f"\n  retried after {gaps[0]:.3f} s, {gaps[1]:.3f} s "
+              "(retry-after: 1)", end=" ")
+        self.assertGreaterEqual(min(gaps), 0.99)
+
+    def test_max_tries_then_the_last_response(self):
+        seen = []
+
+        async def go():
+            t = tgx.AsyncTransport(ROUTE, client=self.c, max_tries=2,
+                                   observed=lambda *a: seen.append(a[2:]))
+            async with httpx.AsyncClient(transport=t, base_url=self.p.url,
+                                         timeout=30) as http:
+                return await http.post("/v1/chat/completions",
+                                       json=chat("hi"), headers=OPENAI)
+
+        r = asyncio.run(go())
+        self.assertEqual(r.status_code, 429)
+        self.assertEqual(r.json()["error"]["code"], "rate_limit_exceeded")
+        self.assertEqual(seen, [(tollgate.Advice.RETRY, 1),
+                                (tollgate.Advice.RETRY, 2)])
+        self.assertEqual(self.p.counts("openai")["requests"], 2)
+        self.assertEqual(self.in_flight("openai"), 0)
