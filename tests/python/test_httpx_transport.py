@@ -373,3 +373,141 @@ class TestRetry(ProviderCase):
                                 (tollgate.Advice.RETRY, 2)])
         self.assertEqual(self.p.counts("openai")["requests"], 2)
         self.assertEqual(self.in_flight("openai"), 0)
+
+
+PROCS, TASKS, ROUNDS = 4, 4, 8
+RATE, CONC = 8, 3
+
+
+def fleet_worker(segment, base, conn):
+    """One process of the fleet: TASKS coroutines, ROUNDS requests each,
+    in turn OpenAI and Anthropic, JSON and streamed; sends back the 429s
+    it observed (when its response came back, when observe returned) and
+    what went wrong."""
+    seen, wrong = [], []
+
+    def observed(request, response, advice, tries):
+        if response.status_code == 429:
+            seen.append({"provider": tgprovider.provider_of(
+                request.url.path), "resp": request.extensions["tg_resp_ns"],
+                "observed": time.monotonic_ns(), "pid": os.getpid(),
+                "retry_after": float(response.headers["retry-after"])})
+
+    async def one(http, i, r):
+        kind = (i + r) % 4
+        if kind % 2 == 0:
+            path, h = "/v1/chat/completions", OPENAI
+            body = chat(f"task {i} round {r}: say hello")
+        else:
+            path, h = "/v1/messages", ANTHROPIC
+            body = message(f"task {i} round {r}: say hello")
+        if kind >= 2:
+            body["stream"] = True
+            if kind == 2:
+                body["stream_options"] = {"include_usage": True}
+        async with http.stream("POST", path, json=body, headers=h) as resp:
+            events = [line async for line in resp.aiter_lines()]
+            t = ticket_of(resp)
+        if resp.status_code != 200:
+            wrong.append(f"{path}: {resp.status_code}")
+        elif t.cost["tokens"] == tgx.estimate(body, path)["tokens"]:
+            wrong.append(f"{path} {kind}: not settled ({len(events)})")
+
+    async def task(http, i):
+        for r in range(ROUNDS):
+            await one(http, i, r)
+
+    async def main():
+        t = tgx.AsyncTransport(ROUTE, segment=segment, timeout=60,
+                               transport=Stamped(
+                                   httpx.AsyncHTTPTransport()),
+                               observed=observed)
+        async with httpx.AsyncClient(transport=Entered(t), base_url=base,
+                                     timeout=60) as http:
+            await asyncio.gather(*(task(http, i) for i in range(TASKS)))
+
+    try:
+        asyncio.run(main())
+    except BaseException as e:
+        wrong.append(repr(e))
+    conn.send((seen, wrong))
+    conn.close()
+
+
+class TestFleet(ProviderCase):
+    """4 processes x 4 tasks against a provider of RATE requests/s (a
+    bucket of RATE) and CONC in flight, for each of OpenAI and Anthropic;
+    the 10th and 30th request of each are refused (retry-after: 1)."""
+    CONF = "".join(f"[{p}]\nlimit = {RATE} requests/s margin 20%\n"
+                   "limit = 1000000 tokens/min\n"
+                   f"concurrency = {CONC}\n" for p in tgprovider.PROVIDERS)
+    PROVIDER = {"rate": RATE, "burst": RATE, "concurrency": CONC,
+                "inject": (10, 30), "retry_after": 1}
+
+    def test_fleet_within_limits_and_paused_by_every_429(self):
+        pipes = [mp.Pipe(duplex=False) for _ in range(PROCS)]
+        procs = [forked(fleet_worker, self.b.segment, self.p.url, w)
+                 for _, w in pipes]
+        for p in procs:
+            self.addCleanup(p.kill)
+        results = []
+        for (r, w), p in zip(pipes, procs):
+            w.close()
+            self.assertTrue(r.poll(240), "a worker hung")
+            results.append(r.recv())
+            p.join(30)
+        self.assertEqual([p.exitcode for p in procs], [0] * PROCS)
+        for _, wrong in results:
+            self.assertEqual(wrong, [])
+        seen = [s for ss, _ in results for s in ss]
+        log = self.p.log
+        total = PROCS * TASKS * ROUNDS
+
+        for prov in tgprovider.PROVIDERS:
+            c = self.p.counts(prov)
+            print(f"\n  {prov}: {c['requests']} requests, "
+                  f"{c['injected'] + c['over_rate'] + c['over_concurrency']}"
+                  f" 429s ({c['injected']} injected, {c['over_rate']} over "
+                  f"the rate, {c['over_concurrency']} over concurrency), "
+                  f"at most {c['max_in_flight']} in flight of {CONC}",
+                  end="")
+            self.assertEqual(c["over_rate"], 0)
+            self.assertEqual(c["over_concurrency"], 0)
+            self.assertLessEqual(c["max_in_flight"], CONC)
+            self.assertEqual(c["injected"], 2)
+            self.assertEqual(c["ok"], total // 2)
+            self.assertEqual(c["requests"], total // 2 + 2)
+            self.assertEqual(len([s for s in seen if s["provider"] == prov]),
+                             2)
+            # Tokens as the responses said, and the 429s' estimates.
+            mine = [e for e in log if e["provider"] == prov]
+            want = sum(e["usage"] for e in mine if e["kind"] == "ok") + \
+                sum(tgx.estimate(e["body"], e["path"])["tokens"]
+                    for e in mine if e["kind"] == "injected")
+            self.assertEqual(self.granted(prov, "tokens"), want)
+            self.assertEqual(self.granted(prov, "requests"), len(mine))
+            self.assertEqual(self.in_flight(prov), 0)
+
+        # Every 429 paused every process: a ticket taken after the 429
+        # was observed (its request came to the transport after that) is
+        # not sent before the pause's end (retry-after from the time the
+        # response came back, at the earliest).
+        early = 0
+        for s in seen:
+            end = s["resp"] + int(s["retry_after"] * 1e9)
+            mine = [e for e in log if e["provider"] == s["provider"]]
+            after = [e for e in mine if e["lq"] > s["observed"]]
+            bad = [e for e in after if e["arrival"] < end]
+            self.assertEqual(bad, [], f"sent in the pause of {s}")
+            # Not vacuous: the other processes had requests waiting.
+            self.assertGreaterEqual(len({e["pid"] for e in after}), 3)
+            # Not asserted: requests in line before the 429 that were
+            # sent after it was observed, into the pause.  aacquire()
+            # sleeps on a rate slot reserved ahead (tg_reserve) and sends
+            # when it comes, where tg_acquire, woken, would see that a
+            # pause came meanwhile and take its place in line again.
+            early += sum(1 for e in mine if e["lq"] <= s["observed"] <
+                         e["sent"] and e["arrival"] < end)
+        print(f"\n  {len(seen)} 429s observed; sent into their pauses: 0 "
+              f"of the tickets taken after them, {early} reserved before",
+              end=" ")
