@@ -8,12 +8,16 @@ import asyncio
 import importlib.util
 import multiprocessing
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
 import tollgate
-from tgbroker import BrokerCase, forked
+from tgbroker import PACKAGE_DIR, BrokerCase, forked
 import tgprovider
 
 if importlib.util.find_spec("httpx") is None:
@@ -511,3 +515,109 @@ class TestFleet(ProviderCase):
         print(f"\n  {len(seen)} 429s observed; sent into their pauses: 0 "
               f"of the tickets taken after them, {early} reserved before",
               end=" ")
+
+
+README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+SECTION = "## With the OpenAI / Anthropic SDK (Python)"
+
+
+def readme_programs():
+    """The section's python blocks, as printed: the SDK one, the httpx
+    one."""
+    with open(README) as f:
+        text = f.read()
+    m = re.search("^" + re.escape(SECTION) + r"$(.*?)(?=^## )", text,
+                  re.M | re.S)
+    if m is None:
+        raise AssertionError(f"README has no section {SECTION!r}")
+    return re.findall(r"^```python\n(.*?)^```$", m.group(1), re.M | re.S)
+
+
+class TestReadme(ProviderCase):
+    """The README's programs, byte for byte, against the local server,
+    its first request of each provider refused (retry-after: 1)."""
+    CONF = ("[openai]\nlimit = 100 requests/s\nlimit = 100000 tokens/min\n"
+            "concurrency = 4\n"
+            "[anthropic]\nlimit = 100 requests/s\n"
+            "limit = 100000 tokens/min\nconcurrency = 4\n")
+    PROVIDER = {"inject": (1,), "retry_after": 1}
+
+    def setUp(self):
+        super().setUp()
+        self.tokens0 = {p: self.granted(p, "tokens")
+                        for p in tgprovider.PROVIDERS}
+
+    def run_program(self, code, *args):
+        d = tempfile.mkdtemp(prefix="tgpy-readme.")
+        self.addCleanup(shutil.rmtree, d, ignore_errors=True)
+        path = os.path.join(d, "program.py")
+        with open(path, "w") as f:
+            f.write(code)
+        env = {k: v for k, v in os.environ.items()
+               if not k.lower().endswith("_proxy")}
+        # The SDKs, if at all, where this interpreter finds them.
+        env.update(PYTHONPATH=os.pathsep.join([PACKAGE_DIR] + sys.path[1:]),
+                   TOLLGATE_SEGMENT=self.b.segment,
+                   OPENAI_BASE_URL=self.p.url + "/v1",
+                   ANTHROPIC_BASE_URL=self.p.url,
+                   OPENAI_API_KEY="sk-test", ANTHROPIC_API_KEY="sk-ant-test")
+        return subprocess.run([sys.executable, path, *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    def check_settled(self, provider):
+        """The 429's ticket kept its estimate, the others were settled to
+        the usage the server said."""
+        log = [e for e in self.p.log if e["provider"] == provider]
+        self.assertEqual(log[0]["kind"], "injected")
+        # A settle up is charged; one down refunds, but a limit's granted
+        # count keeps what was taken.
+        est = [tgx.estimate(e["body"], e["path"])["tokens"] for e in log]
+        want = est[0] + sum(max(x, e["usage"]) for x, e in
+                            zip(est[1:], log[1:]))
+        self.assertEqual(self.granted(provider, "tokens") -
+                         self.tokens0[provider], want)
+        self.assertEqual(self.in_flight(provider), 0)
+        return log, est
+
+    def test_two_programs(self):
+        self.assertEqual(len(readme_programs()), 2)
+
+    def test_httpx_program(self):
+        code = readme_programs()[1]
+        p = self.run_program(code, "What is 2+2?", "Name a colour.",
+                             "Say hello.")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, "3 answers\n")
+        log, est = self.check_settled("openai")
+        self.assertEqual([e["kind"] for e in log], ["injected"] + ["ok"] * 3)
+        # Settled up: the usage is more than the estimate.
+        self.assertLess(est[1], log[1]["usage"])
+        # The refused one went again after the pause its 429 set.
+        self.assertGreaterEqual(log[-1]["arrival"] - log[0]["arrival"],
+                                0.99e9)
+        c = self.p.counts("openai")
+        print(f"\n  README httpx program: {c['requests']} requests, "
+              f"{c['injected']} 429s, at most {c['max_in_flight']} in "
+              "flight", end=" ")
+
+    def test_sdk_program(self):
+        missing = [m for m in ("openai", "anthropic")
+                   if importlib.util.find_spec(m) is None]
+        if missing:
+            why = (f"{sys.executable} cannot import {' and '.join(missing)}"
+                   " (not in Debian; pip install openai anthropic)")
+            print(f"\n  README's SDK program skipped: {why}", end=" ")
+            raise unittest.SkipTest(why)
+        p = self.run_program(readme_programs()[0])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        hello = "".join(tgprovider.WORDS)
+        self.assertEqual(p.stdout, f"{hello} {hello}\n")
+        for provider in tgprovider.PROVIDERS:
+            log, _ = self.check_settled(provider)
+            self.assertEqual([e["kind"] for e in log], ["injected", "ok"])
+            self.assertGreaterEqual(log[1]["arrival"] - log[0]["arrival"],
+                                    0.99e9)
+        c = {p: self.p.counts(p) for p in tgprovider.PROVIDERS}
+        print("\n  README SDK program: " + ", ".join(
+            f"{p} {c[p]['requests']} requests, {c[p]['injected']} 429s"
+            for p in c), end=" ")
