@@ -126,7 +126,8 @@ class TestRoutingAndCost(ProviderCase):
             "[openai/gpt-image-1]\nlimit = 100 images/min\n"
             "[anthropic]\nlimit = 1000 requests/s\n"
             "limit = 1000000 tokens/min\nconcurrency = 8\n"
-            "[small]\nlimit = 1000 tokens/min\n")
+            "[small]\nlimit = 1000 tokens/min\n"
+            "[tiny]\nlimit = 100 tokens/min\n[few]\nlimit = 2 images/min\n")
 
     def client(self, **kw):
         t = tgx.Transport(kw.pop("route", ROUTE), client=self.c, **kw)
@@ -240,6 +241,21 @@ class TestRoutingAndCost(ProviderCase):
         self.assertIsNotNone(t, f"no room for {est} after the settle: "
                              f"wait {wait}")
         t.release()
+
+
+    def test_an_estimate_larger_than_the_bucket_is_halved(self):
+        with self.client(route="tiny") as http:
+            r = http.post("/v1/chat/completions", headers=OPENAI,
+                          json=chat("hi", max_tokens=1000))
+            self.assertEqual(r.status_code, 200)
+            self.assertEqual(ticket_of(r).cost["tokens"],
+                             r.json()["usage"]["total_tokens"])
+        # Images are counted, not estimated: 3 of 2 never fit.
+        with self.client(route="few") as http:
+            with self.assertRaises(tollgate.CostTooBig):
+                http.post("/v1/images/generations", headers=OPENAI,
+                          json={"model": "gpt-image-1", "prompt": "x",
+                                "n": 3})
 
 
 class TestStreams(ProviderCase):

@@ -13,7 +13,8 @@ for the OpenAI and Anthropic SDKs, which send theirs through httpx.
 For each request the transport picks a key (route), takes a ticket for
 what the request will cost (requests 1; images the JSON body's `n' on an
 images endpoint; tokens estimated from the prompt's length and its
-max_tokens, max_completion_tokens or max_output_tokens), sends it through
+max_tokens, max_completion_tokens or max_output_tokens, halved until it
+fits where it is more than a bucket holds), sends it through
 the transport it wraps, observes the response for the whole host, and
 hands the response back.  The ticket is settled to the response's `usage'
 and released when its body ends (a JSON body, or a stream of server-sent
@@ -313,6 +314,16 @@ class _Metered(httpx.SyncByteStream, httpx.AsyncByteStream):
             t.release()
 
 
+def _smaller(cost, err):
+    """A token estimate larger than a bucket never fits (CostTooBig, at
+    once, before any wait): half of it, to be settled up to the usage
+    (the rest a debt later tickets wait out).  Images are counted, not
+    estimated: too many is the caller's error."""
+    if cost.get("tokens", 0) == 0:
+        raise err
+    return dict(cost, tokens=cost["tokens"] // 2)
+
+
 def _router(route):
     """route as a function of (request, body) -> key name or None."""
     if route is None:
@@ -427,7 +438,12 @@ class Transport(_Gate, httpx.BaseTransport):
         key, cost = plan
         tg = self.client
         for tries in itertools.count(1):
-            t = tg.acquire(key, timeout=self.timeout, **cost)
+            while True:
+                try:
+                    t = tg.acquire(key, timeout=self.timeout, **cost)
+                    break
+                except tollgate.CostTooBig as e:
+                    cost = _smaller(cost, e)
             try:
                 response = self._inner.handle_request(request)
             except BaseException:
@@ -482,7 +498,12 @@ class AsyncTransport(_Gate, httpx.AsyncBaseTransport):
         key, cost = plan
         tg = self.client
         for tries in itertools.count(1):
-            t = await tg.aacquire(key, timeout=self.timeout, **cost)
+            while True:
+                try:
+                    t = await tg.aacquire(key, timeout=self.timeout, **cost)
+                    break
+                except tollgate.CostTooBig as e:
+                    cost = _smaller(cost, e)
             try:
                 response = await self._inner.handle_async_request(request)
             except BaseException:
