@@ -267,8 +267,9 @@ class _Metered(httpx.SyncByteStream, httpx.AsyncByteStream):
     """The response's body, passed through: at its end the ticket is
     settled to the usage it carried and released; closed before the end,
     released (and settled only to a usage already complete).  httpx
-    closes a response it read to the end, and the SDKs close the streams
-    they hand out, also when the caller stops early."""
+    closes a response it read to the end; a stream the caller leaves
+    early is closed by its `with' block or close() (the SDKs' Stream
+    objects too), else its ticket is released when it is collected."""
 
     def __init__(self, stream, ticket, headers):
         self._stream, self._ticket = stream, ticket
