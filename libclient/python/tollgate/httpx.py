@@ -395,9 +395,11 @@ class _Gate:
         return response
 
     def _close_client(self):
-        tg, self._tg = self._tg, None
-        if tg is not None and self._own:
-            tg.close()
+        """Close the client this transport opened; one given stays."""
+        if self._own:
+            tg, self._tg = self._tg, None
+            if tg is not None:
+                tg.close()
 
 
 class Transport(_Gate, httpx.BaseTransport):
@@ -419,7 +421,10 @@ class Transport(_Gate, httpx.BaseTransport):
     cost: a function of (request, body) returning the dict of requests,
     tokens and images to take, instead of estimate(body, path).
     observed: called with (request, response, advice, tries) after each
-    response is observed, before any retry."""
+    response is observed, before any retry.
+    A response that took a ticket has extensions["tollgate"]: its key
+    name, tries, advice and ticket (whose cost says what it was settled
+    to)."""
 
     def __init__(self, route, *, transport=None, client=None, segment=None,
                  unmatched="pass", max_tries=5, timeout=None, cost=None,
