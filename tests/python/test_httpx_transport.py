@@ -21,8 +21,10 @@ from tgbroker import PACKAGE_DIR, BrokerCase, forked
 import tgprovider
 
 if importlib.util.find_spec("httpx") is None:
-    raise unittest.SkipTest(f"{sys.executable} cannot import httpx (Debian: "
-                            "apt-get install python3-httpx)")
+    WHY = (f"{sys.executable} cannot import httpx (Debian: apt-get install "
+           "python3-httpx)")
+    print(f"\n  test_httpx_transport skipped: {WHY}")
+    raise unittest.SkipTest(WHY)
 import httpx                    # noqa: E402
 import tollgate.httpx as tgx    # noqa: E402
 
