@@ -528,8 +528,9 @@ def open(segment=None):
 
 def __getattr__(name):
     # tollgate.stat on demand: imported here, `python3 -m tollgate.stat'
-    # would find it imported already and warn.
-    if name == "stat":
+    # would find it imported already and warn.  tollgate.httpx on demand
+    # too: only its users need the httpx package.
+    if name in ("stat", "httpx"):
         import importlib
-        return importlib.import_module(".stat", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
