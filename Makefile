@@ -55,6 +55,7 @@ TESTS     = $(TEST_SRCS:tests/%.c=$(B)/tests/%)
 TOOL_SRCS = $(wildcard tools/*.c)
 # Names man/tollgate.3 answers to (man tg_acquire).
 MANLINKS  = tg_open tg_close tg_key tg_try_acquire tg_acquire tg_reserve \
+	    tg_ready \
 	    tg_observe tg_settle tg_release tg_strerror
 TOOLS     = $(TOOL_SRCS:tools/%.c=$(B)/%)
 STAT_SRCS = $(wildcard tools/stat/*.c)

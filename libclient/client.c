@@ -616,7 +616,7 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 		    take_one_rate(c, ch, now, tk) == 0)
 			r = 0;
 		else
-			r = take(c, ch, cost, now, 0, 1, tk, &wait, &blocked,
+			r = take(c, ch, cost, now, 0, 0, tk, &wait, &blocked,
 			    NULL);
 		if (r != TAKE_STALE)
 			break;
@@ -948,7 +948,7 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 			return r;
 		/* Again each round: an undone take may have filled some. */
 		memset(rs, 0, sizeof(rs));
-		r = take(c, ch, cost, now, left, 1, tk, &wait, &blocked, rs);
+		r = take(c, ch, cost, now, left, 0, tk, &wait, &blocked, rs);
 		if (r != TAKE_STALE)
 			break;
 		/* A reload moved a limit: the new config, or come back. */
@@ -963,6 +963,8 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 		/* Valid from the latest slot; only a wait has slots to keep. */
 		if (wait > 0)
 			resv_keep(tk, ch, rs);
+		if (tk->nlease + 2 * tk->nresv + 1 <= TK_LEASES)
+			tk->resv[TK_RESV_SINCE(tk->nresv)] = wait > 0 ? now : 0;
 		granted(c, ch, cost, now + wait, tk);
 		if (wait > 0) {
 			/*
@@ -989,6 +991,52 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 	}
 	chain_put(c, ch);
 	return r;
+}
+
+int
+tg_ready(tg_client *c, const tg_ticket *t, uint64_t *retry_in_ns)
+{
+	const struct tk *tk = (const struct tk *)t;
+	struct seg_kstate *ks;
+	struct chain ch;
+	uint64_t now, until, since = 0, left = 0;
+	int paused = 0;
+
+	if (c == NULL || t == NULL || retry_in_ns == NULL ||
+	    atomic_load_explicit(&tk->state, memory_order_acquire) != TK_LIVE)
+		return -EINVAL;
+	*retry_in_ns = 0;
+	now = now_ns();
+	if (now < tk->now_ns) {
+		*retry_in_ns = tk->now_ns - now;
+		return -EAGAIN;
+	}
+	if (chain_read(c, tk_handle(tk), &ch) < 0)
+		return 0;	/* its key is gone: nothing to wait for */
+	if (tk->nlease + 2 * tk->nresv + 1 <= TK_LEASES)
+		since = tk->resv[TK_RESV_SINCE(tk->nresv)];
+	ks = seg_kstates(&c->m);
+	for (unsigned i = 0; i < ch.nkey; i++) {
+		until = atomic_load_explicit(&ks[ch.keys[i]].paused_until_ns,
+		    memory_order_relaxed);
+		if (until > now) {
+			paused = 1;
+			if (until - now > left)
+				left = until - now;
+		}
+	}
+	/*
+	 * A pause on now, or one set since the reservation (when the
+	 * ticket had room to keep its time; else a pause on now is all
+	 * that tells): the slot was reckoned at the pace before the
+	 * server said no, as tg_acquire's after its sleep.
+	 */
+	if (paused || (since != 0 && paused_since(c, ch.keys, ch.nkey,
+	    since))) {
+		*retry_in_ns = left;
+		return -ECANCELED;
+	}
+	return 0;
 }
 
 /*

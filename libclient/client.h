@@ -88,6 +88,11 @@ struct tk {
  */
 #define TK_RESV_TAT(j)		(TK_LEASES - 1 - 2 * (j))
 #define TK_RESV_LIM(j)		(TK_LEASES - 2 - 2 * (j))
+/*
+ * After a reservation's nresv pairs, where room is left, the time it was
+ * made (0: none kept), for tg_ready: a pause set after it.
+ */
+#define TK_RESV_SINCE(n)	(TK_LEASES - 1 - 2 * (n))
 #define TK_RESV_COST_MAX	((UINT64_C(1) << 48) - 1)
 
 static_assert(sizeof(struct tk) <= sizeof(tg_ticket), "ticket too small");

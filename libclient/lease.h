@@ -42,8 +42,9 @@ uint32_t lease_count(_Atomic uint64_t *cells, uint32_t ncells);
  * After freeing a lease: wake whoever sleeps on the limit.  Makes a
  * system call only when someone announced they sleep, and then hands the
  * freed lease to them: until one of them takes a lease (lease_handed), at
- * most LEASE_HANDOFF_NS, lease_yield() tells a taker that has not slept
- * to leave it to those woken.  Without it, a worker that releases and
+ * most LEASE_HANDOFF_NS, lease_yield() tells a tg_acquire that has not
+ * slept to leave it to those woken (tg_try_acquire and tg_reserve, which
+ * do not wait, take what is free).  Without it, a worker that releases and
  * asks again at once takes its lease back before the sleeper the release
  * woke is even scheduled, again and again.  A hint for fairness, never
  * for the count: a taker may miss it (it reads it after the cell is

@@ -47,7 +47,9 @@ static const char conf[] =
     "limit = 100 requests/s\n"
     "concurrency = 1\n"
     "[tokens]\n"
-    "limit = 1000 tokens/s burst 3000\n";
+    "limit = 1000 tokens/s burst 3000\n"
+    "[ready]\n"
+    "limit = 2 requests/s burst 1\n";
 
 static int
 setup(void **state)
@@ -290,6 +292,52 @@ test_big_reservation_is_not_overtaken(void **state)
 	tg_close(c);
 }
 
+/*
+ * tg_ready, after a reservation's sleep: not yet (-EAGAIN, how long),
+ * ready (0), or a 429 came since it was reserved (-ECANCELED): its slot
+ * was reckoned at the pace before, so in line again.  Before tg_ready an
+ * event loop had no way to tell, and sent into the pause: 2 requests a
+ * 429 in the Python transport's fleet test.
+ */
+static void
+test_ready_after_a_pause(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "ready");
+	static const char ra[] = "retry-after: 0.2\r\n";
+	tg_ticket t0, t1, t2;
+	uint64_t in0, in1, in2, left;
+
+	assert_int_equal(tg_ready(NULL, &t0, &left), -EINVAL);
+	memset(&t0, 0, sizeof(t0));
+	assert_int_equal(tg_ready(c, &t0, &left), -EINVAL);	/* empty */
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t0, &in0), 0);
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t1, &in1), 0);
+	assert_int_equal(in0, 0);
+	assert_true(about(in1, SEC / 2));
+	assert_int_equal(tg_ready(c, &t0, &left), 0);
+	assert_int_equal(tg_ready(c, &t1, &left), -EAGAIN);
+	assert_true(left > 0 && left <= in1);
+	/* t0's request met a 429: the key pauses. */
+	assert_int_equal(tg_observe(c, &t0, 429, ra, sizeof(ra) - 1),
+	    TG_RETRY);
+	tg_release(c, &t0);
+	tb_sleep_ns(in1 + 50 * MS);
+	/* t1's time has come, but it was reckoned before the 429. */
+	assert_int_equal(tg_ready(c, &t1, &left), -ECANCELED);
+	tg_release(c, &t1);
+	assert_int_equal(tg_ready(c, &t1, &left), -EINVAL);	/* spent */
+	/* Reserved after the 429: from the pause's end, and then ready. */
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t2, &in2), 0);
+	tb_sleep_ns(in2);
+	while (tg_ready(c, &t2, &left) == -EAGAIN)
+		tb_sleep_ns(left);
+	assert_int_equal(tg_ready(c, &t2, &left), 0);
+	tg_release(c, &t2);
+	tg_close(c);
+}
+
 int
 main(void)
 {
@@ -301,6 +349,7 @@ main(void)
 		cmocka_unit_test(test_reserve_full_lease_is_eagain),
 		cmocka_unit_test(test_release_before_time_gives_back),
 		cmocka_unit_test(test_big_reservation_is_not_overtaken),
+		cmocka_unit_test(test_ready_after_a_pause),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);

@@ -162,6 +162,8 @@ child(const struct tbroker *tb, int fd, int mode)
 			if (r == 0) {
 				n.reserved++;
 				spin_for(valid);
+				while (tg_ready(c, &t, &valid) == -EAGAIN)
+					spin_for(valid);
 			}
 		} else if (i % 2 == 0)
 			r = tg_try_acquire(c, k, &cost, &t, &retry);

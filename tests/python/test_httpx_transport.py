@@ -506,8 +506,17 @@ class TestFleet(ProviderCase):
             want = sum(e["usage"] for e in mine if e["kind"] == "ok") + \
                 sum(tgx.estimate(e["body"], e["path"])["tokens"]
                     for e in mine if e["kind"] == "injected")
-            self.assertEqual(self.granted(prov, "tokens"), want)
-            self.assertEqual(self.granted(prov, "requests"), len(mine))
+            # Plus the tickets that a 429 sent back in line (tg_ready:
+            # reckoned before it, released unsent, reserved again): a
+            # grant each, of their estimate.
+            extra = self.granted(prov, "requests") - len(mine)
+            extra_tokens = self.granted(prov, "tokens") - want
+            most = max(tgx.estimate(e["body"], e["path"])["tokens"]
+                       for e in mine)
+            self.assertGreaterEqual(extra, 0)
+            self.assertGreaterEqual(extra_tokens, 0)
+            self.assertLessEqual(extra_tokens, extra * most)
+            print(f"; {extra} back in line", end="")
             self.assertEqual(self.in_flight(prov), 0)
 
         # Every 429 paused every process: a ticket taken after the 429
@@ -523,16 +532,19 @@ class TestFleet(ProviderCase):
             self.assertEqual(bad, [], f"sent in the pause of {s}")
             # Not vacuous: the other processes had requests waiting.
             self.assertGreaterEqual(len({e["pid"] for e in after}), 3)
-            # Not asserted: requests in line before the 429 that were
-            # sent after it was observed, into the pause.  aacquire()
-            # sleeps on a rate slot reserved ahead (tg_reserve) and sends
-            # when it comes, where tg_acquire, woken, would see that a
-            # pause came meanwhile and take its place in line again.
+            # And those in line before the 429, sent after it was
+            # observed: aacquire() checks its reserved slot (tg_ready)
+            # after the sleep and takes its place in line again, as
+            # tg_acquire does.  Before, it sent when the slot came: 2
+            # into each pause.  Only a ticket checked just before the 429
+            # was observed and sent just after may go (a race of
+            # microseconds).
             early += sum(1 for e in mine if e["lq"] <= s["observed"] <
                          e["sent"] and e["arrival"] < end)
         print(f"\n  {len(seen)} 429s observed; sent into their pauses: 0 "
               f"of the tickets taken after them, {early} reserved before",
               end=" ")
+        self.assertLessEqual(early, len(seen) // 2)
 
 
 README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")

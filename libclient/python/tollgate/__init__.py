@@ -462,11 +462,23 @@ class Client:
                 until = time.monotonic_ns() + valid.value
                 t._live = True
                 try:
-                    await _sleep_until_ns(until)
+                    while True:
+                        await _sleep_until_ns(until)
+                        # A 429 while it slept: its slot was reckoned at
+                        # the pace before; in line again, as tg_acquire.
+                        r = _L.tg_ready(self._c(), buf, ctypes.byref(valid))
+                        if r != -errno.EAGAIN:
+                            break
+                        until = time.monotonic_ns() + valid.value
                 except BaseException:
                     t.release()     # never used: the slot may go back
                     raise
-                return t
+                if r == 0:
+                    return t
+                t.release()
+                if r != -errno.ECANCELED:
+                    raise self._fail(r, t.key)
+                continue
             if r != -errno.EAGAIN:
                 raise self._fail(r, t.key)     # -ETIMEDOUT: TimedOut
             if valid.value > 0:

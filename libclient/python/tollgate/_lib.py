@@ -35,6 +35,8 @@ _PROTOS = {
     "tg_reserve": (ctypes.c_int, [_client_p, ctypes.c_uint32, _cost_p,
                                   ctypes.c_int64, _ticket_p,
                                   ctypes.POINTER(ctypes.c_uint64)]),
+    "tg_ready": (ctypes.c_int, [_client_p, _ticket_p,
+                                ctypes.POINTER(ctypes.c_uint64)]),
     "tg_observe": (ctypes.c_int, [_client_p, _ticket_p, ctypes.c_int,
                                   ctypes.c_char_p, ctypes.c_size_t]),
     "tg_settle": (ctypes.c_int, [_client_p, _ticket_p, _cost_p]),
