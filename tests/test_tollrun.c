@@ -570,7 +570,7 @@ test_timeout(void **state)
 	assert_true(took >= 290 * MS && took < 3 * S);
 	/* Given back, the same goes through. */
 	tg_release(c, &th);
-	assert_int_equal(TOLLRUN(tb, err, "-t", "1s", "-k", "held", "--",
+	assert_int_equal(TOLLRUN(tb, err, "-t", "5m", "-k", "held", "--",
 	    "true"), 0);
 	tg_release(c, &ts);
 	tg_close(c);
@@ -614,7 +614,15 @@ test_usage(void **state)
 	assert_non_null(strstr(err, "no command"));
 	assert_int_equal(TOLLRUN(NULL, err, "-k", "a", "-t", "5parsecs", "--",
 	    "true"), 2);
-	assert_non_null(strstr(err, "-t: not a duration"));
+	assert_non_null(strstr(err, "-t \"5parsecs\": unknown unit (want "
+	    "ms, s, m or min, h, d or day)"));
+	assert_int_equal(TOLLRUN(NULL, err, "-k", "a", "-t", "-5m", "--",
+	    "true"), 2);
+	assert_non_null(strstr(err, "-t \"-5m\": a duration is never "
+	    "negative"));
+	assert_int_equal(TOLLRUN(NULL, err, "-k", "a", "-t",
+	    "99999999999999999999d", "--", "true"), 2);
+	assert_non_null(strstr(err, "too long"));
 	assert_int_equal(TOLLRUN(NULL, err, "-k", "a", "--retry", "x", "--",
 	    "true"), 2);
 	assert_non_null(strstr(err, "--retry"));

@@ -443,7 +443,12 @@ test_errors(void **state)
 		{ NULL, "--bogus 0", "unrecognized option '--bogus'" },
 		{ NULL, "0", "no limits: give -l SPEC" },
 		{ NULL, "-l 'foo' 0", "-l `foo': count is not a decimal" },
-		{ NULL, "-l '5 requests/fortnight' 0", "unknown period" },
+		{ NULL, "-l '5 requests/fortnight' 0", "-l `5 requests/fortnight'"
+		    ": unknown unit (want ms, s, m or min, h, d or day" },
+		{ NULL, "-l '5 requests/-6s' 0", "a duration is never negative" },
+		{ NULL, "-l '5 requests/0ms' 0", "zero period" },
+		{ NULL, "-l '1 requests/s' --every 5x --count 2",
+		    "--every `5x': unknown unit" },
 		{ NULL, "-l 'concurrency 2' 0", "-l `concurrency 2': a "
 		    "concurrency limit means nothing here" },
 		{ NULL, "-c /nonexistent/x.conf -k a 0",
@@ -471,8 +476,8 @@ test_errors(void **state)
 		{ "", WORKED, "no request times" },
 		{ NULL, WORKED " --every 30s", "--every DURATION and --count N "
 		    "go together" },
-		{ NULL, WORKED " --every 30x --count 3", "--every `30x': not a "
-		    "duration" },
+		{ NULL, WORKED " --every 30x --count 3", "--every `30x': unknown "
+		    "unit" },
 		{ NULL, WORKED " --every 30s --count 0", "--count `0'" },
 		{ NULL, WORKED " --every 30s --count 3 5", "give TIMEs or "
 		    "--every/--count, not both" },

@@ -1382,7 +1382,8 @@ test_watch_errors(void **state)
 	static const char *const bad[] = {
 		"-w 0", "-w 0.05", "-w abc", "-w 1.", "-w .5", "-w 3601",
 		"-w 1.0000000001", "-w 1 -j", "-w -p", "-w -c", "-n 3",
-		"-w -n 0", "-w -n x", "-w 1 2",
+		"-w -n 0", "-w -n x", "-w 1 2", "-w 5x", "-w 2h", "-w 50ms",
+		"-w 1m30", "-w 5M",
 	};
 	char *out = malloc(OUT_MAX), args[256];
 
@@ -1398,6 +1399,14 @@ test_watch_errors(void **state)
 	snprintf(args, sizeof(args), "-s %s -w 0.1 -n 2", tb->segment);
 	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
 	assert_non_null(strstr(out, "every 100ms, frame 2"));
+	/* Durations as everywhere: ms, s, m... */
+	snprintf(args, sizeof(args), "-s %s -w 250ms -n 2", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_non_null(strstr(out, "every 250ms, frame 2"));
+	snprintf(args, sizeof(args), "-s %s -w 5x 2>&1 >/dev/null",
+	    tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 2);
+	assert_non_null(strstr(out, "-w 5x: unknown unit"));
 	free(out);
 }
 

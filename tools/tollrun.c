@@ -58,7 +58,9 @@ usage(FILE *f, int status)
 	    "      --images N         its cost in images (default 0)\n"
 	    "  -t, --timeout TIMEOUT  wait at most this long for each ticket "
 	    "(30s, 500ms,\n"
-	    "                         2min; default: as long as it takes)\n"
+	    "                         5m, 1.5h; 0: only a free one; "
+	    "default: as long as\n"
+	    "                         it takes)\n"
 	    "      --headers FILE     the response headers COMMAND saves "
 	    "(curl -D FILE):\n"
 	    "                         emptied before each run, its last "
@@ -392,6 +394,7 @@ main(int argc, char *argv[])
 	};
 	const char *segment = NULL, *keyname = NULL, *headers = NULL;
 	const char *targ = NULL;
+	char why[128];
 	tg_cost cost = { 1, 0, 0 };
 	sigset_t fwd, orig;
 	tg_client *c;
@@ -414,9 +417,11 @@ main(int argc, char *argv[])
 			break;
 		case 't':
 			targ = optarg;
-			if (config_parse_duration(optarg, &ns) < 0)
-				errx(EXIT_USAGE, "-t: not a duration (as 30s, "
-				    "500ms, 2min): \"%s\"", optarg);
+			/* 0: a ticket only if one is free now. */
+			if (duration_arg(optarg, 0, UINT64_MAX, &ns, why,
+			    sizeof(why)) < 0)
+				errx(EXIT_USAGE, "-t \"%s\": %s", optarg,
+				    why);
 			timeout_ns = ns > INT64_MAX ? INT64_MAX : (int64_t)ns;
 			break;
 		case 'R':

@@ -1049,7 +1049,7 @@ main(int argc, char *argv[])
 	struct source src = { .what = "argument" };
 	struct req *reqs = NULL;
 	const char *file = NULL, *key = NULL, *every = NULL, *count = NULL;
-	const char *specs[SIM_LIMITS_MAX];
+	const char *specs[SIM_LIMITS_MAX], *why;
 	char notes[SIM_LIMITS_MAX][NOTE_MAX], cb[CLIP_MAX + 4];
 	unsigned nspecs = 0, nnotes = 0;
 	uint64_t every_ns = 0, nreq = 0, *left;
@@ -1120,9 +1120,8 @@ main(int argc, char *argv[])
 	if (every != NULL) {
 		if (optind < argc)
 			bad("give TIMEs or --every/--count, not both");
-		if (config_parse_duration(every, &every_ns) < 0)
-			bad("--every `%s': not a duration (want e.g. 30s, "
-			    "1.5s, 500ms, 2min)", clip(every, cb));
+		if (duration_read(every, strlen(every), &every_ns, &why) < 0)
+			bad("--every `%s': %s", clip(every, cb), why);
 		if (parse_count(count, &nreq) < 0 || nreq == 0 ||
 		    nreq > SIM_TIMES_MAX)
 			bad("--count `%s': want a whole number from 1 to %d",
