@@ -1374,6 +1374,69 @@ test_grants_past_100k(void **state)
 	free(out);
 }
 
+/*
+ * -w fits 100 columns: a long key and a long limit go on lines of their
+ * own with their numbers under them, and a paused key's note under its
+ * row.  (The frame was 119 columns wide with the quick start's config.)
+ */
+static void
+test_watch_width(void **state)
+{
+	static const char wide[] =
+	    "[a-provider-with-a-long-name]\n"
+	    "[a-provider-with-a-long-name/and-a-longer-model]\n"
+	    "limit = 30000 tokens/min burst 5000 cooldown 120s\n"
+	    "limit = 1 requests/165s burst 4 cooldown 120s\n"
+	    "concurrency = 4 adaptive\n";
+	static const char hdrs[] = "retry-after: 3600\r\n";
+	struct tbroker *tb2 = calloc(1, sizeof(*tb2));
+	char *out = malloc(OUT_MAX), args[256], f[10][32];
+	const char *l, *e, *name;
+	tg_client *c;
+	tg_ticket t;
+	uint32_t k;
+	int r, lines = 0;
+
+	(void)TB_NEED(state);
+	assert_non_null(tb2);
+	assert_non_null(out);
+	held.tb2 = tb2;
+	if ((r = tb_start(tb2, wide)) == -ENOSYS)
+		skip();
+	assert_int_equal(r, 0);
+	name = "a-provider-with-a-long-name/and-a-longer-model";
+	c = client(tb2);
+	k = tb_key(c, name);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	assert_int_equal(tg_observe(c, &t, 429, hdrs, sizeof(hdrs) - 1),
+	    TG_RETRY);
+	tg_release(c, &t);
+	snprintf(args, sizeof(args), "-s %s -w 0.1 -n 2", tb2->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	for (l = out; *l != '\0'; l = e + (*e != '\0')) {
+		e = strchrnul(l, '\n');
+		if (e - l > 100)
+			fail_msg("a line of %d columns:\n%.*s", (int)(e - l),
+			    (int)(e - l), l);
+		lines++;
+	}
+	assert_true(lines > 20);
+	/* The names, alone on their lines, and their ten cells under them. */
+	/* The second frame's. */
+	assert_non_null(l = strstr(out, "frame 2"));
+	assert_non_null(l = strstr(l, name));
+	if (l[strlen(name)] != '\n')
+		fail_msg("not alone on its line:\n%s", out);
+	assert_int_equal(sscanf(l + strlen(name), " %31s %31s %31s %31s %31s "
+	    "%31s %31s %31s", f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]),
+	    8);
+	assert_non_null(strstr(out, "\n  30000 tokens/min burst 5000 "
+	    "cooldown 120s "));
+	assert_non_null(strstr(out, "\n    paused"));
+	client_close();
+	free(out);
+}
+
 /* -w's interval and -n: typos are usage errors, not a 0 s redraw loop. */
 static void
 test_watch_errors(void **state)
@@ -1429,6 +1492,7 @@ main(void)
 		cmocka_unit_test_teardown(test_watch, teardown),
 		cmocka_unit_test_teardown(test_watch_broker_gone, teardown),
 		cmocka_unit_test_teardown(test_watch_errors, teardown),
+		cmocka_unit_test_teardown(test_watch_width, teardown),
 		cmocka_unit_test_teardown(test_grants_striped, teardown),
 		cmocka_unit_test_teardown(test_grants_past_100k, teardown),
 	};
