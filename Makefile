@@ -21,10 +21,11 @@ VERSION   = 0.2.0
 # runs the binding's tests (python3-httpx: the README's worker runs for
 # real), prometheus brings promtool, which checks tollstat -p, man-db and
 # groff-base render the man pages test_man checks; hiredis and
-# redis-server are the Redis alternative tollbench measures against.
+# redis-server are the Redis alternative tollbench measures against;
+# curl runs the README's tollrun pipeline (test_tollrun).
 PKGS      = liburing-dev libbsd-dev libinih-dev libcmocka-dev pkg-config \
 	    python3 python3-httpx prometheus man-db groff-base \
-	    libhiredis-dev redis-server
+	    libhiredis-dev redis-server curl
 LIBS      = -linih -luring -lbsd -lpthread
 # Debian's interpreter, which sees Debian's python3-* packages.
 PYTHON   ?= /usr/bin/python3

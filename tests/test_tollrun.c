@@ -656,6 +656,92 @@ test_xargs(void **state)
 	assert_int_equal(lines, 6);
 }
 
+/* A server that answers every POST 401 with a JSON error; port in argv[1]. */
+static const char deny_server[] =
+    "import http.server, os, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_POST(self):\n"
+    "        self.rfile.read(int(self.headers.get('content-length') or 0))\n"
+    "        b = b'{\"error\": {\"message\": \"Incorrect API key\"}}'\n"
+    "        self.send_response(401)\n"
+    "        self.send_header('content-type', 'application/json')\n"
+    "        self.send_header('content-length', str(len(b)))\n"
+    "        self.end_headers()\n"
+    "        self.wfile.write(b)\n"
+    "    def log_message(self, *a):\n"
+    "        pass\n"
+    "s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)\n"
+    "with open(sys.argv[1] + '.new', 'w') as f:\n"
+    "    f.write(str(s.server_address[1]))\n"
+    "os.rename(sys.argv[1] + '.new', sys.argv[1])\n"
+    "s.serve_forever()\n";
+
+/*
+ * The README's xargs pipeline, as printed but for the URL (a local server
+ * that answers 401), the key, the files and two requests: a 401 shows in
+ * the exit status (xargs's 123: a command failed), its body kept.  With
+ * plain `curl -sS' it was 0, the error saved as the image.
+ */
+static void
+test_readme_curl(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	const char *py = getenv("TG_PYTHON");
+	char bin[PATH_MAX], portf[PATH_MAX], img[PATH_MAX], buf[256];
+	char cmd[8192];
+	int port = 0, st;
+	pid_t srv;
+
+	if (py == NULL)
+		py = "/usr/bin/python3";
+	if (access(py, X_OK) != 0 || system("command -v curl >/dev/null") !=
+	    0) {
+		print_message("skipped: needs %s and curl (make deps)\n", py);
+		skip();
+	}
+	file(portf, sizeof(portf), "port");
+	unlink(portf);
+	assert_true((srv = fork()) >= 0);
+	if (srv == 0) {
+		execl(py, py, "-c", deny_server, portf, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 1000 && port == 0; i++) {
+		port = atoi(slurp(portf, buf, sizeof(buf)));
+		if (port == 0)
+			tb_sleep_ns(10 * MS);
+	}
+	if (port == 0) {
+		kill(srv, SIGKILL);
+		tb_wait_child(srv);
+		fail_msg("the test server never said its port");
+	}
+	tb_bin("tollrun", bin, sizeof(bin));
+	/* The block of README.md that runs xargs, edited with sed. */
+	snprintf(cmd, sizeof(cmd), "awk '/^```sh$/ { p = 1; b = \"\"; next }"
+	    " /^```$/ { if (p && b ~ /xargs/) printf \"%%s\", b; p = 0; next }"
+	    " p { b = b $0 \"\\n\" }' README.md | sed "
+	    "-e 's|seq 1 10|seq 1 2|' "
+	    "-e 's|tollrun -k openai/gpt-image-1|%s -s %s -k xargs|' "
+	    "-e 's|/tmp/h{}|%s/rh{}|g' -e 's|/tmp/img{}|%s/img{}|' "
+	    "-e 's|https://api.openai.com/v1/images/generations|"
+	    "http://127.0.0.1:%d/|' > %s/readme.sh && "
+	    "grep -q 127.0.0.1 %s/readme.sh && sh %s/readme.sh 2>/dev/null",
+	    bin, tb->segment, scratch, scratch, port, scratch, scratch,
+	    scratch);
+	st = system(cmd);
+	kill(srv, SIGTERM);
+	tb_wait_child(srv);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) != 123)
+		fail_msg("the README's pipeline exited %d on a 401, not 123 "
+		    "(xargs: a command failed)", WEXITSTATUS(st));
+	/* The error's body is kept, for the user to read. */
+	file(img, sizeof(img), "img1.json");
+	assert_non_null(strstr(slurp(img, buf, sizeof(buf)),
+	    "Incorrect API key"));
+}
+
 int
 main(void)
 {
@@ -673,6 +759,7 @@ main(void)
 		cmocka_unit_test(test_unavailable),
 		cmocka_unit_test(test_usage),
 		cmocka_unit_test(test_xargs),
+		cmocka_unit_test(test_readme_curl),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
