@@ -42,8 +42,9 @@ LIB_SRCS  = libclient/client.c libclient/seg.c libclient/clock.c \
 	    libclient/window.c libclient/lease.c libclient/headers.c \
 	    libclient/srvcap.c libclient/feedback.c
 # Shared by broker, tools and tests, never in the library: the config
-# file (the broker's, which tollsim reads too) and one limit's syntax.
-INT_SRCS  = broker/config.c libclient/limit.c
+# file (the broker's, which tollsim reads too), one limit's syntax, and
+# what the tools say of a segment they cannot use (access.c).
+INT_SRCS  = broker/config.c libclient/limit.c libclient/access.c
 BROKER_SRCS = $(filter-out $(INT_SRCS),$(wildcard broker/*.c))
 TEST_SRCS = $(wildcard tests/test_*.c tests/mp_*.c)
 TEST_HELP = tests/helpers.c

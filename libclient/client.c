@@ -1351,7 +1351,10 @@ tg_strerror(int err)
 	case 0:
 		return "success";
 	case -ENOENT:
-		return "no such segment or key";
+		/* One code for both: tg_open's is the segment, tg_key's a key. */
+		return "no such segment (from tg_open: no broker made it, or "
+		    "another name) or key (from tg_key: not in the broker's "
+		    "config)";
 	case -EAGAIN:
 		return "not now: the limit is spent, retry later";
 	case -E2BIG:
@@ -1363,7 +1366,9 @@ tg_strerror(int err)
 	case -EPROTO:
 		return "the segment has another layout version";
 	case -EACCES:
-		return "permission denied on the segment";
+		return "permission denied on the segment: its state object is "
+		    "for the group the broker's config names (`group ='); join "
+		    "it, or see `ls -l /dev/shm'";
 	case -EINVAL:
 		return "invalid argument";
 	case -ENOSPC:

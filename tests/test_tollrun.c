@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <signal.h>
 #include <stdarg.h>
@@ -538,7 +539,7 @@ test_cost(void **state)
 	tg_release(c, &t);
 	/* A cost that never fits. */
 	assert_int_equal(TOLLRUN(tb, err, "-k", "cost", "--tokens", "2000",
-	    "--", "true"), 69);
+	    "--", "true"), 65);
 	assert_non_null(strstr(err, "never fits"));
 	tg_close(c);
 }
@@ -576,23 +577,110 @@ test_timeout(void **state)
 	tg_close(c);
 }
 
-/* No such key or segment: 69, naming it. */
+/*
+ * No such key (67) is not no such segment (69), and each says which:
+ * they were one status and one "no such segment or key".
+ */
 static void
 test_unavailable(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
 	char err[ERR_MAX];
 
-	assert_int_equal(TOLLRUN(tb, err, "-k", "nosuch", "--", "true"), 69);
-	assert_non_null(strstr(err, "no key \"nosuch\""));
+	assert_int_equal(TOLLRUN(tb, err, "-k", "nosuch", "--", "true"), 67);
+	assert_non_null(strstr(err, "has no key \"nosuch\" (no [nosuch] in "
+	    "its broker's config)"));
+	assert_null(strstr(err, "no such segment"));
 	assert_int_equal(TOLLRUN(NULL, err, "-s", "tgtest-no-such-seg", "-k",
 	    "one", "--", "true"), 69);
 	assert_non_null(strstr(err, "tgtest-no-such-seg"));
-	assert_non_null(strstr(err, "no such segment"));
+	assert_non_null(strstr(err, "no such segment: no broker made it"));
 	/* The command never ran. */
 	assert_int_equal(TOLLRUN(tb, err, "-k", "nosuch", "--", "sh", "-c",
-	    "echo ran >&2"), 69);
+	    "echo ran >&2"), 67);
 	assert_null(strstr(err, "ran"));
+}
+
+/*
+ * A segment not ours to open: 77, naming its owner, group and mode and
+ * what to do (here: the config names no group).  As uid 65534, so root
+ * only.
+ */
+static void
+test_permission(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	char bin[PATH_MAX], errf[PATH_MAX], err[ERR_MAX];
+	pid_t pid;
+	int fd, st;
+
+	if (geteuid() != 0) {
+		print_message("skipped: needs root, to run tollrun as uid "
+		    "65534\n");
+		skip();
+	}
+	tb_bin("tollrun", bin, sizeof(bin));
+	file(errf, sizeof(errf), "perm.err");
+	unlink(errf);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		if ((fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0666)) < 0 ||
+		    dup2(fd, 2) < 0 || setgroups(0, NULL) < 0 ||
+		    setresgid(65534, 65534, 65534) < 0 ||
+		    setresuid(65534, 65534, 65534) < 0)
+			_exit(100);
+		execl(bin, "tollrun", "-s", tb->segment, "-k", "one", "--",
+		    "true", (char *)NULL);
+		_exit(101);
+	}
+	st = tb_wait_child(pid);
+	slurp(errf, err, sizeof(err));
+	if (st == 100) {
+		print_message("skipped: cannot become uid 65534\n");
+		skip();
+	}
+	if (st != 77)
+		fail_msg("tollrun as uid 65534 exited %d, not 77: %s", st, err);
+	assert_non_null(strstr(err, "permission denied: /dev/shm/"));
+	assert_non_null(strstr(err, "is root:root, mode 0660"));
+	assert_non_null(strstr(err, "`group = GROUP'"));
+}
+
+/*
+ * No broker keeps the segment (it stopped; the segment stays): tickets
+ * still work, and tollrun says so once, not once per run of --retry.
+ */
+static void
+test_no_broker_warns_once(void **state)
+{
+	struct tbroker tb2;
+	char err[ERR_MAX], hdr[PATH_MAX], cmd[PATH_MAX + 64];
+	const char *p;
+	int r, n = 0;
+
+	(void)TB_NEED(state);
+	memset(&tb2, 0, sizeof(tb2));
+	if ((r = tb_start(&tb2, "[k]\nlimit = 100 requests/s\n"
+	    "backoff = 1ms..2ms\n")) == -ENOSYS)
+		skip();
+	assert_int_equal(r, 0);
+	assert_int_equal(TOLLRUN(&tb2, err, "-k", "k", "--", "true"), 0);
+	assert_null(strstr(err, "broker"));
+	assert_int_equal(tb_stop(&tb2), 0);
+	/* Each run answers 503: retried twice, three runs in all. */
+	file(hdr, sizeof(hdr), "nb.h");
+	snprintf(cmd, sizeof(cmd), "printf 'HTTP/1.1 503 x\\r\\n\\r\\n' > %s",
+	    hdr);
+	r = TOLLRUN(&tb2, err, "-k", "k", "--headers", hdr, "--retry", "2",
+	    "--", "sh", "-c", cmd);
+	tb_cleanup(&tb2);
+	assert_int_equal(r, 0);
+	for (p = err; (p = strstr(p, "no broker runs it")) != NULL; p++)
+		n++;
+	if (n != 1)
+		fail_msg("%d warnings, not 1:\n%s", n, err);
+	assert_non_null(strstr(err, "tickets still work"));
+	assert_non_null(strstr(err, "retry 2 of 2"));
 }
 
 /* Usage errors: 2, saying what is wrong; -h: 0 and the usage. */
@@ -757,6 +845,8 @@ main(void)
 		cmocka_unit_test(test_cost),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_unavailable),
+		cmocka_unit_test(test_permission),
+		cmocka_unit_test(test_no_broker_warns_once),
 		cmocka_unit_test(test_usage),
 		cmocka_unit_test(test_xargs),
 		cmocka_unit_test(test_readme_curl),

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <stdarg.h>
 #include <stddef.h>
@@ -395,6 +396,57 @@ test_missing_segment(void **state)
 	assert_int_equal(tollstat("-s bad/name 2>&1 >/dev/null", out,
 	    sizeof(out)), 1);
 	assert_non_null(strstr(out, "bad/name"));
+}
+
+/*
+ * A segment not ours to read names the group to join: the broker's
+ * `group' (a number here: no name needed).  As uid 65534: root only.
+ */
+static void
+test_permission_names_group(void **state)
+{
+	struct tbroker *tb2 = calloc(1, sizeof(*tb2));
+	char bin[PATH_MAX], errf[PATH_MAX], out[2048];
+	pid_t pid;
+	int fd, st, r;
+	FILE *f;
+
+	(void)TB_NEED(state);
+	assert_non_null(tb2);
+	held.tb2 = tb2;
+	if (geteuid() != 0) {
+		print_message("skipped: needs root, to run tollstat as uid "
+		    "65534\n");
+		skip();
+	}
+	if ((r = tb_start(tb2, "group = 65533\n[k]\nlimit = 1 requests/s\n"))
+	    == -ENOSYS)
+		skip();
+	assert_int_equal(r, 0);
+	tb_bin("tollstat", bin, sizeof(bin));
+	snprintf(errf, sizeof(errf), "%s/perm.err", tb2->dir);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		if ((fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0666)) < 0 ||
+		    dup2(fd, 2) < 0 || setgroups(0, NULL) < 0 ||
+		    setresgid(65534, 65534, 65534) < 0 ||
+		    setresuid(65534, 65534, 65534) < 0)
+			_exit(100);
+		execl(bin, "tollstat", "-s", tb2->segment, (char *)NULL);
+		_exit(101);
+	}
+	st = tb_wait_child(pid);
+	if (st == 100) {
+		print_message("skipped: cannot become uid 65534\n");
+		skip();
+	}
+	assert_non_null(f = fopen(errf, "r"));
+	tb_slurp(f, out, sizeof(out));
+	fclose(f);
+	if (st != 1 || strstr(out, "is root:65533, mode 0660; join group "
+	    "65533 (`sudo usermod -aG 65533 nobody', then log in again)") ==
+	    NULL)
+		fail_msg("tollstat as uid 65534 exited %d: %s", st, out);
 }
 
 static void
@@ -1480,6 +1532,8 @@ main(void)
 		cmocka_unit_test_teardown(test_table, teardown),
 		cmocka_unit_test_teardown(test_feedback_notes, teardown),
 		cmocka_unit_test_teardown(test_missing_segment, teardown),
+		cmocka_unit_test_teardown(test_permission_names_group,
+		    teardown),
 		cmocka_unit_test_teardown(test_usage, teardown),
 		cmocka_unit_test_teardown(test_json, teardown),
 		cmocka_unit_test_teardown(test_json_holders, teardown),

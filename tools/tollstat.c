@@ -63,7 +63,7 @@ main(int argc, char *argv[])
 	uint64_t interval = NS_PER_S;
 	unsigned long frames = 0;
 	struct snap s;
-	char why[256];
+	char why[512];
 	int ch, clients = 0, json = 0, prom = 0, live = 0, nset = 0;
 
 	static const struct option longopts[] = {

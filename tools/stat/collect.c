@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "access.h"
 #include "clock.h"
 #include "gcra.h"
 #include "srvcap.h"
@@ -639,7 +640,8 @@ attach_error(int r)
 {
 	switch (r) {
 	case -ENOENT:
-		return "no such segment (is tollgated running?)";
+		return "no such segment: no broker made it (is tollgated "
+		    "running? is the name right?)";
 	case -EPROTO:
 		return "another layout version (use the tollstat that came "
 		    "with the running tollgated)";
@@ -661,13 +663,18 @@ snap_read(const char *segment, const char *key, struct snap *s, char *why,
     size_t len)
 {
 	struct seg_map m;
+	char hint[384];
 	int r;
 
 	memset(s, 0, sizeof(*s));
 	/* Read-only, both objects: a stray write here faults, by design. */
 	if ((r = seg_attach(segment, 0, &m)) < 0) {
-		snprintf(why, len, "segment %s: %s", segment,
-		    attach_error(r));
+		if (r == -EACCES) {
+			access_why(segment, hint, sizeof(hint));
+			snprintf(why, len, "segment %s: %s", segment, hint);
+		} else
+			snprintf(why, len, "segment %s: %s", segment,
+			    attach_error(r));
 		return -1;
 	}
 	bus_install(&m);

@@ -353,7 +353,7 @@ watch(const char *segment, const char *key, uint64_t interval,
 	struct history h = { 0 };
 	struct timespec next;
 	struct snap s;
-	char why[256];
+	char why[512];
 	int tty = isatty(STDOUT_FILENO);
 
 	clock_gettime(CLOCK_MONOTONIC, &next);
