@@ -288,10 +288,15 @@ test_table(void **state)
 	assert_non_null(strstr(out, line));
 	assert_non_null(strstr(out, "clients    1 of "));
 
-	/* Key rows: tickets granted, denied. */
+	/*
+	 * Key rows: tickets granted, denied.  The refused try is a poll,
+	 * no denial (it was one, and healthy polling raised alerts).
+	 */
 	assert_int_equal(row(out, "images", f), 2);
 	assert_string_equal(f[0], "1");
-	assert_string_equal(f[1], "1");
+	assert_string_equal(f[1], "0");
+	assert_non_null(strstr(out, " denied, "));
+	assert_non_null(strstr(out, " polled\n"));
 	assert_int_equal(row(out, "api", f), 2);
 	assert_string_equal(f[0], "3");
 	assert_string_equal(f[1], "0");
@@ -489,13 +494,13 @@ test_json(void **state)
 	    "c = client(me)\n"
 	    "eq((c['state'], c['comm'], c['leases']),\n"
 	    "    ('live', 'test_tollstat', 2), 'me')\n"
-	    "assert c['acquired'] >= 3 and c['denied'] >= 1\n"
+	    "assert c['acquired'] >= 3 and c['polls'] >= 1, c\n"
 	    "assert d['tickets']['acquired'] >= 3\n"
 	    "eq([k['name'] for k in d['keys']], ['api', 'api/chat', 'dup',\n"
 	    "    'gen', 'images', 'web', 'web/search', 'web-b'], 'order')\n"
 	    "k = key('web')\n"
 	    "eq((k['parent'], k['granted'], k['denied'], k['paused_ns']),\n"
-	    "    (None, 2, 1, 0), 'web')\n"
+	    "    (None, 2, 0, 0), 'web')\n"
 	    "eq(k['status'], {'ok': 0, 'limited': 0, 'auth': 0,\n"
 	    "    'client_error': 0, 'server_error': 0,\n"
 	    "    'paused_total_ns': 0}, 'status')\n"
@@ -671,6 +676,7 @@ static const char *const prom_families[][2] = {
 	{ "tollgate_tickets_denied_total", "counter" },
 	{ "tollgate_tickets_released_total", "counter" },
 	{ "tollgate_acquire_waits_total", "counter" },
+	{ "tollgate_acquire_polls_total", "counter" },
 	{ "tollgate_key_granted_total", "counter" },
 	{ "tollgate_key_denied_total", "counter" },
 	{ "tollgate_key_responses_total", "counter" },
@@ -1489,6 +1495,64 @@ test_watch_width(void **state)
 	free(out);
 }
 
+/*
+ * Denied counts tickets given up, not polls: 30 refused tries and a
+ * wait that ends in a ticket leave it 0 (the tries count as polls, the
+ * wait as a wait); a tg_acquire that runs out of time counts 1.  It
+ * counted 30 + the wait's refusals: an alert on it fired on health.
+ */
+static void
+test_denied_is_given_up(void **state)
+{
+	struct tbroker *tb2 = calloc(1, sizeof(*tb2));
+	char *out = malloc(OUT_MAX), args[128], f[5][32];
+	tg_client *c;
+	tg_ticket t;
+	uint64_t retry;
+	uint32_t k;
+	int r;
+
+	(void)TB_NEED(state);
+	assert_non_null(tb2);
+	assert_non_null(out);
+	held.tb2 = tb2;
+	/* One ticket, one back every 200 ms. */
+	if ((r = tb_start(tb2, "[k]\nlimit = 5 requests/s burst 1\n")) ==
+	    -ENOSYS)
+		skip();
+	assert_int_equal(r, 0);
+	c = client(tb2);
+	k = tb_key(c, "k");
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), 0);
+	tg_release(c, &t);
+	for (int i = 0; i < 30; i++)
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry),
+		    -EAGAIN);
+	/* A wait that ends in a ticket. */
+	assert_int_equal(tg_acquire(c, k, NULL, 10 * 1000000000ll, &t), 0);
+	tg_release(c, &t);
+	snprintf(args, sizeof(args), "-s %s", tb2->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	print_message("%s", out);
+	assert_non_null(strstr(out, "tickets    2 acquired, 0 denied, 2 "
+	    "released, 1 waited, 30 polled\n"));
+	assert_int_equal(row(out, "k", f), 2);
+	assert_string_equal(f[1], "0");
+	/* Given up: out of time (the wait above emptied the bucket). */
+	assert_int_equal(tg_acquire(c, k, NULL, 0, &t), -ETIMEDOUT);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_non_null(strstr(out, "tickets    2 acquired, 1 denied, 2 "
+	    "released, 1 waited, 30 polled\n"));
+	assert_int_equal(row(out, "k", f), 2);
+	assert_string_equal(f[1], "1");
+	snprintf(args, sizeof(args), "-p -s %s", tb2->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_true(has_line(out, "tollgate_tickets_denied_total 1"));
+	assert_true(has_line(out, "tollgate_acquire_polls_total 30"));
+	client_close();
+	free(out);
+}
+
 /* -w's interval and -n: typos are usage errors, not a 0 s redraw loop. */
 static void
 test_watch_errors(void **state)
@@ -1547,6 +1611,7 @@ main(void)
 		cmocka_unit_test_teardown(test_watch_broker_gone, teardown),
 		cmocka_unit_test_teardown(test_watch_errors, teardown),
 		cmocka_unit_test_teardown(test_watch_width, teardown),
+		cmocka_unit_test_teardown(test_denied_is_given_up, teardown),
 		cmocka_unit_test_teardown(test_grants_striped, teardown),
 		cmocka_unit_test_teardown(test_grants_past_100k, teardown),
 	};

@@ -304,6 +304,8 @@ read_state(const struct seg_map *m, struct snap *s)
 	    memory_order_relaxed);
 	s->waits = atomic_load_explicit(&st->retired_waits,
 	    memory_order_relaxed);
+	s->polls = atomic_load_explicit(&st->retired_polls,
+	    memory_order_relaxed);
 	for (uint32_t i = 0; i < h->max_clients; i++) {
 		struct st_client *sc = &s->cl[i];
 
@@ -324,10 +326,13 @@ read_state(const struct seg_map *m, struct snap *s)
 		    memory_order_relaxed);
 		sc->waits = atomic_load_explicit(&cl[i].waits,
 		    memory_order_relaxed);
+		sc->polls = atomic_load_explicit(&cl[i].polls,
+		    memory_order_relaxed);
 		s->acquired += sc->acquired;
 		s->denied += sc->denied;
 		s->released += sc->released;
 		s->waits += sc->waits;
+		s->polls += sc->polls;
 	}
 
 	for (unsigned i = 0; i < s->nkeys; i++) {
