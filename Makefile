@@ -21,10 +21,11 @@ VERSION   = 0.2.0
 # runs the binding's tests (python3-httpx: the README's worker runs for
 # real), prometheus brings promtool, which checks tollstat -p, man-db and
 # groff-base render the man pages test_man checks; hiredis and
-# redis-server are the Redis alternative tollbench measures against.
+# redis-server are the Redis alternative tollbench measures against;
+# curl runs the README's tollrun pipeline (test_tollrun).
 PKGS      = liburing-dev libbsd-dev libinih-dev libcmocka-dev pkg-config \
 	    python3 python3-httpx prometheus man-db groff-base \
-	    libhiredis-dev redis-server
+	    libhiredis-dev redis-server curl
 LIBS      = -linih -luring -lbsd -lpthread
 # Debian's interpreter, which sees Debian's python3-* packages.
 PYTHON   ?= /usr/bin/python3
@@ -41,8 +42,9 @@ LIB_SRCS  = libclient/client.c libclient/seg.c libclient/clock.c \
 	    libclient/window.c libclient/lease.c libclient/headers.c \
 	    libclient/srvcap.c libclient/feedback.c
 # Shared by broker, tools and tests, never in the library: the config
-# file (the broker's, which tollsim reads too) and one limit's syntax.
-INT_SRCS  = broker/config.c libclient/limit.c
+# file (the broker's, which tollsim reads too), one limit's syntax, and
+# what the tools say of a segment they cannot use (access.c).
+INT_SRCS  = broker/config.c libclient/limit.c libclient/access.c
 BROKER_SRCS = $(filter-out $(INT_SRCS),$(wildcard broker/*.c))
 TEST_SRCS = $(wildcard tests/test_*.c tests/mp_*.c)
 TEST_HELP = tests/helpers.c

@@ -162,6 +162,8 @@ clients_reclaim(struct clients *cs, uint32_t slot, uint64_t owner,
 	    memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->retired_waits, atomic_exchange_explicit(
 	    &c->waits, 0, memory_order_relaxed), memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->retired_polls, atomic_exchange_explicit(
+	    &c->polls, 0, memory_order_relaxed), memory_order_relaxed);
 	atomic_store_explicit(&c->wait_ns, 0, memory_order_relaxed);
 	/* Its grant stripe, if it had one, is free for the next client. */
 	seg_stripe_free(cs->m, slot);

@@ -517,7 +517,10 @@ report_why(struct parser *p, const char *name, const char *value,
 {
 	struct qbuf q;
 
-	if (w->at != NULL)
+	if (w->at != NULL && w->what != NULL)
+		report_at(p, p->lineno, "%s: %s `%s': %s", name, w->what,
+		    quote(&q, w->at, w->len), w->msg);
+	else if (w->at != NULL)
 		report_at(p, p->lineno, "%s: `%s': %s", name,
 		    quote(&q, w->at, w->len), w->msg);
 	else
@@ -533,19 +536,17 @@ static int
 backoff_side(struct parser *p, const char *v, const char *s, const char *e,
     const char *which, uint64_t *ns)
 {
+	const char *why;
 	struct qbuf q;
-	int ret;
 
 	if (s == e) {
 		report_at(p, p->lineno, "backoff `%s': missing the %s",
 		    quotes(&q, v), which);
 		return -1;
 	}
-	if ((ret = duration_parse(s, (size_t)(e - s), ns)) < 0) {
+	if (duration_read(s, (size_t)(e - s), ns, &why) < 0) {
 		report_at(p, p->lineno, "backoff: `%s': %s",
-		    quote(&q, s, (size_t)(e - s)), ret == -ERANGE ?
-		    "duration too long" :
-		    "not a duration (want e.g. 250ms, 1.5s, 10min)");
+		    quote(&q, s, (size_t)(e - s)), why);
 		return -1;
 	}
 	return 0;
@@ -592,15 +593,16 @@ set_backoff(struct parser *p, const char *v, struct feedback *f)
 static int
 set_max_pause(struct parser *p, const char *v, struct feedback *f)
 {
+	const char *why;
 	char most[32];
 	struct qbuf q;
 	uint64_t ns;
 	int ret;
 
-	ret = duration_parse(v, strlen(v), &ns);
+	ret = duration_read(v, strlen(v), &ns, &why);
 	if (ret == -EINVAL) {
-		report_at(p, p->lineno, "max_pause `%s': not a duration (want "
-		    "e.g. 30s, 10min, 1h)", quotes(&q, v));
+		report_at(p, p->lineno, "max_pause `%s': %s", quotes(&q, v),
+		    why);
 		return -1;
 	}
 	if (ret == 0 && ns == 0) {

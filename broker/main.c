@@ -260,6 +260,8 @@ main(int argc, char *argv[])
 			    b.cfg.segment, lk.name);
 		errx(1, "segment %s: %s", b.cfg.segment, strerror(-r));
 	}
+	/* The lock carries the segment's group too; it stays 0600. */
+	(void)own_apply(lk.fd, lk.name, 0, b.cfg.has_group, b.cfg.group);
 	/* A lock file we made for a segment we could not make: remove it. */
 	if ((r = segment_open(&b)) < 0) {
 		seglock_drop(&lk, lk.created);

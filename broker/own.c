@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
@@ -131,9 +132,18 @@ own_check(int fd, const char *name, mode_t widest, enum own_kind kind)
 			    "should (it is made 0644); %s", name, owner,
 			    (unsigned)mode, fix);
 		else if (kind == OWN_STATE)
+			/*
+			 * Wider than the config: others may have written it
+			 * while it was.  A narrower `mode' the operator just
+			 * set looks the same; a reload would have applied it.
+			 */
 			log_warnx("/dev/shm%s, owned by %s, has mode %04o, "
-			    "wider than %04o, the `mode' of the config; %s",
-			    name, owner, (unsigned)mode, (unsigned)widest, fix);
+			    "wider than %04o, the `mode' of the config; if "
+			    "you narrowed `mode' yourself, `chmod %04o "
+			    "/dev/shm%s' keeps every counter (or send the "
+			    "running broker SIGHUP next time); else %s", name,
+			    owner, (unsigned)mode, (unsigned)widest,
+			    (unsigned)widest, name, fix);
 		else
 			log_warnx("/dev/shm%s, owned by %s, has mode %04o, not "
 			    "%04o: others may open and lock it; %s", name,
@@ -168,6 +178,66 @@ own_explain(const char *name, const char *verb, int err)
 	} else
 		log_warnx("cannot %s /dev/shm%s: %s", verb, name,
 		    strerror(err));
+}
+
+/* "workers (gid 1001)", or "gid 1001" for a group without a name. */
+static const char *
+group_who(gid_t gid, char *buf, size_t len)
+{
+	struct group gr, *res = NULL;
+	char grbuf[4096];
+
+	if (getgrgid_r(gid, &gr, grbuf, sizeof(grbuf), &res) == 0 &&
+	    res != NULL)
+		snprintf(buf, len, "%s (gid %u)", gr.gr_name, (unsigned)gid);
+	else
+		snprintf(buf, len, "gid %u", (unsigned)gid);
+	return buf;
+}
+
+int
+own_apply(int fd, const char *name, mode_t mode, int has_group, gid_t group)
+{
+	char was[128], now[128], me[128];
+	struct stat st;
+	int r = 0;
+
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		log_warn("/dev/shm%s", name);
+		return r;
+	}
+	if (has_group && st.st_gid != group) {
+		group_who(st.st_gid, was, sizeof(was));
+		group_who(group, now, sizeof(now));
+		/* The owner may give a file to a group it is in; root, any. */
+		if (fchown(fd, (uid_t)-1, group) == 0)
+			log_info("/dev/shm%s: group %s, was %s, as the config "
+			    "says", name, now, was);
+		else {
+			r = -errno;
+			log_warnx("cannot give /dev/shm%s to group %s (it stays "
+			    "%s): %s; %s is neither root nor in that group, so "
+			    "the workers of %s cannot open it: run the broker "
+			    "as root or as a member of the group, or have root "
+			    "run `chgrp %u /dev/shm%s'", name, now, was,
+			    strerror(-r), who(geteuid(), me, sizeof(me)), now,
+			    (unsigned)group, name);
+		}
+	}
+	if (mode != 0 && (st.st_mode & 07777) != mode) {
+		if (fchmod(fd, mode) == 0)
+			log_info("/dev/shm%s: mode %04o, was %04o, as the config "
+			    "says", name, (unsigned)mode,
+			    (unsigned)(st.st_mode & 07777));
+		else {
+			r = -errno;
+			log_warn("cannot chmod /dev/shm%s to %04o (it stays "
+			    "%04o)", name, (unsigned)mode,
+			    (unsigned)(st.st_mode & 07777));
+		}
+	}
+	return r;
 }
 
 int

@@ -36,6 +36,17 @@ int	own_check(int fd, const char *name, mode_t widest,
  */
 void	own_explain(const char *name, const char *verb, int err);
 
+/*
+ * Give the object open on fd (shm name `name') the config's group, if
+ * has_group, and its mode, unless mode is 0: a broker that attaches to a
+ * segment a config with another `group' or `mode' made applies them, as
+ * a new segment would have them.  Logs each change, and why one cannot
+ * be made (the broker's user is neither root nor in the group).  Returns
+ * 0 or -errno, logged; the caller goes on either way.
+ */
+int	own_apply(int fd, const char *name, mode_t mode, int has_group,
+	    gid_t group);
+
 /* shm_unlink that is quiet about ENOENT and says who can, if we cannot. */
 int	own_unlink(const char *name);
 

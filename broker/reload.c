@@ -5,6 +5,7 @@
 
 #include "broker.h"
 #include "log.h"
+#include "own.h"
 
 static void
 report_log(void *arg, const char *msg)
@@ -17,7 +18,7 @@ void
 reload_run(struct broker *b)
 {
 	struct config cfg;
-	char err[256], status[320];
+	char err[256], status[320], conf[256], state[256];
 	int n;
 
 	notify_send("RELOADING=1");
@@ -35,8 +36,15 @@ reload_run(struct broker *b)
 		config_free(&cfg);
 		goto out;
 	}
-	/* What the segment already has stays: name, mode, capacities. */
+	/*
+	 * What the segment already has stays: name and capacities.  A new
+	 * `group' or `mode' applies now, to an object only we wrote under
+	 * the old one (narrower is as safe as wider here).
+	 */
 	memcpy(cfg.segment, b->cfg.segment, sizeof(cfg.segment));
+	if (seg_names(b->cfg.segment, conf, state, sizeof(conf)) == 0)
+		(void)own_apply(b->m.state_fd, state, cfg.mode, cfg.has_group,
+		    cfg.group);
 	config_free(&b->cfg);
 	b->cfg = cfg;
 	/* Relaxed: the index is ours; we just wrote it. */

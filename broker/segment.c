@@ -253,10 +253,8 @@ segment_create(struct broker *b, const char *conf, const char *state)
 	    &b->m.state_fd, &p, &b->m.state_size)) < 0)
 		return r;
 	b->m.state = p;
-	if (b->cfg.has_group && fchown(b->m.state_fd, (uid_t)-1,
-	    b->cfg.group) < 0)
-		log_warn("chown /dev/shm%s to group %u", state,
-		    (unsigned)b->cfg.group);
+	(void)own_apply(b->m.state_fd, state, 0, b->cfg.has_group,
+	    b->cfg.group);
 	/* The config object: 0644, so clients can map it only to read. */
 	if ((r = map_object(conf, OWN_CONF, 1, 0644, hsz, &b->m.hdr_fd, &p,
 	    &b->m.hdr_size)) < 0)
@@ -474,6 +472,13 @@ segment_open(struct broker *b)
 		return r;
 	}
 	b->m.state = p;
+	/*
+	 * The config may have another `group' or `mode' than the one that
+	 * made the segment: the workers must find what it says.  (A mode
+	 * wider than the config's was refused above: see own_check.)
+	 */
+	(void)own_apply(b->m.state_fd, state, b->cfg.mode, b->cfg.has_group,
+	    b->cfg.group);
 	if (h->max_clients != b->cfg.max_clients)
 		log_warnx("segment %s keeps its %u client slots; max_clients "
 		    "= %u applies when it is recreated", b->cfg.segment,

@@ -544,12 +544,27 @@ granted(tg_client *c, const struct chain *ch, const tg_cost *cost,
 	atomic_store_explicit(&tk->state, TK_LIVE, memory_order_release);
 }
 
+/*
+ * A ticket given up: the caller's time ran out (-ETIMEDOUT).  Counted
+ * for the key and the client; a "not now" (-EAGAIN) is a poll instead.
+ */
 static void
 denied(tg_client *c, const struct chain *ch)
 {
 	atomic_fetch_add_explicit(&seg_kstates(&c->m)[ch->key].denied, 1,
 	    memory_order_relaxed);
 	slot_count(&c->me->denied, 1);
+}
+
+/*
+ * A "not now" (-EAGAIN) of tg_try_acquire or tg_reserve: a poll.  The
+ * caller may come back and get the ticket, so it is no refusal: counted
+ * apart, or a worker that polls would show a denial per try.
+ */
+static void
+polled(tg_client *c)
+{
+	slot_count(&c->me->polls, 1);
 }
 
 /*
@@ -631,7 +646,7 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 	if (r == 0)
 		granted(c, ch, cost, now, tk);
 	else if (r == -EAGAIN) {
-		denied(c, ch);
+		polled(c);
 		if (retry_in_ns != NULL)
 			*retry_in_ns = wait;
 	}
@@ -984,9 +999,11 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 		 * cannot be reserved ahead: a lease (wait 0), a window, a
 		 * server's cap, a concurrency limit's return after a pause.
 		 */
-		denied(c, ch);
-		if (wait > left)
+		if (wait > left) {
+			denied(c, ch);
 			r = -ETIMEDOUT;
+		} else
+			polled(c);
 		*valid_in_ns = wait;
 	}
 	chain_put(c, ch);
@@ -1548,7 +1565,10 @@ tg_strerror(int err)
 	case 0:
 		return "success";
 	case -ENOENT:
-		return "no such segment or key";
+		/* One code for both: tg_open's is the segment, tg_key's a key. */
+		return "no such segment (from tg_open: no broker made it, or "
+		    "another name) or key (from tg_key: not in the broker's "
+		    "config)";
 	case -EAGAIN:
 		return "not now: the limit is spent, retry later";
 	case -E2BIG:
@@ -1560,7 +1580,9 @@ tg_strerror(int err)
 	case -EPROTO:
 		return "the segment has another layout version";
 	case -EACCES:
-		return "permission denied on the segment";
+		return "permission denied on the segment: its state object is "
+		    "for the group the broker's config names (`group ='); join "
+		    "it, or see `ls -l /dev/shm'";
 	case -EINVAL:
 		return "invalid argument";
 	case -ENOSPC:

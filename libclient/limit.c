@@ -89,53 +89,102 @@ static int
 reject(struct limit_why *w, const char *msg, const char *at, size_t len)
 {
 	w->msg = msg;
+	w->what = NULL;
 	w->at = at;
 	w->len = len;
 	return -EINVAL;
 }
 
+/* reject, for the part `what' of the limit ("cooldown", "period"). */
+static int
+reject_in(struct limit_why *w, const char *what, const char *msg,
+    const char *at, size_t len)
+{
+	reject(w, msg, at, len);
+	w->what = what;
+	return -EINVAL;
+}
+
+/*
+ * The units a duration may carry, aliases included: `m' is a minute and
+ * `d' a day.  Matched against the whole rest of the token, so `ms' is
+ * never `m' and `s'.
+ */
+static const struct unit_len dur_units[] = {
+	{ "ms",		NS_PER_MS },
+	{ "s",		NS_PER_S },
+	{ "m",		60 * NS_PER_S },
+	{ "min",	60 * NS_PER_S },
+	{ "h",		3600 * NS_PER_S },
+	{ "d",		86400 * NS_PER_S },
+	{ "day",	86400 * NS_PER_S },
+};
+
+/* The ns of unit [s, s+len), or 0 if it is none of dur_units. */
+static uint64_t
+dur_unit(const char *s, size_t len)
+{
+	for (size_t i = 0; i < sizeof(dur_units) / sizeof(dur_units[0]); i++)
+		if (tok_is(s, len, dur_units[i].name))
+			return dur_units[i].ns;
+	return 0;
+}
+
 /*
  * Parse [s, s+len) as a duration: digits, an optional fraction, an
- * optional unit (ms, s, min, h, day; none is seconds).  The result must be
- * a whole number of nanoseconds.  0, -EINVAL, or -ERANGE if it overflows.
+ * optional unit (ms, s, m or min, h, d or day; none is seconds).  The
+ * result must be a whole number of nanoseconds.  0, or -EINVAL or
+ * -ERANGE with *why (if not NULL) a static message saying what is wrong.
  */
 int
-duration_parse(const char *s, size_t len, uint64_t *out_ns)
+duration_read(const char *s, size_t len, uint64_t *out_ns, const char **why)
 {
-	const char *e = s + len, *d, *f, *fe;
+	const char *e = s + len, *d, *f, *fe, *msg;
 	uint64_t ip, frac = 0, pow = 1, unit = NS_PER_S, q, r, ns, add;
-	size_t i;
 	int ret;
 
+	if (why == NULL)
+		why = &msg;
+	*why = "not a duration (want a number and a unit: " DURATION_EG ")";
+	if (len == 0) {
+		*why = "empty duration (want " DURATION_EG ")";
+		return -EINVAL;
+	}
+	if (*s == '-') {
+		*why = "a duration is never negative";
+		return -EINVAL;
+	}
 	for (d = s; d < e && tok_digit(*d); d++)
 		;
-	if ((ret = dec_parse(s, d, &ip)) < 0)
+	if ((ret = dec_parse(s, d, &ip)) == -ERANGE)
+		goto too_long;
+	if (ret < 0)
 		return ret;
 	if (d < e && *d == '.') {
 		for (f = ++d; d < e && tok_digit(*d); d++)
 			;
-		if (d == f)
+		if (d == f) {
+			*why = "no digit after the decimal point";
 			return -EINVAL;
+		}
 		/* Trailing zeros say nothing; nine digits reach 1 ns. */
 		for (fe = d; fe > f && fe[-1] == '0'; fe--)
 			;
-		if (fe - f > 9)
+		if (fe - f > 9) {
+			*why = "finer than a nanosecond";
 			return -EINVAL;
+		}
 		for (; f < fe; f++) {
 			frac = frac * 10 + (uint64_t)(*f - '0');
 			pow *= 10;
 		}
 	}
-	if (d < e) {
-		for (i = 0; i < sizeof(durations) / sizeof(durations[0]); i++)
-			if (tok_is(d, (size_t)(e - d), durations[i].name))
-				break;
-		if (i == sizeof(durations) / sizeof(durations[0]))
-			return -EINVAL;
-		unit = durations[i].ns;
+	if (d < e && (unit = dur_unit(d, (size_t)(e - d))) == 0) {
+		*why = "unknown unit (want ms, s, m or min, h, d or day)";
+		return -EINVAL;
 	}
 	if (ip > UINT64_MAX / unit)
-		return -ERANGE;
+		goto too_long;
 	ns = ip * unit;
 	/*
 	 * frac/pow of a unit, exactly, without 128-bit arithmetic: with
@@ -144,12 +193,59 @@ duration_parse(const char *s, size_t len, uint64_t *out_ns)
 	 */
 	q = unit / pow;
 	r = unit % pow;
-	if (frac * r % pow != 0)
-		return -EINVAL;		/* finer than a nanosecond */
+	if (frac * r % pow != 0) {
+		*why = "finer than a nanosecond";
+		return -EINVAL;
+	}
 	add = frac * q + frac * r / pow;
 	if (ns > UINT64_MAX - add)
-		return -ERANGE;
+		goto too_long;
 	*out_ns = ns + add;
+	return 0;
+
+too_long:
+	*why = "too long (more than 584 years of nanoseconds)";
+	return -ERANGE;
+}
+
+/* duration_read without the message.  0, -EINVAL, -ERANGE. */
+int
+duration_parse(const char *s, size_t len, uint64_t *out_ns)
+{
+	return duration_read(s, len, out_ns, NULL);
+}
+
+/*
+ * A limit's period, [u, pe): a duration with its unit, or a unit alone
+ * for one of it ("min").  0 or -EINVAL/-ERANGE with *why.
+ */
+static int
+period_read(const char *u, const char *pe, uint64_t *ns, const char **why)
+{
+	uint64_t one;
+	int ret;
+
+	if (u < pe && ((*u >= 'a' && *u <= 'z') || (*u >= 'A' &&
+	    *u <= 'Z'))) {
+		if ((one = dur_unit(u, (size_t)(pe - u))) == 0) {
+			*why = "unknown unit (want ms, s, m or min, h, d or "
+			    "day, after an optional number)";
+			return -EINVAL;
+		}
+		*ns = one;
+		return 0;
+	}
+	if ((ret = duration_read(u, (size_t)(pe - u), ns, why)) < 0)
+		return ret;
+	if (tok_digit(pe[-1])) {
+		*why = "period without a unit (want e.g. min, 6.1s, 500ms, "
+		    "10m, 1d)";
+		return -EINVAL;
+	}
+	if (*ns == 0) {
+		*why = "zero period";
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -190,9 +286,9 @@ int
 limit_parse(const char *s, struct limit_spec *out, struct limit_why *w)
 {
 	struct limit_spec l;
-	const char *t, *slash, *u, *ue, *pe, *burst_at = NULL;
-	const char *margin_at = NULL;
-	uint64_t pcount, pct, one;
+	const char *t, *slash, *u, *pe, *burst_at = NULL;
+	const char *margin_at = NULL, *dwhy;
+	uint64_t pct, one;
 	size_t len, i, margin_len = 0;
 	int ret, window = 0, burst_set = 0;
 
@@ -221,25 +317,14 @@ limit_parse(const char *s, struct limit_spec *out, struct limit_why *w)
 		    "images)", t, (size_t)(slash - t));
 	l.unit = (uint8_t)i;
 
-	/* PERIOD: an optional count, then s, min, h or day. */
+	/* PERIOD: a duration with its unit (6.1s, 500ms), or a unit (min). */
 	pe = t + len;
 	u = slash + 1;
-	for (ue = u; ue < pe && tok_digit(*ue); ue++)
-		;
-	for (i = 0; i < sizeof(periods) / sizeof(periods[0]); i++)
-		if (tok_is(ue, (size_t)(pe - ue), periods[i].name))
-			break;
-	if (i == sizeof(periods) / sizeof(periods[0]))
-		return reject(w, "unknown period (want s, min, h or day, "
-		    "after an optional count)", u, (size_t)(pe - u));
-	pcount = 1;
-	if (ue > u && dec_parse(u, ue, &pcount) < 0)
-		return reject(w, "period too long", u, (size_t)(pe - u));
-	if (pcount < 1)
-		return reject(w, "zero period", u, (size_t)(pe - u));
-	if (pcount > UINT64_MAX / periods[i].ns)
-		return reject(w, "period too long", u, (size_t)(pe - u));
-	l.period_ns = pcount * periods[i].ns;
+	if (u == pe)
+		return reject(w, "missing the period after `/' (want e.g. "
+		    "min, 6.1s, 500ms)", t, len);
+	if (period_read(u, pe, &l.period_ns, &dwhy) < 0)
+		return reject_in(w, "period", dwhy, u, (size_t)(pe - u));
 
 	while (tok_next(&s, &t, &len)) {
 		if (tok_is(t, len, "window")) {
@@ -267,16 +352,11 @@ limit_parse(const char *s, struct limit_spec *out, struct limit_why *w)
 			if (!tok_next(&s, &t, &len))
 				return reject(w, "cooldown needs a duration",
 				    NULL, 0);
-			ret = duration_parse(t, len, &l.cooldown_ns);
-			if (ret == -ERANGE)
-				return reject(w, "cooldown too long", t, len);
-			if (ret < 0)
-				return reject(w, "bad cooldown (want e.g. "
-				    "120s, 1.5s, 500ms, 10min, 2h, 1day)", t,
-				    len);
+			if (duration_read(t, len, &l.cooldown_ns, &dwhy) < 0)
+				return reject_in(w, "cooldown", dwhy, t, len);
 			if (l.cooldown_ns == 0)
-				return reject(w, "cooldown must be longer than "
-				    "zero", t, len);
+				return reject_in(w, "cooldown", "must be longer "
+				    "than zero", t, len);
 		} else if (tok_is(t, len, "margin")) {
 			if (margin_at != NULL)
 				return reject(w, "option given twice", t, len);
@@ -293,12 +373,13 @@ limit_parse(const char *s, struct limit_spec *out, struct limit_why *w)
 					return reject(w, "margin percentage "
 					    "must be 1% to 50%", t, len);
 				l.margin_pct = (uint8_t)pct;
-			} else if ((ret = duration_parse(t, len,
-			    &l.margin_ns)) < 0 || l.margin_ns == 0)
-				return reject(w, ret == -ERANGE ?
-				    "margin too long" : "bad margin (want a "
-				    "duration longer than zero, e.g. 50ms, "
-				    "or a percentage, e.g. 5%)", t, len);
+			} else if (duration_read(t, len, &l.margin_ns,
+			    &dwhy) < 0)
+				return reject_in(w, "margin", dwhy, t, len);
+			else if (l.margin_ns == 0)
+				return reject_in(w, "margin", "must be longer "
+				    "than zero (or a percentage, e.g. 5%)", t,
+				    len);
 		} else
 			return reject(w, "unknown option (want burst, "
 			    "cooldown, margin or window)", t, len);
@@ -363,6 +444,41 @@ config_parse_duration(const char *s, uint64_t *out_ns)
 }
 
 /*
+ * A tool's duration option: duration_read, then within [min_ns, max_ns].
+ * why gets a whole sentence for the tool to print after the option.
+ */
+int
+duration_arg(const char *s, uint64_t min_ns, uint64_t max_ns,
+    uint64_t *out_ns, char *why, size_t len)
+{
+	char b[32];
+	const char *msg;
+	uint64_t ns;
+	int ret;
+
+	if ((ret = duration_read(s, strlen(s), &ns, &msg)) < 0) {
+		snprintf(why, len, "%s", msg);
+		return ret;
+	}
+	if (ns < min_ns) {
+		if (min_ns <= 1)
+			snprintf(why, len, "must be longer than zero");
+		else {
+			duration_format(b, sizeof(b), min_ns);
+			snprintf(why, len, "shorter than %s", b);
+		}
+		return -EINVAL;
+	}
+	if (ns > max_ns) {
+		duration_format(b, sizeof(b), max_ns);
+		snprintf(why, len, "longer than %s", b);
+		return -ERANGE;
+	}
+	*out_ns = ns;
+	return 0;
+}
+
+/*
  * Return the name of a unit, or "?" for a number that is not one.
  */
 const char *
@@ -371,7 +487,10 @@ unit_name(unsigned unit)
 	return unit < UNIT_COUNT ? units[unit] : "?";
 }
 
-/* A period the way the config writes it: the largest whole unit. */
+/*
+ * A period the way the config writes it: the largest whole unit, alone
+ * when one ("min"); else as a duration ("6.1s", "500ms").
+ */
 static void
 format_period(char *buf, size_t len, uint64_t ns)
 {
@@ -387,19 +506,18 @@ format_period(char *buf, size_t len, uint64_t ns)
 			    ns / periods[i].ns, periods[i].name);
 		return;
 	}
-	/* Not one the parser makes; say what it is all the same. */
-	snprintf(buf, len, "%" PRIu64 "ns", ns);
+	duration_format(buf, len, ns);
 }
 
 /*
  * A duration that parses back to ns.  Seconds up to an hour (a "120s"
- * lockout reads better than "2min"), whole hours or days beyond, else
- * minutes or seconds; under a second, ms or a fraction of a second.
+ * lockout reads better than "2min"), whole days, hours or minutes
+ * beyond, else seconds; under a second, ms ("500ms", "0.25ms"); else a
+ * fraction of a second ("6.1s").
  */
 void
 duration_format(char *buf, size_t len, uint64_t ns)
 {
-	uint64_t frac;
 	size_t i;
 	int n;
 
@@ -407,19 +525,26 @@ duration_format(char *buf, size_t len, uint64_t ns)
 		snprintf(buf, len, "%" PRIu64 "s", ns / NS_PER_S);
 		return;
 	}
+	/* day, h, min, s: the largest whole one; ms only under a second. */
 	for (i = 0; i < sizeof(durations) / sizeof(durations[0]); i++)
-		if (ns != 0 && ns % durations[i].ns == 0) {
+		if (ns != 0 && ns % durations[i].ns == 0 &&
+		    (durations[i].ns >= NS_PER_S || ns < NS_PER_S)) {
 			snprintf(buf, len, "%" PRIu64 "%s",
 			    ns / durations[i].ns, durations[i].name);
 			return;
 		}
-	frac = ns % NS_PER_S;
-	n = snprintf(buf, len, "%" PRIu64 ".%09" PRIu64, ns / NS_PER_S, frac);
-	/* Trim the fraction's trailing zeros; it is not zero here. */
+	/* Under a second in ms ("0.5ms"), else in s; the fraction not 0. */
+	if (ns < NS_PER_S)
+		n = snprintf(buf, len, "%" PRIu64 ".%06" PRIu64, ns /
+		    NS_PER_MS, ns % NS_PER_MS);
+	else
+		n = snprintf(buf, len, "%" PRIu64 ".%09" PRIu64, ns /
+		    NS_PER_S, ns % NS_PER_S);
 	if (n > 0 && (size_t)n < len) {
 		while (buf[n - 1] == '0')
 			n--;
-		snprintf(buf + n, len - (size_t)n, "s");
+		snprintf(buf + n, len - (size_t)n, ns < NS_PER_S ? "ms" :
+		    "s");
 	}
 }
 

@@ -40,6 +40,7 @@ limit_margin_ns(const struct limit_spec *l)
 /* Why a limit was refused: a static message and the token at fault. */
 struct limit_why {
 	const char	*msg;
+	const char	*what;		/* the part, "cooldown"; NULL: none */
 	const char	*at;		/* NULL: the whole value */
 	size_t		len;
 };
@@ -73,7 +74,21 @@ int	dec_parse(const char *s, const char *e, uint64_t *out);
 /* The next blank-separated token of *sp in *tok, *len; 0 at the end. */
 int	tok_next(const char **sp, const char **tok, size_t *len);
 
-/* A duration of len bytes ("120s", "1.5s", "500ms"); 0, -EINVAL, -ERANGE. */
+/* Examples of durations, for messages. */
+#define DURATION_EG	"500ms, 6.1s, 5m, 2h, 1d"
+
+/*
+ * A duration of len bytes: a number, with a fraction if need be, and a
+ * unit: ms, s, m or min, h, d or day (none: seconds).  "6.1s", "500ms",
+ * "5m", "1.5h".  Zero is one; callers that cannot use it say so.  Returns
+ * 0, or -EINVAL or -ERANGE with *why (unless NULL) a static message: what
+ * is wrong with it.  The one parser of durations: the config, a limit's
+ * period and every tool's options go through it.
+ */
+int	duration_read(const char *s, size_t len, uint64_t *out_ns,
+	    const char **why);
+
+/* duration_read without the message. */
 int	duration_parse(const char *s, size_t len, uint64_t *out_ns);
 
 /* A duration as the config writes it ("2m45s", "1.5s"), into buf. */
@@ -97,8 +112,16 @@ int	limit_parse_conc(const char *s, struct limit_spec *out,
 int	config_parse_limit(const char *s, struct limit_spec *out,
 	    const char **why);
 
-/* Parse a duration ("120s", "1.5s", "500ms", "10min", "2h", "1day"). */
+/* duration_parse of a C string (NULL: -EINVAL). */
 int	config_parse_duration(const char *s, uint64_t *out_ns);
+
+/*
+ * An option's duration for a tool: s into *out_ns, at least min_ns and at
+ * most max_ns.  Returns 0, or -EINVAL/-ERANGE with why (len bytes) saying
+ * what is wrong ("negative", "longer than 1h", "shorter than 100ms").
+ */
+int	duration_arg(const char *s, uint64_t min_ns, uint64_t max_ns,
+	    uint64_t *out_ns, char *why, size_t len);
 
 /* "requests", "tokens", "images"; "?" for anything else. */
 const char *unit_name(unsigned unit);

@@ -187,7 +187,8 @@ struct seg_state {
 	_Atomic uint64_t	retired_denied;
 	_Atomic uint64_t	retired_released;
 	_Atomic uint64_t	retired_waits;
-	uint64_t		pad[2];
+	_Atomic uint64_t	retired_polls;	/* was pad: 0 in older segments */
+	uint64_t		pad[1];
 	/*
 	 * Grant stripes 1.. each belong to one client slot at a time
 	 * (slot + 1 here; 0 free), which alone writes them and so needs no
@@ -237,11 +238,17 @@ struct seg_client {
 	uint32_t		pad2;
 	uint64_t		pad0[4];
 	alignas(SEG_LINE) _Atomic uint64_t acquired; /* tickets */
-	_Atomic uint64_t	denied;		/* -EAGAIN and -ETIMEDOUT */
+	_Atomic uint64_t	denied;		/* given up: -ETIMEDOUT */
 	_Atomic uint64_t	released;
 	_Atomic uint64_t	waits;		/* tg_acquire calls that slept */
 	_Atomic uint64_t	wait_ns;	/* time they slept */
-	uint64_t		pad1[3];
+	/*
+	 * Polls: -EAGAIN of tg_try_acquire and tg_reserve, "not now", which
+	 * a caller that comes back turns into a wait, not a refusal.  Was
+	 * pad, so 0 from a library before it; no layout change.
+	 */
+	_Atomic uint64_t	polls;
+	uint64_t		pad1[2];
 };
 
 /* seg_kstate.status[]: responses tg_observe saw, by class. */
@@ -264,7 +271,7 @@ struct seg_kstate {
 	_Atomic uint64_t	backoff_ns;	/* step of the shared backoff */
 	_Atomic uint64_t	pause_set_ns;	/* when the last pause began */
 	uint64_t		pad0[5];
-	alignas(SEG_LINE) _Atomic uint64_t denied; /* tickets refused */
+	alignas(SEG_LINE) _Atomic uint64_t denied; /* tickets given up */
 	_Atomic uint64_t	status[ST_COUNT];
 	uint64_t		pad1;		/* grants: off_grants */
 };

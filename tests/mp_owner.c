@@ -363,6 +363,162 @@ test_sticky_names_who_removes(void **state)
 	}
 }
 
+/* Rewrite tb's config: our [broker], then body. */
+static void
+rewrite(const char *body)
+{
+	FILE *f;
+
+	assert_non_null(f = fopen(tb.conf, "w"));
+	fprintf(f, "[broker]\nsegment = %s\npidfile = %s/tollgated.pid\n\n%s",
+	    tb.segment, tb.dir, body);
+	assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * As uid/gid 65534 (no other group): tg_open of tb's segment, then a
+ * ticket of "k".  Returns 0 if both worked, else tg_open's errno; -1 if
+ * the child could not become uid 65534.
+ */
+static int
+open_as_nobody(void)
+{
+	tg_client *c;
+	tg_ticket t;
+	uint32_t k;
+	pid_t pid;
+	int r;
+
+	if ((pid = fork()) == 0) {
+		if (become_nobody() < 0)
+			_exit(255);
+		if ((r = tg_open(tb.segment, &c)) < 0)
+			_exit(-r);
+		if (tg_key(c, "k", &k) < 0 ||
+		    tg_try_acquire(c, k, NULL, &t, NULL) < 0)
+			_exit(254);
+		tg_release(c, &t);
+		tg_close(c);
+		_exit(0);
+	}
+	assert_true(pid > 0);
+	r = tb_wait_child(pid);
+	return r == 255 ? -1 : r;
+}
+
+/* Mode and gid of /dev/shm/<tb's segment><suffix>. */
+static void
+perms(const char *suffix, mode_t *mode, gid_t *gid)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	assert_int_equal(stat(shm_path(suffix, path, sizeof(path)), &st), 0);
+	*mode = st.st_mode & 07777;
+	*gid = st.st_gid;
+}
+
+/*
+ * A changed `group' and a wider `mode' apply to the objects there when
+ * the broker attaches (the lock takes the group, staying 0600), and a
+ * reload applies a narrower mode: a worker of the group gets in, then is
+ * kept out again.  (They kept root:root 0600: the worker stayed out.)
+ */
+static void
+test_group_mode_applied(void **state)
+{
+	static const char body0[] = "mode = 0600\n[k]\n"
+	    "limit = 10 requests/min\n";
+	static const char body1[] = "mode = 0660\ngroup = 65534\n[k]\n"
+	    "limit = 10 requests/min\n";
+	static const char body2[] = "mode = 0640\ngroup = 65534\n[k]\n"
+	    "limit = 10 requests/min\n";
+	mode_t mode;
+	gid_t gid;
+	int r;
+
+	(void)state;
+	need_root();
+	if ((r = tb_start(&tb, body0)) == -ENOSYS) {
+		print_message("skipped: the broker cannot run io_uring here\n");
+		skip();
+	}
+	assert_int_equal(r, 0);
+	perms("", &mode, &gid);
+	assert_int_equal(mode, 0600);
+	assert_int_equal(gid, 0);
+	if ((r = open_as_nobody()) == -1) {
+		print_message("skipped: cannot act as uid %d\n", NOBODY);
+		skip();
+	}
+	assert_int_equal(r, EACCES);
+
+	assert_int_equal(tb_stop(&tb), 0);
+	rewrite(body1);
+	assert_int_equal(tb_restart(&tb), 0);
+	perms("", &mode, &gid);
+	assert_int_equal(mode, 0660);
+	assert_int_equal(gid, NOBODY);
+	perms(".lock", &mode, &gid);
+	assert_int_equal(mode, 0600);
+	assert_int_equal(gid, NOBODY);
+	if (tb_log_count(&tb, "was root (gid 0), as the config says") == 0 ||
+	    tb_log_count(&tb, "mode 0660, was 0600, as the config says") == 0)
+		fail_msg("the broker did not log the group and mode it set");
+	assert_int_equal(open_as_nobody(), 0);
+
+	/* A reload narrows it: read only for the group. */
+	assert_int_equal(tb_reload(&tb, body2), 0);
+	perms("", &mode, &gid);
+	assert_int_equal(mode, 0640);
+	assert_int_equal(open_as_nobody(), EACCES);
+}
+
+/*
+ * A broker that may not give its objects the config's group (not root,
+ * not in it) says so, naming the group and what to do, and serves on.
+ */
+static void
+test_group_refused_says_why(void **state)
+{
+	char bin[PATH_MAX], nb[PATH_MAX], path[PATH_MAX], seg[96];
+	char cmd[4 * PATH_MAX], out[8192];
+	FILE *f;
+
+	(void)state;
+	need_root();
+	start();
+	assert_int_equal(tb_stop(&tb), 0);
+	/* Its own segment, made by uid 65534, whose config says root. */
+	snprintf(seg, sizeof(seg), "%s-nb", tb.segment);
+	snprintf(nb, sizeof(nb), "%s/nobody", tb.dir);
+	assert_int_equal(chmod(tb.dir, 0755), 0);
+	assert_int_equal(mkdir(nb, 0755), 0);
+	assert_int_equal(chown(nb, NOBODY, NOBODY), 0);
+	snprintf(path, sizeof(path), "%s/nobody.conf", tb.dir);
+	assert_non_null(f = fopen(path, "w"));
+	fprintf(f, "[broker]\nsegment = %s\npidfile = %s/pid\ngroup = 0\n\n%s",
+	    seg, nb, keys);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(chmod(path, 0644), 0);
+	snprintf(cmd, sizeof(cmd), "setpriv --reuid=%d --regid=%d "
+	    "--clear-groups timeout -s TERM 2 %s -c %s 2>&1; echo rc=$?; "
+	    "rm -f /dev/shm/%s /dev/shm/%s.conf /dev/shm/%s.lock", NOBODY,
+	    NOBODY, tb_bin("tollgated", bin, sizeof(bin)), path, seg, seg,
+	    seg);
+	(void)tb_run(cmd, out, sizeof(out));
+	if (strstr(out, "tollgated") == NULL) {
+		print_message("skipped: cannot run the broker as uid %d: %s",
+		    NOBODY, out);
+		skip();
+	}
+	if (strstr(out, "cannot give /dev/shm/") == NULL ||
+	    strstr(out, "to group root (gid 0) (it stays") == NULL ||
+	    strstr(out, "is neither root nor in that group") == NULL ||
+	    strstr(out, "created segment") == NULL)
+		fail_msg("as uid %d with group = 0: %s", NOBODY, out);
+}
+
 /* tb2: a second broker on tb's segment, its own pidfile and log. */
 static void
 second_broker(const char *extra)
@@ -651,6 +807,9 @@ main(void)
 		cmocka_unit_test_teardown(test_squatted_objects_refused,
 		    teardown),
 		cmocka_unit_test_teardown(test_wide_modes_refused, teardown),
+		cmocka_unit_test_teardown(test_group_mode_applied, teardown),
+		cmocka_unit_test_teardown(test_group_refused_says_why,
+		    teardown),
 		cmocka_unit_test_teardown(test_sticky_names_who_removes,
 		    teardown),
 		cmocka_unit_test_teardown(test_second_broker_and_reset_refused,

@@ -328,6 +328,12 @@ test_strerror(void **state)
 	assert_string_equal(tg_strerror(0), "success");
 	assert_non_null(strstr(tg_strerror(-E2BIG), "never"));
 	assert_non_null(strstr(tg_strerror(-ESTALE), "reload"));
+	/* One code, two causes: the text tells them apart by the call. */
+	assert_non_null(strstr(tg_strerror(-ENOENT), "no such segment (from "
+	    "tg_open: no broker made it"));
+	assert_non_null(strstr(tg_strerror(-ENOENT), "key (from tg_key: not "
+	    "in the broker's config)"));
+	assert_non_null(strstr(tg_strerror(-EACCES), "`group ='"));
 	assert_non_null(tg_strerror(-12345));
 	assert_non_null(tg_strerror(7));
 }

@@ -877,13 +877,15 @@ test_bad_backoff(void **state)
 	bad1("[k]\nbackoff = 1s-60s\n", 2, "is not MIN..MAX");
 	bad1("[k]\nbackoff =\n", 2, "backoff `' is not MIN..MAX");
 	bad1("[k]\nbackoff = 1x..60s\n", 2,
-	    "backoff: `1x': not a duration (want e.g. 250ms, 1.5s, 10min)");
+	    "backoff: `1x': unknown unit (want ms, s, m or min, h, d or day)");
+	bad1("[k]\nbackoff = -1s..60s\n", 2,
+	    "backoff: `-1s': a duration is never negative");
 	bad1("[k]\nbackoff = 1s..soon\n", 2, "backoff: `soon': not a duration");
-	bad1("[k]\nbackoff = 1 s..60s\n", 2, "backoff: `1 s': not a duration");
+	bad1("[k]\nbackoff = 1 s..60s\n", 2, "backoff: `1 s': unknown unit");
 	bad1("[k]\nbackoff = 1s..2s..3s\n", 2,
-	    "backoff: `2s..3s': not a duration");
+	    "backoff: `2s..3s': unknown unit");
 	bad1("[k]\nbackoff = 1s..300000day\n", 2,
-	    "backoff: `300000day': duration too long");
+	    "backoff: `300000day': too long");
 	bad1("[k]\nbackoff = ..60s\n", 2,
 	    "backoff `..60s': missing the minimum");
 	bad1("[k]\nbackoff = 1s ..\n", 2,
@@ -901,8 +903,12 @@ test_bad_max_pause(void **state)
 {
 	(void)state;
 	bad1("[k]\nmax_pause = soon\n", 2,
-	    "max_pause `soon': not a duration (want e.g. 30s, 10min, 1h)");
-	bad1("[k]\nmax_pause =\n", 2, "max_pause `': not a duration");
+	    "max_pause `soon': not a duration (want a number and a unit: "
+	    "500ms, 6.1s, 5m, 2h, 1d)");
+	bad1("[k]\nmax_pause =\n", 2, "max_pause `': empty duration");
+	bad1("[k]\nmax_pause = 5 m\n", 2, "max_pause `5 m': unknown unit");
+	bad1("[k]\nmax_pause = -5m\n", 2, "max_pause `-5m': a duration is "
+	    "never negative");
 	bad1("[k]\nmax_pause = 0s\n", 2,
 	    "max_pause `0s': must be longer than zero");
 	bad1("[k]\nmax_pause = 0\n", 2, "must be longer than zero");
@@ -1048,12 +1054,77 @@ test_bad_period(void **state)
 	(void)state;
 	bad1("[k]\n\nlimit = 5 images/0min\n", 3, "zero period");
 	bad1("[k]\nlimit = 5 images/0s\n", 2, "zero period");
-	bad1("[k]\nlimit = 5 images/\n", 2, "unknown period");
-	bad1("[k]\nlimit = 5 images/week\n", 2, "unknown period");
-	bad1("[k]\nlimit = 5 images/10ms\n", 2, "unknown period");
-	bad1("[k]\nlimit = 5 images/1.5s\n", 2, "unknown period");
-	bad1("[k]\nlimit = 5 images/-1s\n", 2, "unknown period");
-	bad1("[k]\nlimit = 5 images/min/s\n", 2, "unknown period");
+	bad1("[k]\nlimit = 5 images/0.0ms\n", 2, "zero period");
+	bad1("[k]\nlimit = 5 images/\n", 2, "missing the period after `/'");
+	bad1("[k]\nlimit = 5 images/week\n", 2,
+	    "limit: period `week': unknown unit (want ms, s, m or min, h, d "
+	    "or day, after an optional number)");
+	bad1("[k]\nlimit = 5 images/mins\n", 2, "period `mins': unknown unit");
+	bad1("[k]\nlimit = 5 images/-1s\n", 2,
+	    "limit: period `-1s': a duration is never negative");
+	bad1("[k]\nlimit = 5 images/min/s\n", 2, "period `min/s': unknown "
+	    "unit");
+	bad1("[k]\nlimit = 5 images/60\n", 2,
+	    "limit: period `60': period without a unit");
+	bad1("[k]\nlimit = 5 images/1.5\n", 2, "period without a unit");
+	bad1("[k]\nlimit = 5 images/1.s\n", 2,
+	    "no digit after the decimal point");
+	bad1("[k]\nlimit = 5 images/.5s\n", 2, "period `.5s': not a "
+	    "duration");
+	bad1("[k]\nlimit = 5 images/1.5.5s\n", 2, "unknown unit");
+	bad1("[k]\nlimit = 5 images/0.0000000001s\n", 2,
+	    "period `0.0000000001s': finer than a nanosecond");
+	bad1("[k]\nlimit = 5 images/6.1 s\n", 2, "period without a unit");
+}
+
+/*
+ * A period is a duration with its unit: fractions and ms give a margin
+ * below a server's limit (5 images/6.1s under its 5 images/6s), m and d
+ * are minutes and days, and `ms' is never `m' then `s'.
+ */
+static void
+test_period_durations(void **state)
+{
+	static const struct {
+		const char	*spec;
+		uint64_t	period_ns;
+	} t[] = {
+		{ "5 images/6.1s", 6100000000 },
+		{ "10 requests/500ms", 500000000 },
+		{ "10 requests/0.5ms", 500000 },
+		{ "10 requests/m", 60 * S },
+		{ "10 requests/5m", 300 * S },
+		{ "10 requests/1.5min", 90 * S },
+		{ "10 requests/d", 86400 * S },
+		{ "10 requests/2d window", 2 * 86400 * S },
+		{ "10 requests/0.5h", 1800 * S },
+		{ "10 requests/ms", 1000000 },
+		{ "10 requests/1.000000001s", 1000000001 },
+	};
+	struct config cfg;
+	struct limit_spec l;
+	char file[128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		memset(&l, 0, sizeof(l));
+		if (config_parse_limit(t[i].spec, &l, NULL) != 0)
+			fail_msg("\"%s\" was refused", t[i].spec);
+		assert_int_equal(l.period_ns, t[i].period_ns);
+	}
+	/* And in a file, as the broker reads it. */
+	snprintf(file, sizeof(file), "[k]\nlimit = 5 images/6.1s\n"
+	    "limit = 10 requests/500ms cooldown 1.5m\nmax_pause = 2.5m\n"
+	    "backoff = 250ms..1.5m\n");
+	good(file, &cfg);
+	assert_int_equal(cfg.nlimits, 2);
+	assert_int_equal(cfg.limits[0].period_ns, 6100000000);
+	assert_int_equal(cfg.limits[1].period_ns, 500000000);
+	assert_int_equal(cfg.limits[1].cooldown_ns, 90 * S);
+	assert_int_equal(cfg.keys[0].max_pause_ns, 150 * S);
+	assert_int_equal(cfg.keys[0].backoff_min_ns, 250000000);
+	assert_int_equal(cfg.keys[0].backoff_max_ns, 90 * S);
+	config_free(&cfg);
 }
 
 static void
@@ -1090,13 +1161,21 @@ test_bad_cooldown(void **state)
 	(void)state;
 	bad1("[k]\nlimit = 1 requests/s cooldown 0s\n", 2, "longer than zero");
 	bad1("[k]\nlimit = 1 requests/s cooldown 0\n", 2, "longer than zero");
-	bad1("[k]\nlimit = 1 requests/s cooldown soon\n", 2, "bad cooldown");
+	bad1("[k]\nlimit = 1 requests/s cooldown soon\n", 2,
+	    "limit: cooldown `soon': not a duration");
+	bad1("[k]\nlimit = 1 requests/s cooldown 2x\n", 2,
+	    "limit: cooldown `2x': unknown unit (want ms, s, m or min, h, d "
+	    "or day)");
+	bad1("[k]\nlimit = 1 requests/s cooldown -2s\n", 2,
+	    "limit: cooldown `-2s': a duration is never negative");
+	bad1("[k]\nlimit = 1 requests/s cooldown 0.0000000001s\n", 2,
+	    "finer than a nanosecond");
 	bad1("[k]\nlimit = 1 requests/s cooldown 5 s\n", 2, "unknown option");
 	bad1("[k]\nlimit = 1 requests/s cooldown\n", 2, "needs a duration");
 	bad1("[k]\nlimit = 1 requests/s cooldown 1s cooldown 2s\n", 2,
 	    "twice");
 	bad1("[k]\nlimit = 1 requests/s cooldown 300000day\n", 2,
-	    "cooldown too long");
+	    "limit: cooldown `300000day': too long");
 }
 
 /*
@@ -1134,7 +1213,10 @@ test_margin(void **state)
 	    "beyond one unit");
 	bad1("[k]\nlimit = 20 requests/6s margin 6s\n", 2, "beyond one unit");
 	bad1("[k]\nlimit = 20 requests/6s margin 51%\n", 2, "1% to 50%");
-	bad1("[k]\nlimit = 20 requests/6s margin 0\n", 2, "bad margin");
+	bad1("[k]\nlimit = 20 requests/6s margin 0\n", 2,
+	    "limit: margin `0': must be longer than zero");
+	bad1("[k]\nlimit = 20 requests/6s margin soon\n", 2,
+	    "limit: margin `soon': not a duration");
 	bad1("[k]\nlimit = 20 requests/6s margin\n", 2, "needs a duration");
 	bad1("[k]\nlimit = 20 requests/6s margin 1ms margin 2ms\n", 2,
 	    "twice");
@@ -1352,10 +1434,12 @@ test_bad_overflow(void **state)
 	    "too large");
 	bad1("[k]\nconcurrency = 18446744073709551616\n", 2, "too large");
 	/* The period in ns must fit in 64 bits. */
-	bad1("[k]\nlimit = 1 requests/213504day\n", 2, "period too long");
-	bad1("[k]\nlimit = 1 requests/18446744074s\n", 2, "period too long");
+	bad1("[k]\nlimit = 1 requests/213504day\n", 2,
+	    "limit: period `213504day': too long");
+	bad1("[k]\nlimit = 1 requests/18446744074s\n", 2,
+	    "limit: period `18446744074s': too long");
 	bad1("[k]\nlimit = 1 requests/99999999999999999999999s\n", 2,
-	    "period too long");
+	    "period `99999999999999999999999s': too long");
 }
 
 /* The largest ones that fit are fine. */
@@ -1580,6 +1664,12 @@ test_parse_duration(void **state)
 		{ "0.25", 250000000 },
 		{ "1.5min", 90 * S },
 		{ "0.5ms", 500000 },
+		{ "5m", 300 * S },
+		{ "1.5m", 90 * S },
+		{ "2d", 2 * 86400 * S },
+		{ "0.5d", 43200 * S },
+		{ "6.1s", 6100000000 },
+		{ "1m", 60 * S },
 		{ "1.000000001s", 1000000001 },
 		{ "2.500000000000s", 2500000000 },
 		{ "0s", 0 },
@@ -1588,7 +1678,8 @@ test_parse_duration(void **state)
 	static const char *const inval[] = {
 		"", "s", "ms", "1.", ".5", "1.5.5s", "10 s", " 10s", "10s ",
 		"1week", "-1s", "+1s", "1e3s", "1S", "0x10s", "1ns",
-		"0.0000000001s", "0.0000000005ms",
+		"0.0000000001s", "0.0000000005ms", "5M", "5mn", "5 m", "1sm",
+		"1ms5", "5m30s", "1days", "-0s", "5mss",
 	};
 	static const char *const range[] = {
 		"18446744074s", "213504day", "18446744073709551616",
@@ -1634,12 +1725,23 @@ test_limit_format(void **state)
 		{ "1 tokens/60s", "1 tokens/min" },
 		{ "7 tokens/2day", "7 tokens/2day" },
 		{ "7 tokens/s burst 7", "7 tokens/s" },
-		{ "7 tokens/s cooldown 1.5s", "7 tokens/s cooldown 1500ms" },
+		{ "7 tokens/s cooldown 1.5s", "7 tokens/s cooldown 1.5s" },
 		{ "7 tokens/s cooldown 2min", "7 tokens/s cooldown 120s" },
 		{ "7 tokens/s cooldown 1h", "7 tokens/s cooldown 1h" },
 		{ "7 tokens/s cooldown 90min", "7 tokens/s cooldown 90min" },
 		{ "7 tokens/s cooldown 1day", "7 tokens/s cooldown 1day" },
-		{ "7 tokens/s cooldown 0.5ms", "7 tokens/s cooldown 0.0005s" },
+		{ "7 tokens/s cooldown 0.5ms", "7 tokens/s cooldown 0.5ms" },
+		{ "7 tokens/s cooldown 2m", "7 tokens/s cooldown 120s" },
+		{ "7 tokens/s cooldown 3d", "7 tokens/s cooldown 3day" },
+		{ "5 images/6.1s", "5 images/6.1s" },
+		{ "10 requests/500ms", "10 requests/500ms" },
+		{ "10 requests/0.5s", "10 requests/500ms" },
+		{ "10 requests/m", "10 requests/min" },
+		{ "10 requests/d", "10 requests/day" },
+		{ "10 requests/1.5m", "10 requests/90s" },
+		{ "10 requests/2d window", "10 requests/2day window" },
+		{ "10 requests/0.25ms", "10 requests/0.25ms" },
+		{ "10 requests/3600.5s", "10 requests/3600.5s" },
 		{ "7 tokens/s cooldown 1.000000001",
 		  "7 tokens/s cooldown 1.000000001s" },
 		{ "9 images/h cooldown 3s window",
@@ -1782,6 +1884,7 @@ main(void)
 		cmocka_unit_test(test_feedback_limits),
 		cmocka_unit_test(test_bad_unknown_unit),
 		cmocka_unit_test(test_bad_period),
+		cmocka_unit_test(test_period_durations),
 		cmocka_unit_test(test_bad_zero_count),
 		cmocka_unit_test(test_bad_burst),
 		cmocka_unit_test(test_bad_burst_on_window),

@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <signal.h>
 #include <stdarg.h>
@@ -538,7 +539,7 @@ test_cost(void **state)
 	tg_release(c, &t);
 	/* A cost that never fits. */
 	assert_int_equal(TOLLRUN(tb, err, "-k", "cost", "--tokens", "2000",
-	    "--", "true"), 69);
+	    "--", "true"), 65);
 	assert_non_null(strstr(err, "never fits"));
 	tg_close(c);
 }
@@ -570,29 +571,116 @@ test_timeout(void **state)
 	assert_true(took >= 290 * MS && took < 3 * S);
 	/* Given back, the same goes through. */
 	tg_release(c, &th);
-	assert_int_equal(TOLLRUN(tb, err, "-t", "1s", "-k", "held", "--",
+	assert_int_equal(TOLLRUN(tb, err, "-t", "5m", "-k", "held", "--",
 	    "true"), 0);
 	tg_release(c, &ts);
 	tg_close(c);
 }
 
-/* No such key or segment: 69, naming it. */
+/*
+ * No such key (67) is not no such segment (69), and each says which:
+ * they were one status and one "no such segment or key".
+ */
 static void
 test_unavailable(void **state)
 {
 	struct tbroker *tb = TB_NEED(state);
 	char err[ERR_MAX];
 
-	assert_int_equal(TOLLRUN(tb, err, "-k", "nosuch", "--", "true"), 69);
-	assert_non_null(strstr(err, "no key \"nosuch\""));
+	assert_int_equal(TOLLRUN(tb, err, "-k", "nosuch", "--", "true"), 67);
+	assert_non_null(strstr(err, "has no key \"nosuch\" (no [nosuch] in "
+	    "its broker's config)"));
+	assert_null(strstr(err, "no such segment"));
 	assert_int_equal(TOLLRUN(NULL, err, "-s", "tgtest-no-such-seg", "-k",
 	    "one", "--", "true"), 69);
 	assert_non_null(strstr(err, "tgtest-no-such-seg"));
-	assert_non_null(strstr(err, "no such segment"));
+	assert_non_null(strstr(err, "no such segment: no broker made it"));
 	/* The command never ran. */
 	assert_int_equal(TOLLRUN(tb, err, "-k", "nosuch", "--", "sh", "-c",
-	    "echo ran >&2"), 69);
+	    "echo ran >&2"), 67);
 	assert_null(strstr(err, "ran"));
+}
+
+/*
+ * A segment not ours to open: 77, naming its owner, group and mode and
+ * what to do (here: the config names no group).  As uid 65534, so root
+ * only.
+ */
+static void
+test_permission(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	char bin[PATH_MAX], errf[PATH_MAX], err[ERR_MAX];
+	pid_t pid;
+	int fd, st;
+
+	if (geteuid() != 0) {
+		print_message("skipped: needs root, to run tollrun as uid "
+		    "65534\n");
+		skip();
+	}
+	tb_bin("tollrun", bin, sizeof(bin));
+	file(errf, sizeof(errf), "perm.err");
+	unlink(errf);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		if ((fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0666)) < 0 ||
+		    dup2(fd, 2) < 0 || setgroups(0, NULL) < 0 ||
+		    setresgid(65534, 65534, 65534) < 0 ||
+		    setresuid(65534, 65534, 65534) < 0)
+			_exit(100);
+		execl(bin, "tollrun", "-s", tb->segment, "-k", "one", "--",
+		    "true", (char *)NULL);
+		_exit(101);
+	}
+	st = tb_wait_child(pid);
+	slurp(errf, err, sizeof(err));
+	if (st == 100) {
+		print_message("skipped: cannot become uid 65534\n");
+		skip();
+	}
+	if (st != 77)
+		fail_msg("tollrun as uid 65534 exited %d, not 77: %s", st, err);
+	assert_non_null(strstr(err, "permission denied: /dev/shm/"));
+	assert_non_null(strstr(err, "is root:root, mode 0660"));
+	assert_non_null(strstr(err, "`group = GROUP'"));
+}
+
+/*
+ * No broker keeps the segment (it stopped; the segment stays): tickets
+ * still work, and tollrun says so once, not once per run of --retry.
+ */
+static void
+test_no_broker_warns_once(void **state)
+{
+	struct tbroker tb2;
+	char err[ERR_MAX], hdr[PATH_MAX], cmd[PATH_MAX + 64];
+	const char *p;
+	int r, n = 0;
+
+	(void)TB_NEED(state);
+	memset(&tb2, 0, sizeof(tb2));
+	if ((r = tb_start(&tb2, "[k]\nlimit = 100 requests/s\n"
+	    "backoff = 1ms..2ms\n")) == -ENOSYS)
+		skip();
+	assert_int_equal(r, 0);
+	assert_int_equal(TOLLRUN(&tb2, err, "-k", "k", "--", "true"), 0);
+	assert_null(strstr(err, "broker"));
+	assert_int_equal(tb_stop(&tb2), 0);
+	/* Each run answers 503: retried twice, three runs in all. */
+	file(hdr, sizeof(hdr), "nb.h");
+	snprintf(cmd, sizeof(cmd), "printf 'HTTP/1.1 503 x\\r\\n\\r\\n' > %s",
+	    hdr);
+	r = TOLLRUN(&tb2, err, "-k", "k", "--headers", hdr, "--retry", "2",
+	    "--", "sh", "-c", cmd);
+	tb_cleanup(&tb2);
+	assert_int_equal(r, 0);
+	for (p = err; (p = strstr(p, "no broker runs it")) != NULL; p++)
+		n++;
+	if (n != 1)
+		fail_msg("%d warnings, not 1:\n%s", n, err);
+	assert_non_null(strstr(err, "tickets still work"));
+	assert_non_null(strstr(err, "retry 2 of 2"));
 }
 
 /* Usage errors: 2, saying what is wrong; -h: 0 and the usage. */
@@ -614,7 +702,15 @@ test_usage(void **state)
 	assert_non_null(strstr(err, "no command"));
 	assert_int_equal(TOLLRUN(NULL, err, "-k", "a", "-t", "5parsecs", "--",
 	    "true"), 2);
-	assert_non_null(strstr(err, "-t: not a duration"));
+	assert_non_null(strstr(err, "-t \"5parsecs\": unknown unit (want "
+	    "ms, s, m or min, h, d or day)"));
+	assert_int_equal(TOLLRUN(NULL, err, "-k", "a", "-t", "-5m", "--",
+	    "true"), 2);
+	assert_non_null(strstr(err, "-t \"-5m\": a duration is never "
+	    "negative"));
+	assert_int_equal(TOLLRUN(NULL, err, "-k", "a", "-t",
+	    "99999999999999999999d", "--", "true"), 2);
+	assert_non_null(strstr(err, "too long"));
 	assert_int_equal(TOLLRUN(NULL, err, "-k", "a", "--retry", "x", "--",
 	    "true"), 2);
 	assert_non_null(strstr(err, "--retry"));
@@ -648,6 +744,92 @@ test_xargs(void **state)
 	assert_int_equal(lines, 6);
 }
 
+/* A server that answers every POST 401 with a JSON error; port in argv[1]. */
+static const char deny_server[] =
+    "import http.server, os, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_POST(self):\n"
+    "        self.rfile.read(int(self.headers.get('content-length') or 0))\n"
+    "        b = b'{\"error\": {\"message\": \"Incorrect API key\"}}'\n"
+    "        self.send_response(401)\n"
+    "        self.send_header('content-type', 'application/json')\n"
+    "        self.send_header('content-length', str(len(b)))\n"
+    "        self.end_headers()\n"
+    "        self.wfile.write(b)\n"
+    "    def log_message(self, *a):\n"
+    "        pass\n"
+    "s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)\n"
+    "with open(sys.argv[1] + '.new', 'w') as f:\n"
+    "    f.write(str(s.server_address[1]))\n"
+    "os.rename(sys.argv[1] + '.new', sys.argv[1])\n"
+    "s.serve_forever()\n";
+
+/*
+ * The README's xargs pipeline, as printed but for the URL (a local server
+ * that answers 401), the key, the files and two requests: a 401 shows in
+ * the exit status (xargs's 123: a command failed), its body kept.  With
+ * plain `curl -sS' it was 0, the error saved as the image.
+ */
+static void
+test_readme_curl(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	const char *py = getenv("TG_PYTHON");
+	char bin[PATH_MAX], portf[PATH_MAX], img[PATH_MAX], buf[256];
+	char cmd[8192];
+	int port = 0, st;
+	pid_t srv;
+
+	if (py == NULL)
+		py = "/usr/bin/python3";
+	if (access(py, X_OK) != 0 || system("command -v curl >/dev/null") !=
+	    0) {
+		print_message("skipped: needs %s and curl (make deps)\n", py);
+		skip();
+	}
+	file(portf, sizeof(portf), "port");
+	unlink(portf);
+	assert_true((srv = fork()) >= 0);
+	if (srv == 0) {
+		execl(py, py, "-c", deny_server, portf, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 1000 && port == 0; i++) {
+		port = atoi(slurp(portf, buf, sizeof(buf)));
+		if (port == 0)
+			tb_sleep_ns(10 * MS);
+	}
+	if (port == 0) {
+		kill(srv, SIGKILL);
+		tb_wait_child(srv);
+		fail_msg("the test server never said its port");
+	}
+	tb_bin("tollrun", bin, sizeof(bin));
+	/* The block of README.md that runs xargs, edited with sed. */
+	snprintf(cmd, sizeof(cmd), "awk '/^```sh$/ { p = 1; b = \"\"; next }"
+	    " /^```$/ { if (p && b ~ /xargs/) printf \"%%s\", b; p = 0; next }"
+	    " p { b = b $0 \"\\n\" }' README.md | sed "
+	    "-e 's|seq 1 10|seq 1 2|' "
+	    "-e 's|tollrun -k openai/gpt-image-1|%s -s %s -k xargs|' "
+	    "-e 's|/tmp/h{}|%s/rh{}|g' -e 's|/tmp/img{}|%s/img{}|' "
+	    "-e 's|https://api.openai.com/v1/images/generations|"
+	    "http://127.0.0.1:%d/|' > %s/readme.sh && "
+	    "grep -q 127.0.0.1 %s/readme.sh && sh %s/readme.sh 2>/dev/null",
+	    bin, tb->segment, scratch, scratch, port, scratch, scratch,
+	    scratch);
+	st = system(cmd);
+	kill(srv, SIGTERM);
+	tb_wait_child(srv);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) != 123)
+		fail_msg("the README's pipeline exited %d on a 401, not 123 "
+		    "(xargs: a command failed)", WEXITSTATUS(st));
+	/* The error's body is kept, for the user to read. */
+	file(img, sizeof(img), "img1.json");
+	assert_non_null(strstr(slurp(img, buf, sizeof(buf)),
+	    "Incorrect API key"));
+}
+
 int
 main(void)
 {
@@ -663,8 +845,11 @@ main(void)
 		cmocka_unit_test(test_cost),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_unavailable),
+		cmocka_unit_test(test_permission),
+		cmocka_unit_test(test_no_broker_warns_once),
 		cmocka_unit_test(test_usage),
 		cmocka_unit_test(test_xargs),
+		cmocka_unit_test(test_readme_curl),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

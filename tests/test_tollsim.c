@@ -168,8 +168,30 @@ test_paced_worked(void **state)
 	expect_row("5", "0.000 165.000 165.000 0 0");
 	expect_line("makespan: 165.000 s (first arrival at 0.000, last "
 	    "request goes at 165.000)");
-	expect_line("waits: 1 of 5 requests wait, 165.000 s in all, 165.000 s "
-	    "at most");
+	expect_line("waits: 1 of 5 requests waits, 165.000 s in all, 165.000 "
+	    "s at most");
+}
+
+/*
+ * Counts with units agree with their number: "1 image", "1 request",
+ * never "1 images", in each line that counts.
+ */
+static void
+test_singular(void **state)
+{
+	(void)state;
+	sim_ok(NULL, "-l '5 images/min' --images 1 --tokens 1 0");
+	expect_line("paced: 1 request; each request costs 1 request, 1 token, "
+	    "1 image");
+	expect_line("waits: 0 of 1 request wait, 0.000 s in all, 0.000 s at "
+	    "most");
+	sim_ok(NULL, "--server -l '5 images/min' --images 2 0");
+	expect_line("server: 1 request; each request costs 1 request, 2 "
+	    "images");
+	expect_line("summary: 1 request, 1 accepted, 0 blocked (0 refused by "
+	    "a limit, 0 in a lockout); 0 lockouts, 0.000 s in all");
+	assert_null(strstr(out, "1 images"));
+	assert_null(strstr(out, "1 requests"));
 }
 
 /*
@@ -443,7 +465,12 @@ test_errors(void **state)
 		{ NULL, "--bogus 0", "unrecognized option '--bogus'" },
 		{ NULL, "0", "no limits: give -l SPEC" },
 		{ NULL, "-l 'foo' 0", "-l `foo': count is not a decimal" },
-		{ NULL, "-l '5 requests/fortnight' 0", "unknown period" },
+		{ NULL, "-l '5 requests/fortnight' 0", "-l `5 requests/fortnight'"
+		    ": unknown unit (want ms, s, m or min, h, d or day" },
+		{ NULL, "-l '5 requests/-6s' 0", "a duration is never negative" },
+		{ NULL, "-l '5 requests/0ms' 0", "zero period" },
+		{ NULL, "-l '1 requests/s' --every 5x --count 2",
+		    "--every `5x': unknown unit" },
 		{ NULL, "-l 'concurrency 2' 0", "-l `concurrency 2': a "
 		    "concurrency limit means nothing here" },
 		{ NULL, "-c /nonexistent/x.conf -k a 0",
@@ -471,8 +498,8 @@ test_errors(void **state)
 		{ "", WORKED, "no request times" },
 		{ NULL, WORKED " --every 30s", "--every DURATION and --count N "
 		    "go together" },
-		{ NULL, WORKED " --every 30x --count 3", "--every `30x': not a "
-		    "duration" },
+		{ NULL, WORKED " --every 30x --count 3", "--every `30x': unknown "
+		    "unit" },
 		{ NULL, WORKED " --every 30s --count 0", "--count `0'" },
 		{ NULL, WORKED " --every 30s --count 3 5", "give TIMEs or "
 		    "--every/--count, not both" },
@@ -516,6 +543,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_worked_example),
 		cmocka_unit_test(test_paced_worked),
+		cmocka_unit_test(test_singular),
 		cmocka_unit_test(test_lockout_not_extended),
 		cmocka_unit_test(test_no_cooldown),
 		cmocka_unit_test(test_clock_stdin),

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <stdarg.h>
 #include <stddef.h>
@@ -287,10 +288,15 @@ test_table(void **state)
 	assert_non_null(strstr(out, line));
 	assert_non_null(strstr(out, "clients    1 of "));
 
-	/* Key rows: tickets granted, denied. */
+	/*
+	 * Key rows: tickets granted, denied.  The refused try is a poll,
+	 * no denial (it was one, and healthy polling raised alerts).
+	 */
 	assert_int_equal(row(out, "images", f), 2);
 	assert_string_equal(f[0], "1");
-	assert_string_equal(f[1], "1");
+	assert_string_equal(f[1], "0");
+	assert_non_null(strstr(out, " denied, "));
+	assert_non_null(strstr(out, " polled\n"));
 	assert_int_equal(row(out, "api", f), 2);
 	assert_string_equal(f[0], "3");
 	assert_string_equal(f[1], "0");
@@ -397,6 +403,57 @@ test_missing_segment(void **state)
 	assert_non_null(strstr(out, "bad/name"));
 }
 
+/*
+ * A segment not ours to read names the group to join: the broker's
+ * `group' (a number here: no name needed).  As uid 65534: root only.
+ */
+static void
+test_permission_names_group(void **state)
+{
+	struct tbroker *tb2 = calloc(1, sizeof(*tb2));
+	char bin[PATH_MAX], errf[PATH_MAX], out[2048];
+	pid_t pid;
+	int fd, st, r;
+	FILE *f;
+
+	(void)TB_NEED(state);
+	assert_non_null(tb2);
+	held.tb2 = tb2;
+	if (geteuid() != 0) {
+		print_message("skipped: needs root, to run tollstat as uid "
+		    "65534\n");
+		skip();
+	}
+	if ((r = tb_start(tb2, "group = 65533\n[k]\nlimit = 1 requests/s\n"))
+	    == -ENOSYS)
+		skip();
+	assert_int_equal(r, 0);
+	tb_bin("tollstat", bin, sizeof(bin));
+	snprintf(errf, sizeof(errf), "%s/perm.err", tb2->dir);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		if ((fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0666)) < 0 ||
+		    dup2(fd, 2) < 0 || setgroups(0, NULL) < 0 ||
+		    setresgid(65534, 65534, 65534) < 0 ||
+		    setresuid(65534, 65534, 65534) < 0)
+			_exit(100);
+		execl(bin, "tollstat", "-s", tb2->segment, (char *)NULL);
+		_exit(101);
+	}
+	st = tb_wait_child(pid);
+	if (st == 100) {
+		print_message("skipped: cannot become uid 65534\n");
+		skip();
+	}
+	assert_non_null(f = fopen(errf, "r"));
+	tb_slurp(f, out, sizeof(out));
+	fclose(f);
+	if (st != 1 || strstr(out, "is root:65533, mode 0660; join group "
+	    "65533 (`sudo usermod -aG 65533 nobody', then log in again)") ==
+	    NULL)
+		fail_msg("tollstat as uid 65534 exited %d: %s", st, out);
+}
+
 static void
 test_usage(void **state)
 {
@@ -437,13 +494,13 @@ test_json(void **state)
 	    "c = client(me)\n"
 	    "eq((c['state'], c['comm'], c['leases']),\n"
 	    "    ('live', 'test_tollstat', 2), 'me')\n"
-	    "assert c['acquired'] >= 3 and c['denied'] >= 1\n"
+	    "assert c['acquired'] >= 3 and c['polls'] >= 1, c\n"
 	    "assert d['tickets']['acquired'] >= 3\n"
 	    "eq([k['name'] for k in d['keys']], ['api', 'api/chat', 'dup',\n"
 	    "    'gen', 'images', 'web', 'web/search', 'web-b'], 'order')\n"
 	    "k = key('web')\n"
 	    "eq((k['parent'], k['granted'], k['denied'], k['paused_ns']),\n"
-	    "    (None, 2, 1, 0), 'web')\n"
+	    "    (None, 2, 0, 0), 'web')\n"
 	    "eq(k['status'], {'ok': 0, 'limited': 0, 'auth': 0,\n"
 	    "    'client_error': 0, 'server_error': 0,\n"
 	    "    'paused_total_ns': 0}, 'status')\n"
@@ -619,6 +676,7 @@ static const char *const prom_families[][2] = {
 	{ "tollgate_tickets_denied_total", "counter" },
 	{ "tollgate_tickets_released_total", "counter" },
 	{ "tollgate_acquire_waits_total", "counter" },
+	{ "tollgate_acquire_polls_total", "counter" },
 	{ "tollgate_key_granted_total", "counter" },
 	{ "tollgate_key_denied_total", "counter" },
 	{ "tollgate_key_responses_total", "counter" },
@@ -1374,6 +1432,127 @@ test_grants_past_100k(void **state)
 	free(out);
 }
 
+/*
+ * -w fits 100 columns: a long key and a long limit go on lines of their
+ * own with their numbers under them, and a paused key's note under its
+ * row.  (The frame was 119 columns wide with the quick start's config.)
+ */
+static void
+test_watch_width(void **state)
+{
+	static const char wide[] =
+	    "[a-provider-with-a-long-name]\n"
+	    "[a-provider-with-a-long-name/and-a-longer-model]\n"
+	    "limit = 30000 tokens/min burst 5000 cooldown 120s\n"
+	    "limit = 1 requests/165s burst 4 cooldown 120s\n"
+	    "concurrency = 4 adaptive\n";
+	static const char hdrs[] = "retry-after: 3600\r\n";
+	struct tbroker *tb2 = calloc(1, sizeof(*tb2));
+	char *out = malloc(OUT_MAX), args[256], f[10][32];
+	const char *l, *e, *name;
+	tg_client *c;
+	tg_ticket t;
+	uint32_t k;
+	int r, lines = 0;
+
+	(void)TB_NEED(state);
+	assert_non_null(tb2);
+	assert_non_null(out);
+	held.tb2 = tb2;
+	if ((r = tb_start(tb2, wide)) == -ENOSYS)
+		skip();
+	assert_int_equal(r, 0);
+	name = "a-provider-with-a-long-name/and-a-longer-model";
+	c = client(tb2);
+	k = tb_key(c, name);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, NULL), 0);
+	assert_int_equal(tg_observe(c, &t, 429, hdrs, sizeof(hdrs) - 1),
+	    TG_RETRY);
+	tg_release(c, &t);
+	snprintf(args, sizeof(args), "-s %s -w 0.1 -n 2", tb2->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	for (l = out; *l != '\0'; l = e + (*e != '\0')) {
+		e = strchrnul(l, '\n');
+		if (e - l > 100)
+			fail_msg("a line of %d columns:\n%.*s", (int)(e - l),
+			    (int)(e - l), l);
+		lines++;
+	}
+	assert_true(lines > 20);
+	/* The names, alone on their lines, and their ten cells under them. */
+	/* The second frame's. */
+	assert_non_null(l = strstr(out, "frame 2"));
+	assert_non_null(l = strstr(l, name));
+	if (l[strlen(name)] != '\n')
+		fail_msg("not alone on its line:\n%s", out);
+	assert_int_equal(sscanf(l + strlen(name), " %31s %31s %31s %31s %31s "
+	    "%31s %31s %31s", f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]),
+	    8);
+	assert_non_null(strstr(out, "\n  30000 tokens/min burst 5000 "
+	    "cooldown 120s "));
+	assert_non_null(strstr(out, "\n    paused"));
+	client_close();
+	free(out);
+}
+
+/*
+ * Denied counts tickets given up, not polls: 30 refused tries and a
+ * wait that ends in a ticket leave it 0 (the tries count as polls, the
+ * wait as a wait); a tg_acquire that runs out of time counts 1.  It
+ * counted 30 + the wait's refusals: an alert on it fired on health.
+ */
+static void
+test_denied_is_given_up(void **state)
+{
+	struct tbroker *tb2 = calloc(1, sizeof(*tb2));
+	char *out = malloc(OUT_MAX), args[128], f[5][32];
+	tg_client *c;
+	tg_ticket t;
+	uint64_t retry;
+	uint32_t k;
+	int r;
+
+	(void)TB_NEED(state);
+	assert_non_null(tb2);
+	assert_non_null(out);
+	held.tb2 = tb2;
+	/* One ticket, one back every 200 ms. */
+	if ((r = tb_start(tb2, "[k]\nlimit = 5 requests/s burst 1\n")) ==
+	    -ENOSYS)
+		skip();
+	assert_int_equal(r, 0);
+	c = client(tb2);
+	k = tb_key(c, "k");
+	assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry), 0);
+	tg_release(c, &t);
+	for (int i = 0; i < 30; i++)
+		assert_int_equal(tg_try_acquire(c, k, NULL, &t, &retry),
+		    -EAGAIN);
+	/* A wait that ends in a ticket. */
+	assert_int_equal(tg_acquire(c, k, NULL, 10 * 1000000000ll, &t), 0);
+	tg_release(c, &t);
+	snprintf(args, sizeof(args), "-s %s", tb2->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	print_message("%s", out);
+	assert_non_null(strstr(out, "tickets    2 acquired, 0 denied, 2 "
+	    "released, 1 waited, 30 polled\n"));
+	assert_int_equal(row(out, "k", f), 2);
+	assert_string_equal(f[1], "0");
+	/* Given up: out of time (the wait above emptied the bucket). */
+	assert_int_equal(tg_acquire(c, k, NULL, 0, &t), -ETIMEDOUT);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_non_null(strstr(out, "tickets    2 acquired, 1 denied, 2 "
+	    "released, 1 waited, 30 polled\n"));
+	assert_int_equal(row(out, "k", f), 2);
+	assert_string_equal(f[1], "1");
+	snprintf(args, sizeof(args), "-p -s %s", tb2->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_true(has_line(out, "tollgate_tickets_denied_total 1"));
+	assert_true(has_line(out, "tollgate_acquire_polls_total 30"));
+	client_close();
+	free(out);
+}
+
 /* -w's interval and -n: typos are usage errors, not a 0 s redraw loop. */
 static void
 test_watch_errors(void **state)
@@ -1382,7 +1561,8 @@ test_watch_errors(void **state)
 	static const char *const bad[] = {
 		"-w 0", "-w 0.05", "-w abc", "-w 1.", "-w .5", "-w 3601",
 		"-w 1.0000000001", "-w 1 -j", "-w -p", "-w -c", "-n 3",
-		"-w -n 0", "-w -n x", "-w 1 2",
+		"-w -n 0", "-w -n x", "-w 1 2", "-w 5x", "-w 2h", "-w 50ms",
+		"-w 1m30", "-w 5M",
 	};
 	char *out = malloc(OUT_MAX), args[256];
 
@@ -1398,6 +1578,14 @@ test_watch_errors(void **state)
 	snprintf(args, sizeof(args), "-s %s -w 0.1 -n 2", tb->segment);
 	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
 	assert_non_null(strstr(out, "every 100ms, frame 2"));
+	/* Durations as everywhere: ms, s, m... */
+	snprintf(args, sizeof(args), "-s %s -w 250ms -n 2", tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 0);
+	assert_non_null(strstr(out, "every 250ms, frame 2"));
+	snprintf(args, sizeof(args), "-s %s -w 5x 2>&1 >/dev/null",
+	    tb->segment);
+	assert_int_equal(tollstat(args, out, OUT_MAX), 2);
+	assert_non_null(strstr(out, "-w 5x: unknown unit"));
 	free(out);
 }
 
@@ -1408,6 +1596,8 @@ main(void)
 		cmocka_unit_test_teardown(test_table, teardown),
 		cmocka_unit_test_teardown(test_feedback_notes, teardown),
 		cmocka_unit_test_teardown(test_missing_segment, teardown),
+		cmocka_unit_test_teardown(test_permission_names_group,
+		    teardown),
 		cmocka_unit_test_teardown(test_usage, teardown),
 		cmocka_unit_test_teardown(test_json, teardown),
 		cmocka_unit_test_teardown(test_json_holders, teardown),
@@ -1420,6 +1610,8 @@ main(void)
 		cmocka_unit_test_teardown(test_watch, teardown),
 		cmocka_unit_test_teardown(test_watch_broker_gone, teardown),
 		cmocka_unit_test_teardown(test_watch_errors, teardown),
+		cmocka_unit_test_teardown(test_watch_width, teardown),
+		cmocka_unit_test_teardown(test_denied_is_given_up, teardown),
 		cmocka_unit_test_teardown(test_grants_striped, teardown),
 		cmocka_unit_test_teardown(test_grants_past_100k, teardown),
 	};

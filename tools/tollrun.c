@@ -16,20 +16,27 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access.h"
+#include "client.h"
 #include "config.h"
 #include "seg.h"
 #include "tollgate.h"
 
 /*
  * Exit statuses of tollrun's own, kept apart from the usual ones of a
- * command (0, 1, and shells' 126, 127, 128+N) where sysexits.h has one.
+ * command (0, 1, and shells' 126, 127, 128+N) where sysexits.h has one,
+ * one for each thing a script may want to tell apart (man/tollrun.1).
  */
 #define EXIT_USAGE	2		/* a bad option or argument */
 #define EXIT_NOEXEC	126		/* as shells: found, not executable */
 #define EXIT_NOTFOUND	127		/* as shells: no such command */
-/* EX_UNAVAILABLE (69): no such segment or key, or the cost never fits */
+/* EX_DATAERR (65): the cost never fits the key's limits */
+/* EX_NOUSER (67): no such key in the segment */
+/* EX_UNAVAILABLE (69): no such segment, or it cannot be used */
 /* EX_OSERR (71): fork, wait or the --headers file failed */
 /* EX_TEMPFAIL (75): no ticket within -t */
+/* EX_PROTOCOL (76): a segment of another layout version */
+/* EX_NOPERM (77): the segment is not ours to open (its group) */
 
 #define HEADERS_MAX	(64 * 1024)	/* bytes of --headers we read */
 
@@ -58,7 +65,9 @@ usage(FILE *f, int status)
 	    "      --images N         its cost in images (default 0)\n"
 	    "  -t, --timeout TIMEOUT  wait at most this long for each ticket "
 	    "(30s, 500ms,\n"
-	    "                         2min; default: as long as it takes)\n"
+	    "                         5m, 1.5h; 0: only a free one; "
+	    "default: as long as\n"
+	    "                         it takes)\n"
 	    "      --headers FILE     the response headers COMMAND saves "
 	    "(curl -D FILE):\n"
 	    "                         emptied before each run, its last "
@@ -72,9 +81,11 @@ usage(FILE *f, int status)
 	    "  -h, --help             this help\n"
 	    "      --version          the version\n"
 	    "Exit status: COMMAND's, of its last run (128+N if signal N "
-	    "killed it); 126\nnot executable, 127 not found; 2 usage; 69 no "
-	    "such segment or key, or the\ncost never fits; 71 a system error; "
-	    "75 no ticket within TIMEOUT.\n");
+	    "killed it); 126\nnot executable, 127 not found; 2 usage; 65 the "
+	    "cost never fits; 67 no such\nkey; 69 no such segment (no broker "
+	    "made it); 71 a system error; 75 no\nticket within TIMEOUT; 76 a "
+	    "segment of another version; 77 permission\ndenied (join the "
+	    "segment's group).\n");
 	exit(status);
 }
 
@@ -391,7 +402,8 @@ main(int argc, char *argv[])
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *segment = NULL, *keyname = NULL, *headers = NULL;
-	const char *targ = NULL;
+	const char *targ = NULL, *segname;
+	char why[512];
 	tg_cost cost = { 1, 0, 0 };
 	sigset_t fwd, orig;
 	tg_client *c;
@@ -401,7 +413,7 @@ main(int argc, char *argv[])
 	uint64_t ns;
 	unsigned retry_max = 0, retried = 0;
 	uint32_t key;
-	int ch, r, status, advice, code = 0;
+	int ch, r, status, advice, code = 0, warned = 0;
 
 	/* '+': stop at COMMAND, whose options are its own, `--' or not. */
 	while ((ch = getopt_long(argc, argv, "+hk:s:t:", longs, NULL)) != -1) {
@@ -414,9 +426,11 @@ main(int argc, char *argv[])
 			break;
 		case 't':
 			targ = optarg;
-			if (config_parse_duration(optarg, &ns) < 0)
-				errx(EXIT_USAGE, "-t: not a duration (as 30s, "
-				    "500ms, 2min): \"%s\"", optarg);
+			/* 0: a ticket only if one is free now. */
+			if (duration_arg(optarg, 0, UINT64_MAX, &ns, why,
+			    sizeof(why)) < 0)
+				errx(EXIT_USAGE, "-t \"%s\": %s", optarg,
+				    why);
 			timeout_ns = ns > INT64_MAX ? INT64_MAX : (int64_t)ns;
 			break;
 		case 'R':
@@ -464,22 +478,28 @@ main(int argc, char *argv[])
 	if ((r = command_check(argv[0])) != 0)
 		return r;
 
+	segname = segment != NULL ? segment : seg_default();
 	if ((r = tg_open(segment, &c)) < 0) {
 		if (r == -ENOENT)
-			errx(EX_UNAVAILABLE, "segment \"%s\": no such segment "
-			    "(is tollgated running?)", segment ? segment :
-			    seg_default());
-		errx(r == -EINVAL ? EXIT_USAGE : EX_UNAVAILABLE,
-		    "segment \"%s\": %s", segment ? segment : seg_default(),
+			errx(EX_UNAVAILABLE, "segment \"%s\": no such segment: "
+			    "no broker made it (is tollgated running? is the "
+			    "name right? -s or $TOLLGATE_SEGMENT)", segname);
+		if (r == -EACCES) {
+			access_why(segname, why, sizeof(why));
+			errx(EX_NOPERM, "segment \"%s\": %s", segname, why);
+		}
+		errx(r == -EINVAL ? EXIT_USAGE : r == -EPROTO ? EX_PROTOCOL :
+		    EX_UNAVAILABLE, "segment \"%s\": %s", segname,
 		    tg_strerror(r));
 	}
 	if ((r = tg_key(c, keyname, &key)) < 0) {
 		tg_close(c);
 		if (r == -ENOENT)
-			errx(EX_UNAVAILABLE, "no key \"%s\" in segment \"%s\"",
-			    keyname, segment ? segment : seg_default());
-		errx(EX_UNAVAILABLE, "key \"%s\": %s", keyname,
-		    tg_strerror(r));
+			errx(EX_NOUSER, "segment \"%s\" has no key \"%s\" "
+			    "(no [%s] in its broker's config)", segname,
+			    keyname, keyname);
+		errx(r == -EINVAL ? EXIT_USAGE : EX_UNAVAILABLE,
+		    "key \"%s\": %s", keyname, tg_strerror(r));
 	}
 
 	/*
@@ -496,6 +516,13 @@ main(int argc, char *argv[])
 	sigprocmask(SIG_SETMASK, NULL, &orig);
 
 	for (;;) {
+		/* Once: every run would say the same. */
+		if (!warned && !access_broker(&c->m, why, sizeof(why))) {
+			warnx("segment \"%s\": %s; tickets still work, but "
+			    "nothing takes back those of a worker that dies "
+			    "and nobody reloads the config", segname, why);
+			warned = 1;
+		}
 		if (headers != NULL && headers_clear(headers) < 0) {
 			status = EX_OSERR;
 			break;
@@ -511,7 +538,7 @@ main(int argc, char *argv[])
 				    " requests, %" PRIu64 " tokens, %" PRIu64
 				    " images never fits its limits", keyname,
 				    cost.requests, cost.tokens, cost.images);
-				status = EX_UNAVAILABLE;
+				status = EX_DATAERR;
 			} else {
 				warnx("key \"%s\": %s", keyname,
 				    tg_strerror(r));

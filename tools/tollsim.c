@@ -206,6 +206,22 @@ parse_count(const char *s, uint64_t *out)
 	return 0;
 }
 
+/*
+ * n of a unit, in the plural unless n is 1: "1 image", "2 images",
+ * "0 requests".  plural is "requests", "tokens", "images".
+ */
+static char *
+count_of(char *buf, size_t len, uint64_t n, const char *plural)
+{
+	size_t pl = strlen(plural);
+
+	if (n == 1 && pl > 1 && plural[pl - 1] == 's')
+		snprintf(buf, len, "1 %.*s", (int)(pl - 1), plural);
+	else
+		snprintf(buf, len, "%" PRIu64 " %s", n, plural);
+	return buf;
+}
+
 /* Seconds with milliseconds, rounded up: a wait printed is never short. */
 static char *
 fmt_ms(char *buf, size_t len, uint64_t ns)
@@ -493,7 +509,7 @@ add_limit(struct sim *sm, const struct limit_spec *spec, const char *key,
 {
 	struct sim_limit *l;
 	unsigned __int128 span;
-	char what[160];
+	char what[160], cnt[48];
 
 	if (sm->nlim == SIM_LIMITS_MAX)
 		bad("more than %d limits", SIM_LIMITS_MAX);
@@ -508,9 +524,9 @@ add_limit(struct sim *sm, const struct limit_spec *spec, const char *key,
 	if ((spec->kind == LIM_RATE && l->units > spec->burst) ||
 	    (spec->kind == LIM_WINDOW && (l->units > spec->count ||
 	    l->units > WIN_COUNT_MAX)))
-		bad("a request costs %" PRIu64 " %s, more than limit %u "
-		    "(%s) ever admits", l->units, unit_name(spec->unit),
-		    sm->nlim, what);
+		bad("a request costs %s, more than limit %u (%s) ever "
+		    "admits", count_of(cnt, sizeof(cnt), l->units,
+		    unit_name(spec->unit)), sm->nlim, what);
 	l->base_ns = SIM_BASE_NS;
 	if (spec->kind == LIM_RATE) {
 		l->one_ns = gcra_cost_ns(1, spec->period_ns, spec->count);
@@ -522,9 +538,9 @@ add_limit(struct sim *sm, const struct limit_spec *spec, const char *key,
 		    spec->count);
 		/* Within the burst, its ns may still never fit: take(). */
 		if (gcra_never_fits(l->base_ns, l->cost_ns, l->tau_ns))
-			bad("a request costs %" PRIu64 " %s, more than limit "
-			    "%u (%s) ever admits", l->units,
-			    unit_name(spec->unit), sm->nlim, what);
+			bad("a request costs %s, more than limit %u (%s) "
+			    "ever admits", count_of(cnt, sizeof(cnt),
+			    l->units, unit_name(spec->unit)), sm->nlim, what);
 		l->cap = gcra_available(0, l->base_ns, l->cost_ns, l->tau_ns);
 		l->spacing_ns = l->cost_ns;
 	} else {
@@ -907,11 +923,15 @@ print_table(struct table *tb, size_t n)
 static void
 print_cost(const struct sim *sm)
 {
+	char b[48];
+
 	printf("each request costs 1 request");
 	if (sm->cost[UNIT_TOKENS])
-		printf(", %" PRIu64 " tokens", sm->cost[UNIT_TOKENS]);
+		printf(", %s", count_of(b, sizeof(b), sm->cost[UNIT_TOKENS],
+		    "tokens"));
 	if (sm->cost[UNIT_IMAGES])
-		printf(", %" PRIu64 " images", sm->cost[UNIT_IMAGES]);
+		printf(", %s", count_of(b, sizeof(b), sm->cost[UNIT_IMAGES],
+		    "images"));
 	putchar('\n');
 }
 
@@ -991,8 +1011,9 @@ print_paced(struct sim *sm, struct req *reqs, size_t n, const uint64_t *left)
 	    "%s)\n", fmt_ms(b1, sizeof(b1), reqs[n - 1].go_ns -
 	    reqs[0].at_ns), fmt_ms(b2, sizeof(b2), reqs[0].at_ns),
 	    fmt_ms(b3, sizeof(b3), reqs[n - 1].go_ns));
-	printf("waits: %zu of %zu requests wait, %s s in all, %s s at most\n",
-	    waited, n, fmt_ms(b1, sizeof(b1), total),
+	printf("waits: %zu of %s wait%s, %s s in all, %s s at most\n",
+	    waited, count_of(b3, sizeof(b3), n, "requests"),
+	    waited == 1 ? "s" : "", fmt_ms(b1, sizeof(b1), total),
 	    fmt_ms(b2, sizeof(b2), most));
 	print_spacing(sm);
 }
@@ -1017,10 +1038,11 @@ print_server(struct sim *sm, struct req *reqs, size_t n,
 		lock_ns = reqs[i].lockout_ns > UINT64_MAX - lock_ns ?
 		    UINT64_MAX : lock_ns + reqs[i].lockout_ns;
 	}
-	printf("summary: %zu requests, %zu accepted, %zu blocked (%zu refused "
-	    "by a limit, %zu in a lockout); %zu lockout%s, %s s in all\n",
-	    n, acc, empty + locked, empty, locked, lockouts,
-	    lockouts == 1 ? "" : "s", fmt_ms(b1, sizeof(b1), lock_ns));
+	printf("summary: %s, %zu accepted, %zu blocked (%zu refused by a "
+	    "limit, %zu in a lockout); %zu lockout%s, %s s in all\n",
+	    count_of(b2, sizeof(b2), n, "requests"), acc, empty + locked,
+	    empty, locked, lockouts, lockouts == 1 ? "" : "s",
+	    fmt_ms(b1, sizeof(b1), lock_ns));
 	print_spacing(sm);
 	/* The same requests paced: what tollgate makes of them instead. */
 	last = reqs[n - 1].go_ns;
@@ -1049,7 +1071,7 @@ main(int argc, char *argv[])
 	struct source src = { .what = "argument" };
 	struct req *reqs = NULL;
 	const char *file = NULL, *key = NULL, *every = NULL, *count = NULL;
-	const char *specs[SIM_LIMITS_MAX];
+	const char *specs[SIM_LIMITS_MAX], *why;
 	char notes[SIM_LIMITS_MAX][NOTE_MAX], cb[CLIP_MAX + 4];
 	unsigned nspecs = 0, nnotes = 0;
 	uint64_t every_ns = 0, nreq = 0, *left;
@@ -1120,9 +1142,8 @@ main(int argc, char *argv[])
 	if (every != NULL) {
 		if (optind < argc)
 			bad("give TIMEs or --every/--count, not both");
-		if (config_parse_duration(every, &every_ns) < 0)
-			bad("--every `%s': not a duration (want e.g. 30s, "
-			    "1.5s, 500ms, 2min)", clip(every, cb));
+		if (duration_read(every, strlen(every), &every_ns, &why) < 0)
+			bad("--every `%s': %s", clip(every, cb), why);
 		if (parse_count(count, &nreq) < 0 || nreq == 0 ||
 		    nreq > SIM_TIMES_MAX)
 			bad("--count `%s': want a whole number from 1 to %d",
@@ -1160,7 +1181,8 @@ main(int argc, char *argv[])
 		sim_reset(&sm);
 		run_server(&sm, reqs, n, left);
 	}
-	printf("%s: %zu requests; ", server ? "server" : "paced", n);
+	printf("%s: %s; ", server ? "server" : "paced",
+	    count_of(cb, sizeof(cb), n, "requests"));
 	print_cost(&sm);
 	print_limits(&sm);
 	for (unsigned i = 0; i < nnotes; i++)

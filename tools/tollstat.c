@@ -19,7 +19,7 @@ static void
 usage(FILE *f, int status)
 {
 	fprintf(f, "usage: tollstat [-chjp] [-k KEY] [-s SEGMENT]\n"
-	    "       tollstat -w [SECONDS] [-n FRAMES] [-k KEY] "
+	    "       tollstat -w [INTERVAL] [-n FRAMES] [-k KEY] "
 	    "[-s SEGMENT]\n"
 	    "  -s SEGMENT  the segment to show (default $TOLLGATE_SEGMENT, else\n"
 	    "              \"tollgate\")\n"
@@ -29,11 +29,11 @@ usage(FILE *f, int status)
 	    "              leases of the keys shown\n"
 	    "  -j          JSON, schema 1 (it always lists the clients)\n"
 	    "  -p          Prometheus text format 0.0.4\n"
-	    "  -w          live: redraw every SECONDS (default 1, 0.1 to "
-	    "3600) with\n"
-	    "              rates per second, now and averaged over 10, 100 "
-	    "and 1000\n"
-	    "              intervals\n"
+	    "  -w          live: redraw every INTERVAL (default 1s; 100ms to "
+	    "1h, as 2,\n"
+	    "              500ms or 5m) with rates per second, now and "
+	    "averaged over 10,\n"
+	    "              100 and 1000 intervals\n"
 	    "  -n FRAMES   with -w: stop after FRAMES frames\n"
 	    "  -h, --help  this help\n"
 	    "  --version   the version\n"
@@ -42,42 +42,6 @@ usage(FILE *f, int status)
 	    "NEXT, how long until\none more unit fits (\"release\": when a "
 	    "lease is given back).\n");
 	exit(status);
-}
-
-/*
- * SECONDS as ns: digits with at most 9 decimals, nothing else, since a
- * typo must not become a 0 s interval.  Returns 0, or -EINVAL.
- */
-static int
-parse_seconds(const char *s, uint64_t *ns)
-{
-	uint64_t v = 0, scale = NS_PER_S;
-	const char *p = s;
-
-	if (*p < '0' || *p > '9')
-		return -EINVAL;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		if (v > WATCH_MAX_NS)
-			return -EINVAL;
-		v = v * 10 + (uint64_t)(*p - '0');
-	}
-	if (v > WATCH_MAX_NS / NS_PER_S)
-		return -EINVAL;
-	v *= NS_PER_S;
-	if (*p == '.') {
-		if (p[1] < '0' || p[1] > '9')
-			return -EINVAL;
-		for (p++; *p >= '0' && *p <= '9'; p++) {
-			if (scale == 1)
-				return -EINVAL;
-			scale /= 10;
-			v += (uint64_t)(*p - '0') * scale;
-		}
-	}
-	if (*p != '\0')
-		return -EINVAL;
-	*ns = v;
-	return 0;
 }
 
 static int
@@ -99,7 +63,7 @@ main(int argc, char *argv[])
 	uint64_t interval = NS_PER_S;
 	unsigned long frames = 0;
 	struct snap s;
-	char why[256];
+	char why[512];
 	int ch, clients = 0, json = 0, prom = 0, live = 0, nset = 0;
 
 	static const struct option longopts[] = {
@@ -145,12 +109,12 @@ main(int argc, char *argv[])
 			usage(stderr, 2);
 		}
 	}
-	/* -w's SECONDS is optional, so it is the one operand -w allows. */
+	/* -w's INTERVAL is optional, so it is the one operand -w allows. */
 	if (live && optind == argc - 1) {
-		if (parse_seconds(argv[optind], &interval) < 0 ||
-		    interval < WATCH_MIN_NS || interval > WATCH_MAX_NS)
-			errx(2, "-w %s: not an interval from 0.1 to 3600 "
-			    "seconds", argv[optind]);
+		if (duration_arg(argv[optind], WATCH_MIN_NS, WATCH_MAX_NS,
+		    &interval, why, sizeof(why)) < 0)
+			errx(2, "-w %s: %s; want 100ms to 1h (a bare number "
+			    "is seconds)", argv[optind], why);
 		optind++;
 	}
 	/* JSON lists the clients anyway; Prometheus has no place for them. */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "access.h"
 #include "clock.h"
 #include "gcra.h"
 #include "srvcap.h"
@@ -303,6 +304,8 @@ read_state(const struct seg_map *m, struct snap *s)
 	    memory_order_relaxed);
 	s->waits = atomic_load_explicit(&st->retired_waits,
 	    memory_order_relaxed);
+	s->polls = atomic_load_explicit(&st->retired_polls,
+	    memory_order_relaxed);
 	for (uint32_t i = 0; i < h->max_clients; i++) {
 		struct st_client *sc = &s->cl[i];
 
@@ -323,10 +326,13 @@ read_state(const struct seg_map *m, struct snap *s)
 		    memory_order_relaxed);
 		sc->waits = atomic_load_explicit(&cl[i].waits,
 		    memory_order_relaxed);
+		sc->polls = atomic_load_explicit(&cl[i].polls,
+		    memory_order_relaxed);
 		s->acquired += sc->acquired;
 		s->denied += sc->denied;
 		s->released += sc->released;
 		s->waits += sc->waits;
+		s->polls += sc->polls;
 	}
 
 	for (unsigned i = 0; i < s->nkeys; i++) {
@@ -639,7 +645,8 @@ attach_error(int r)
 {
 	switch (r) {
 	case -ENOENT:
-		return "no such segment (is tollgated running?)";
+		return "no such segment: no broker made it (is tollgated "
+		    "running? is the name right?)";
 	case -EPROTO:
 		return "another layout version (use the tollstat that came "
 		    "with the running tollgated)";
@@ -661,13 +668,18 @@ snap_read(const char *segment, const char *key, struct snap *s, char *why,
     size_t len)
 {
 	struct seg_map m;
+	char hint[384];
 	int r;
 
 	memset(s, 0, sizeof(*s));
 	/* Read-only, both objects: a stray write here faults, by design. */
 	if ((r = seg_attach(segment, 0, &m)) < 0) {
-		snprintf(why, len, "segment %s: %s", segment,
-		    attach_error(r));
+		if (r == -EACCES) {
+			access_why(segment, hint, sizeof(hint));
+			snprintf(why, len, "segment %s: %s", segment, hint);
+		} else
+			snprintf(why, len, "segment %s: %s", segment,
+			    attach_error(r));
 		return -1;
 	}
 	bus_install(&m);

@@ -43,10 +43,12 @@
  *                  reclaims it) | "invalid" (garbage owner word),
  *         "leases": u64, leases held on the concurrency limits of the
  *                  keys listed,
- *         "acquired", "denied", "released", "waits": u64, tickets }
+ *         "acquired", "denied", "released", "waits", "polls": u64,
+ *                  tickets; denied: given up (-ETIMEDOUT); polls: "not
+ *                  now" answers (-EAGAIN), which are no refusals }
  *     ]
  *   },
- *   "tickets": { "acquired", "denied", "released", "waits": u64:
+ *   "tickets": { "acquired", "denied", "released", "waits", "polls": u64:
  *                every slot's, plus slots reclaimed since },
  *   "keys": [      in name order, a parent before its children
  *     { "name":    string,
@@ -320,6 +322,7 @@ print_json(FILE *f, const struct snap *s)
 		jw_u64(&w, "denied", c->denied);
 		jw_u64(&w, "released", c->released);
 		jw_u64(&w, "waits", c->waits);
+		jw_u64(&w, "polls", c->polls);
 		jw_close(&w, '}');
 	}
 	jw_close(&w, ']');
@@ -330,6 +333,7 @@ print_json(FILE *f, const struct snap *s)
 	jw_u64(&w, "denied", s->denied);
 	jw_u64(&w, "released", s->released);
 	jw_u64(&w, "waits", s->waits);
+	jw_u64(&w, "polls", s->polls);
 	jw_close(&w, '}');
 
 	jw_open(&w, "keys", '[');

@@ -27,7 +27,7 @@ static const struct pmetric key_metrics[KM_COUNT] = {
 	[KM_GRANTED] = { "tollgate_key_granted_total", "counter",
 	    "Tickets granted on the key.", 0 },
 	[KM_DENIED] = { "tollgate_key_denied_total", "counter",
-	    "Tickets refused on the key.", 0 },
+	    "Tickets given up on the key (out of time), not polls.", 0 },
 	[KM_RESPONSES] = { "tollgate_key_responses_total", "counter",
 	    "Responses tg_observe saw on the key, by class.", 0 },
 	[KM_PAUSE] = { "tollgate_key_pause_remaining_seconds", "gauge",
@@ -60,7 +60,8 @@ static const struct pmetric limit_metrics[LM_COUNT] = {
 	[LM_GRANTED] = { "tollgate_limit_granted_total", "counter",
 	    "Units granted on the limit (leases for concurrency).", 0 },
 	[LM_DENIED] = { "tollgate_limit_denied_total", "counter",
-	    "Refusals by the limit.", 0 },
+	    "Refusals by the limit, polls and waits included: which "
+	    "limit binds.", 0 },
 	[LM_SRV_REMAINING] = { "tollgate_limit_server_remaining", "gauge",
 	    "Units the server said remain, while that caps the limit.", 0 },
 	[LM_SRV_RESET] = { "tollgate_limit_server_reset_seconds", "gauge",
@@ -223,11 +224,15 @@ print_prom(FILE *f, const struct snap *s)
 	prom_one(f, "tollgate_tickets_acquired_total", "counter",
 	    "Tickets acquired, all clients.", 0, s->acquired);
 	prom_one(f, "tollgate_tickets_denied_total", "counter",
-	    "Tickets refused, all clients.", 0, s->denied);
+	    "Tickets given up: tg_acquire or tg_reserve out of time, all "
+	    "clients.", 0, s->denied);
 	prom_one(f, "tollgate_tickets_released_total", "counter",
 	    "Tickets released, all clients.", 0, s->released);
 	prom_one(f, "tollgate_acquire_waits_total", "counter",
 	    "tg_acquire calls that slept, all clients.", 0, s->waits);
+	prom_one(f, "tollgate_acquire_polls_total", "counter",
+	    "Not-now answers (-EAGAIN) of tg_try_acquire and tg_reserve, all "
+	    "clients: polls, not refusals.", 0, s->polls);
 
 	for (int m = 0; m < KM_COUNT; m++) {
 		prom_head(f, &key_metrics[m]);

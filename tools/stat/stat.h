@@ -82,9 +82,10 @@ struct st_client {
 	int		state;		/* enum client_st */
 	char		comm[COMM_MAX + 1]; /* process name; "?" unknown */
 	uint64_t	acquired;	/* tickets */
-	uint64_t	denied;
+	uint64_t	denied;		/* given up: -ETIMEDOUT */
 	uint64_t	released;
 	uint64_t	waits;
+	uint64_t	polls;		/* "not now" (-EAGAIN) answers */
 };
 
 struct snap {
@@ -108,6 +109,7 @@ struct snap {
 	uint64_t	denied;
 	uint64_t	released;
 	uint64_t	waits;		/* tg_acquire calls that slept */
+	uint64_t	polls;		/* -EAGAIN: not now, come back */
 	struct st_client *cl;		/* [max_clients], by slot */
 	uint64_t	*cellv;		/* [max_cells]: lease cells as read */
 	uint32_t	max_cells;

@@ -38,7 +38,7 @@ row_cells(const struct row *r, const char *cell[NCOLS])
 void
 print_header(FILE *f, const struct snap *s)
 {
-	char a[32], b[32], c[32], d[32];
+	char a[32], b[32], c[32], d[32], e[32];
 
 	fprintf(f, "%-10s %s\n", "segment", s->segment);
 	switch (s->broker) {
@@ -73,8 +73,10 @@ print_header(FILE *f, const struct snap *s)
 	fmt_count(b, sizeof(b), s->denied);
 	fmt_count(c, sizeof(c), s->released);
 	fmt_count(d, sizeof(d), s->waits);
-	fprintf(f, "%-10s %s acquired, %s denied, %s released, %s waited\n",
-	    "tickets", a, b, c, d);
+	fmt_count(e, sizeof(e), s->polls);
+	/* Denied: given up; a poll answered "not now" is no refusal. */
+	fprintf(f, "%-10s %s acquired, %s denied, %s released, %s waited, "
+	    "%s polled\n", "tickets", a, b, c, d, e);
 }
 
 /* Append to a note, "; "-separated. */
@@ -238,7 +240,7 @@ print_table(FILE *f, const struct snap *s)
 void
 print_clients(FILE *f, const struct snap *s)
 {
-	char name[COMM_MAX + 1], a[16], d[16], r[16];
+	char name[COMM_MAX + 1], a[16], d[16], r[16], p[16];
 	uint32_t *held = slot_leases(s);
 	int any = 0;
 
@@ -251,17 +253,19 @@ print_clients(FILE *f, const struct snap *s)
 			continue;
 		if (!any)
 			fprintf(f, "%4s  %7s  %-16s  %-8s  %6s  %8s  %8s  "
-			    "%8s\n", "SLOT", "PID", "NAME", "STATE", "LEASES",
-			    "ACQUIRED", "DENIED", "RELEASED");
+			    "%8s  %8s\n", "SLOT", "PID", "NAME", "STATE",
+			    "LEASES", "ACQUIRED", "DENIED", "RELEASED",
+			    "POLLED");
 		any = 1;
 		snprintf(name, sizeof(name), "%s", c->comm);
 		tame(name);
 		fmt_count(a, sizeof(a), c->acquired);
 		fmt_count(d, sizeof(d), c->denied);
 		fmt_count(r, sizeof(r), c->released);
+		fmt_count(p, sizeof(p), c->polls);
 		fprintf(f, "%4" PRIu32 "  %7d  %-16s  %-8s  %6" PRIu32
-		    "  %8s  %8s  %8s\n", i, (int)c->pid, name,
-		    client_names[c->state], held[i], a, d, r);
+		    "  %8s  %8s  %8s  %8s\n", i, (int)c->pid, name,
+		    client_names[c->state], held[i], a, d, r, p);
 	}
 	if (!any)
 		fprintf(f, "(no clients)\n");

@@ -153,10 +153,15 @@ history_find(const struct history *h, const char *name)
 }
 
 #define WCOLS	10
+#define WIDTH	100	/* a frame fits this many columns */
 
+/*
+ * Two heading lines: the groups ("granted per second") over the columns,
+ * so that the columns are as narrow as their numbers.
+ */
 static const char *const wcol_head[WCOLS] = {
-	"GRANTED/s", "AVG10", "AVG100", "AVG1000",
-	"DENIED/s", "AVG10", "AVG100", "AVG1000", "AVAILABLE", "NEXT",
+	"now", "10", "100", "1000", "now", "10", "100", "1000", "AVAIL",
+	"NEXT",
 };
 
 struct wrow {
@@ -185,6 +190,38 @@ fill_row(struct wrow *w, const struct history *h, const char *series)
 	rate_cells(&w->cell[4], sr != NULL ? &sr->denied : &none);
 }
 
+/* What goes before column c: a wider gap between the groups. */
+static const char *
+sep(int c)
+{
+	return c == 4 || c == 8 ? "   " : " ";
+}
+
+/*
+ * The line over the headings: each group's title over its columns,
+ * centred when it fits, else from the group's first column.
+ */
+static void
+group_heads(FILE *f, const size_t *w)
+{
+	static const char *const title[2] = {
+		"granted per second", "denied per second",
+	};
+	size_t at = w[0], span, tl, pad, col = 0;
+
+	for (int g = 0; g < 2; g++) {
+		span = 0;
+		for (int c = 4 * g; c < 4 * g + 4; c++)
+			span += strlen(sep(c)) + w[c + 1];
+		tl = strlen(title[g]);
+		pad = span > tl ? (span - tl + 1) / 2 : 1;
+		fprintf(f, "%*s%s", (int)(at + pad - col), "", title[g]);
+		col = at + pad + tl;
+		at += span;
+	}
+	fputc('\n', f);
+}
+
 /* Rows that fit the terminal, or all of them when out is no terminal. */
 static unsigned
 room(int tty, unsigned used)
@@ -203,14 +240,14 @@ print_frame(FILE *f, const struct snap *s, const struct history *h,
 {
 	struct wrow *rows;
 	char series[SERIES_NAME], a[32];
-	size_t w[WCOLS + 1], len;
+	size_t w[WCOLS + 1], len, nums;
 	unsigned nrows = 0, fit;
 
 	print_header(f, s);
 	fmt_dur(a, sizeof(a), interval);
 	fprintf(f, "%-10s every %s, frame %lu: per second over the last "
-	    "interval; AVGn over\n%-10s the last n intervals\n\n", "rates", a,
-	    frame, "");
+	    "interval (now),\n%-10s and averaged over the last 10, 100 and "
+	    "1000 intervals\n\n", "rates", a, frame, "");
 	if (s->nkeys == 0) {
 		fprintf(f, "(no keys)\n");
 		return;
@@ -243,34 +280,48 @@ print_frame(FILE *f, const struct snap *s, const struct history *h,
 		}
 	}
 	w[0] = strlen("KEY / LIMIT");
+	/* Rates at least as wide as "0.00", so frames keep their columns. */
 	for (int c = 0; c < WCOLS; c++)
-		w[c + 1] = strlen(wcol_head[c]);
-	for (unsigned i = 0; i < nrows; i++) {
-		if ((len = strlen(rows[i].name)) > w[0])
-			w[0] = len;
+		w[c + 1] = c < 8 && strlen(wcol_head[c]) < 4 ? 4 :
+		    strlen(wcol_head[c]);
+	for (unsigned i = 0; i < nrows; i++)
 		for (int c = 0; c < WCOLS; c++)
 			if ((len = strlen(rows[i].cell[c])) > w[c + 1])
 				w[c + 1] = len;
-	}
+	/* The numbers' width; a name wider than what is left gets a line. */
+	nums = 0;
+	for (int c = 0; c < WCOLS; c++)
+		nums += strlen(sep(c)) + w[c + 1];
+	for (unsigned i = 0; i < nrows; i++)
+		if ((len = strlen(rows[i].name)) > w[0] &&
+		    len + nums <= WIDTH)
+			w[0] = len;
+	group_heads(f, w);
 	fprintf(f, "%-*s", (int)w[0], "KEY / LIMIT");
 	for (int c = 0; c < WCOLS; c++)
-		fprintf(f, "%s%*s", c == 4 || c == 8 ? "   " : " ",
-		    (int)w[c + 1], wcol_head[c]);
+		fprintf(f, "%s%*s", sep(c), (int)w[c + 1], wcol_head[c]);
 	fputc('\n', f);
-	/* 13 lines above: the header, the rates lines, the heading. */
-	fit = room(tty, 13);
+	/* 14 lines above: the header, the rates lines, the headings. */
+	fit = room(tty, 14);
 	for (unsigned i = 0; i < nrows; i++) {
 		if (i + 1 == fit && i + 1 < nrows) {
 			fprintf(f, "(%u more rows: -k KEY shows one key)\n",
 			    nrows - i);
 			break;
 		}
-		fprintf(f, "%-*s", (int)w[0], rows[i].name);
+		if (strlen(rows[i].name) > w[0])
+			fprintf(f, "%s\n%-*s", rows[i].name, (int)w[0], "");
+		else
+			fprintf(f, "%-*s", (int)w[0], rows[i].name);
 		for (int c = 0; c < WCOLS; c++)
-			fprintf(f, "%s%*s", c == 4 || c == 8 ? "   " : " ",
-			    (int)w[c + 1], rows[i].cell[c]);
-		if (rows[i].note[0])
+			fprintf(f, "%s%*s", sep(c), (int)w[c + 1],
+			    rows[i].cell[c]);
+		/* A note that does not fit goes under the row. */
+		if (rows[i].note[0] && w[0] + nums + 2 +
+		    strlen(rows[i].note) <= WIDTH)
 			fprintf(f, "  %s", rows[i].note);
+		else if (rows[i].note[0])
+			fprintf(f, "\n    %s", rows[i].note);
 		fputc('\n', f);
 	}
 	free(rows);
@@ -302,7 +353,7 @@ watch(const char *segment, const char *key, uint64_t interval,
 	struct history h = { 0 };
 	struct timespec next;
 	struct snap s;
-	char why[256];
+	char why[512];
 	int tty = isatty(STDOUT_FILENO);
 
 	clock_gettime(CLOCK_MONOTONIC, &next);
