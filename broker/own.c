@@ -12,31 +12,15 @@
 #include <sys/mman.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "log.h"
 #include "own.h"
 
 #define CAP_FOWNER_BIT	3	/* linux/capability.h: CAP_FOWNER */
-
-/* "nobody (uid 65534)", or "uid 65534" for a uid without a name. */
-static const char *
-who(uid_t uid, char *buf, size_t len)
-{
-	struct passwd pw, *res = NULL;
-	char pwbuf[1024];
-
-	if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) == 0 &&
-	    res != NULL)
-		snprintf(buf, len, "%s (uid %u)", pw.pw_name, (unsigned)uid);
-	else
-		snprintf(buf, len, "uid %u", (unsigned)uid);
-	return buf;
-}
 
 /* Whether we have CAP_FOWNER, which the sticky bit yields to. */
 static int
@@ -88,7 +72,7 @@ who_removes(uid_t uid, const char *name, char *buf, size_t len)
 	else
 		snprintf(buf, len, "/dev/shm is sticky, so only %s or root "
 		    "can remove it: have them run `rm /dev/shm%s', then start "
-		    "again", who(uid, u, sizeof(u)), name);
+		    "again", access_user(uid, 1, u, sizeof(u)), name);
 }
 
 int
@@ -115,9 +99,10 @@ own_check(int fd, const char *name, mode_t widest, enum own_kind kind)
 	if (st.st_uid != geteuid()) {
 		log_warnx("/dev/shm%s belongs to %s, mode %04o, not to %s, "
 		    "who runs this broker: another user made it, so nothing "
-		    "in it can be trusted; %s", name, who(st.st_uid, owner,
-		    sizeof(owner)), (unsigned)mode, who(geteuid(), me,
-		    sizeof(me)), fix);
+		    "in it can be trusted; %s", name,
+		    access_user(st.st_uid, 1, owner, sizeof(owner)),
+		    (unsigned)mode, access_user(geteuid(), 1, me, sizeof(me)),
+		    fix);
 		return -EPERM;
 	}
 	if (!S_ISREG(st.st_mode)) {
@@ -125,7 +110,7 @@ own_check(int fd, const char *name, mode_t widest, enum own_kind kind)
 		return -EPERM;
 	}
 	if (mode & ~widest) {
-		who(st.st_uid, owner, sizeof(owner));
+		access_user(st.st_uid, 1, owner, sizeof(owner));
 		if (kind == OWN_CONF)
 			log_warnx("/dev/shm%s, owned by %s, has mode %04o: "
 			    "group or others may write it, and only the broker "
@@ -172,27 +157,13 @@ own_explain(const char *name, const char *verb, int err)
 		else
 			who_removes(st.st_uid, name, fix, sizeof(fix));
 		log_warnx("cannot %s /dev/shm%s, which belongs to %s, mode "
-		    "%04o: %s; %s", verb, name, who(st.st_uid, owner,
-		    sizeof(owner)), (unsigned)(st.st_mode & 07777),
+		    "%04o: %s; %s", verb, name,
+		    access_user(st.st_uid, 1, owner, sizeof(owner)),
+		    (unsigned)(st.st_mode & 07777),
 		    strerror(err), fix);
 	} else
 		log_warnx("cannot %s /dev/shm%s: %s", verb, name,
 		    strerror(err));
-}
-
-/* "workers (gid 1001)", or "gid 1001" for a group without a name. */
-static const char *
-group_who(gid_t gid, char *buf, size_t len)
-{
-	struct group gr, *res = NULL;
-	char grbuf[4096];
-
-	if (getgrgid_r(gid, &gr, grbuf, sizeof(grbuf), &res) == 0 &&
-	    res != NULL)
-		snprintf(buf, len, "%s (gid %u)", gr.gr_name, (unsigned)gid);
-	else
-		snprintf(buf, len, "gid %u", (unsigned)gid);
-	return buf;
 }
 
 int
@@ -208,8 +179,8 @@ own_apply(int fd, const char *name, mode_t mode, int has_group, gid_t group)
 		return r;
 	}
 	if (has_group && st.st_gid != group) {
-		group_who(st.st_gid, was, sizeof(was));
-		group_who(group, now, sizeof(now));
+		access_group(st.st_gid, 1, was, sizeof(was));
+		access_group(group, 1, now, sizeof(now));
 		/* The owner may give a file to a group it is in; root, any. */
 		if (fchown(fd, (uid_t)-1, group) == 0)
 			log_info("/dev/shm%s: group %s, was %s, as the config "
@@ -221,7 +192,8 @@ own_apply(int fd, const char *name, mode_t mode, int has_group, gid_t group)
 			    "the workers of %s cannot open it: run the broker "
 			    "as root or as a member of the group, or have root "
 			    "run `chgrp %u /dev/shm%s'", name, now, was,
-			    strerror(-r), who(geteuid(), me, sizeof(me)), now,
+			    strerror(-r),
+			    access_user(geteuid(), 1, me, sizeof(me)), now,
 			    (unsigned)group, name);
 		}
 	}

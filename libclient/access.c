@@ -20,33 +20,35 @@
 
 #define GROUPS_MAX	256	/* supplementary groups we look through */
 
-/* "tollgate", or "1234" for a group without a name. */
-static const char *
-group_name(gid_t gid, char *buf, size_t len)
+const char *
+access_group(gid_t gid, int with_id, char *buf, size_t len)
 {
 	struct group gr, *res = NULL;
 	char grbuf[4096];
 
-	if (getgrgid_r(gid, &gr, grbuf, sizeof(grbuf), &res) == 0 &&
-	    res != NULL)
-		snprintf(buf, len, "%s", gr.gr_name);
+	if (getgrgid_r(gid, &gr, grbuf, sizeof(grbuf), &res) != 0 ||
+	    res == NULL)
+		snprintf(buf, len, "gid %u", (unsigned)gid);
+	else if (with_id)
+		snprintf(buf, len, "%s (gid %u)", gr.gr_name, (unsigned)gid);
 	else
-		snprintf(buf, len, "%u", (unsigned)gid);
+		snprintf(buf, len, "%s", gr.gr_name);
 	return buf;
 }
 
-/* "root" or "uid 1234". */
-static const char *
-user_name(uid_t uid, char *buf, size_t len)
+const char *
+access_user(uid_t uid, int with_id, char *buf, size_t len)
 {
 	struct passwd pw, *res = NULL;
 	char pwbuf[4096];
 
-	if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) == 0 &&
-	    res != NULL)
-		snprintf(buf, len, "%s", pw.pw_name);
-	else
+	if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) != 0 ||
+	    res == NULL)
 		snprintf(buf, len, "uid %u", (unsigned)uid);
+	else if (with_id)
+		snprintf(buf, len, "%s (uid %u)", pw.pw_name, (unsigned)uid);
+	else
+		snprintf(buf, len, "%s", pw.pw_name);
 	return buf;
 }
 
@@ -106,9 +108,9 @@ access_why(const char *segment, char *buf, size_t len)
 		return;
 	}
 	mode = st.st_mode & 07777;
-	user_name(st.st_uid, owner, sizeof(owner));
-	group_name(st.st_gid, group, sizeof(group));
-	user_name(geteuid(), me, sizeof(me));
+	access_user(st.st_uid, 0, owner, sizeof(owner));
+	access_group(st.st_gid, 0, group, sizeof(group));
+	access_user(geteuid(), 0, me, sizeof(me));
 	if ((mode & 060) != 060 && strcmp(path + 8, state) == 0)
 		snprintf(buf, len, "permission denied: %s is %s:%s, mode %04o, "
 		    "which gives its group no read and write; the broker's "

@@ -2,6 +2,7 @@
 #ifndef TG_ACCESS_H
 #define TG_ACCESS_H
 
+#include <sys/types.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,5 +26,13 @@ void	access_why(const char *segment, char *buf, size_t len);
  * stopped), or a heartbeat older than ACCESS_STALE_NS (it died or hangs).
  */
 int	access_broker(const struct seg_map *m, char *why, size_t len);
+
+/*
+ * A user or group by name for a message into buf: "nobody", with_id
+ * "nobody (uid 65534)"; "uid 65534" for one without a name.  Shared by
+ * the tools and the broker (own.c).
+ */
+const char *access_user(uid_t uid, int with_id, char *buf, size_t len);
+const char *access_group(gid_t gid, int with_id, char *buf, size_t len);
 
 #endif /* TG_ACCESS_H */
