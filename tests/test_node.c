@@ -93,7 +93,8 @@ test_node_suite(void **state)
 	/* timeout(1) for a suite that hangs; each test has its own limits. */
 	snprintf(cmd, sizeof(cmd), "cd " PKG " && TG_BUILD='%s' timeout -k 10 "
 	    "600 node --test --test-reporter=spec test/binding.test.js "
-	    "test/sdk.test.js test/readme.test.js 2>&1", build);
+	    "test/fetch.test.js test/sdk.test.js test/readme.test.js 2>&1",
+	    build);
 	r = tb_run(cmd, out, OUT_MAX);
 	if (r != 0)
 		print_output(cmd, r, out);

@@ -62,6 +62,11 @@ async function runOnce(t, b, tollgateDir, extraEnv) {
 		    TOLLGATE_SEGMENT: b.segment, OPENAI_API_KEY: 'test',
 		    ANTHROPIC_API_KEY: 'test', OPENAI_BASE_URL: `${base}/v1`,
 		    ANTHROPIC_BASE_URL: base, ...extraEnv };
+		// A node that needs it (one unpacked by hand) keeps its own.
+		const ld = [extraEnv.LD_LIBRARY_PATH, process.env.LD_LIBRARY_PATH]
+		    .filter(Boolean).join(':');
+		if (ld)
+			env.LD_LIBRARY_PATH = ld;
 		const r = await runIn(dir, env);
 		assert.ifError(r.err && new Error(`${r.err.message}\n${r.stderr}`));
 		assert.strictEqual(r.stdout, 'Fastnet 2 Fastnet Fastnet\n');
