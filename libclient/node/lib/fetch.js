@@ -299,6 +299,13 @@ function tollgateFetch(options = {}) {
 
 	return async function fetch(input, init = {}) {
 		const req = await describe(input, init);
+		if (typeof Request !== 'undefined' && input instanceof Request) {
+			// Sent again on RETRY: a Request's body reads only once.
+			init = { method: req.method, headers: req.headers,
+			    body: req.raw ?? init.body, signal: input.signal,
+			    ...init };
+			input = req.url.href;
+		}
 		const name = route(req);
 		if (name === null || name === undefined || name === false) {
 			if (unmatched === 'refuse') {

@@ -108,6 +108,12 @@ test('tollgate.fetch', async (t) => {
 		const h = tollgate.fetch({ client, fetch: retried, key: 'api' });
 		assert.strictEqual(await (await h('http://a.test/')).text(), 'ok');
 		assert.strictEqual(retried.sent.length, 2);
+		const twice = standIn([[503, {}, ''], [200, {}, 'ok']]);
+		const j = tollgate.fetch({ client, fetch: twice, key: 'api' });
+		assert.strictEqual(await (await j(new Request('http://a.test/',
+		    { method: 'POST', body: '{"n":1}' }))).text(), 'ok');
+		assert.deepStrictEqual(twice.sent.map((x) => x.body),
+		    ['{"n":1}', '{"n":1}']);
 	});
 
 	await t.test('the lease lasts until the body is read', async () => {
