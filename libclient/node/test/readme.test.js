@@ -51,7 +51,7 @@ function runIn(dir, env) {
 	});
 }
 
-async function runOnce(t, b, tollgateDir, extraEnv) {
+async function runOnce(t, b, tollgateDir, extraEnv, label) {
 	const { server, stats } = makeServer({ rate: 20, burst: 4,
 	    imageRate: 6, imageBurst: 4, cap: 4, inject429: { openai: 1 } });
 	await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -70,7 +70,8 @@ async function runOnce(t, b, tollgateDir, extraEnv) {
 		const r = await runIn(dir, env);
 		assert.ifError(r.err && new Error(`${r.err.message}\n${r.stderr}`));
 		assert.strictEqual(r.stdout, 'Fastnet 2 Fastnet Fastnet\n');
-		t.diagnostic(`server: ${stats.openai.requests} OpenAI requests ` +
+		t.diagnostic(`${label}: server saw ${stats.openai.requests} OpenAI ` +
+		    'requests ' +
 		    `(${stats.openai.injected} answered 429, then retried), ` +
 		    `${stats.anthropic.requests} Anthropic (` +
 		    `${stats.anthropic.streams} streamed), max in flight ` +
@@ -102,7 +103,8 @@ limit = 1000000 tokens/7day
 		return;
 	t.after(() => b.stop());
 	const t0 = Date.now();
-	const stats = await runOnce(t, b, PKG, { TG_BUILD: BUILD });
+	const stats = await runOnce(t, b, PKG, { TG_BUILD: BUILD },
+	    'from the source tree');
 	const refill = 1000000 / (7 * 86400) * ((Date.now() - t0) / 1000 + 1);
 	// The tokens the chat and the stream used, not the estimates (the
 	// 429's given back: rejected = free).
@@ -122,5 +124,5 @@ limit = 1000000 tokens/7day
 		return;
 	}
 	await runOnce(t, b, staged, { LD_LIBRARY_PATH:
-	    path.join(BUILD, 'stage', 'usr', 'lib') });
+	    path.join(BUILD, 'stage', 'usr', 'lib') }, 'from make install');
 });
