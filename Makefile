@@ -36,6 +36,15 @@ PYVER    := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % \
 PYDIR    ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/python3/dist-packages,$\
 	    $(PREFIX)/lib/python$(PYVER)/dist-packages)
 
+# The Node.js package (libclient/node): where `make install' puts it, as
+# npm's global packages, and its files.  node and npm come from Debian
+# when missing (deps: by command, so that another vendor's node counts).
+NODEDIR  ?= $(PREFIX)/lib/node_modules
+NODE_TOP  = $(addprefix libclient/node/,package.json package-lock.json \
+	    index.js index.d.ts)
+NODE_LIB  = $(wildcard libclient/node/lib/*.js)
+NODE_PKG  = $(NODE_TOP) $(NODE_LIB)
+
 # The library: the hot path and what it needs, nothing of the broker.
 LIB_SRCS  = libclient/client.c libclient/seg.c libclient/clock.c \
 	    libclient/gcra.c \
@@ -157,6 +166,8 @@ deps:
 	@missing=; for p in $(PKGS) $(EXTRA_PKGS); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
 	    grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" -ne 0 ]; then \
 	    echo "make deps: missing:$$missing; as root, run:"; \
@@ -172,7 +183,7 @@ run: deps all
 # `make install' into a stage, and the README's program built against it
 # with pkg-config, the way a user builds theirs; test_quickstart runs it.
 STAGE = $(B)/stage
-$(B)/quickstart: README.md $(B)/libtollgate.so
+$(B)/quickstart: README.md $(B)/libtollgate.so $(NODE_PKG)
 	rm -rf $(STAGE)
 	$(MAKE) --no-print-directory B=$(B) PREFIX=/usr DESTDIR=$(CURDIR)/$(STAGE) \
 	    install >/dev/null
@@ -267,6 +278,18 @@ install: all
 	chmod 0755 $(DESTDIR)$(PREFIX)/share/tollgate/tollgated.run
 	install -d $(DESTDIR)$(PYDIR)/tollgate
 	install -m 0644 libclient/python/tollgate/*.py $(DESTDIR)$(PYDIR)/tollgate/
+	@# The Node.js package and its one dependency, koffi, from the npm
+	@# registry (the cache first); without npm, said and skipped.
+	if command -v npm >/dev/null; then \
+	    install -d $(DESTDIR)$(NODEDIR)/tollgate/lib && \
+	    install -m 0644 $(NODE_TOP) \
+	    $(DESTDIR)$(NODEDIR)/tollgate/ && \
+	    install -m 0644 $(NODE_LIB) \
+	    $(DESTDIR)$(NODEDIR)/tollgate/lib/ && \
+	    cd $(DESTDIR)$(NODEDIR)/tollgate && npm ci --omit=dev \
+	    --ignore-scripts --prefer-offline --no-audit --no-fund \
+	    --loglevel=error || exit 1; \
+	else echo "make install: no npm, so no Node.js package"; fi
 	@# Into the live system: the loader's cache must know the new .so
 	@# (/usr/local/lib is not searched without it), for programs and
 	@# for the Python package, which asks the loader for libtollgate.so.0.
@@ -287,7 +310,7 @@ INSTALLED = include/tollgate.h lib/libtollgate.a \
 	    share/tollgate/tollgate.conf.example share/tollgate/tollgated.run
 uninstall:
 	rm -f $(INSTALLED:%=$(DESTDIR)$(PREFIX)/%)
-	rm -rf $(DESTDIR)$(PYDIR)/tollgate
+	rm -rf $(DESTDIR)$(PYDIR)/tollgate $(DESTDIR)$(NODEDIR)/tollgate
 	-rmdir $(DESTDIR)$(PREFIX)/share/tollgate 2>/dev/null
 	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then \
 	    ldconfig; fi
