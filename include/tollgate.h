@@ -127,12 +127,13 @@ int	tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
  * of tg_reserve may be used now.  Returns 0 if so; -EAGAIN if its time
  * has not come (*retry_in_ns: until it has); -ECANCELED if a key of it
  * was paused since it was reserved (a 429 came: the slot was reckoned at
- * the pace before, and a request sent now goes into the same wall):
+ * the pace before, and a request sent now goes into the same wall): its
+ * rate charges are given back (not below a bucket the 429 emptied),
  * release it and reserve again (*retry_in_ns: until the pause ends, 0 if
  * it has); -EINVAL.  tg_acquire does the same after its sleep.  Makes no
  * system call.
  */
-int	tg_ready(tg_client *c, const tg_ticket *t, uint64_t *retry_in_ns);
+int	tg_ready(tg_client *c, tg_ticket *t, uint64_t *retry_in_ns);
 
 /*
  * Tell tollgate what the response to the request of *t said: its HTTP

@@ -684,6 +684,52 @@ paused_since(tg_client *c, const uint16_t *keys, uint32_t nkey,
 	return 0;
 }
 
+/*
+ * A ticket that goes back unsent: a pause came after its slot was
+ * reckoned (tg_acquire after its sleep, tg_ready's -ECANCELED), or it
+ * timed out waiting for its leases.  Give back what it charged its rate
+ * limits, as a settle to nothing would, but leave a bucket that a 429
+ * emptied empty at the pause's end (feedback.c, empty_at), so that the
+ * tickets going back in line still leave one by one.  Without it each
+ * went through its charge twice: 4 Node.js processes behind one 429 lost
+ * 8 estimates of 505 tokens to requests never sent.  Windows and the
+ * server's counts keep their take, as a release before a reservation's
+ * time leaves them.  The ticket then charges nothing, for a settle.
+ */
+static void
+requeue_refund(tg_client *c, struct tk *tk)
+{
+	struct seg_kstate *ks = seg_kstates(&c->m);
+	struct seg_lstate *ls = seg_lstates(&c->m);
+	struct chain ch;
+	uint64_t now, until = 0, u, ce, one, floor;
+
+	if (chain_read(c, tk_handle(tk), &ch) < 0 ||
+	    (uint32_t)ch.cfg_gen != tk->cfg_gen)
+		return;		/* a refund to limits it never charged */
+	now = now_ns();
+	for (unsigned i = 0; i < ch.nkey; i++) {
+		u = atomic_load_explicit(&ks[ch.keys[i]].paused_until_ns,
+		    memory_order_relaxed);
+		if (u > until)
+			until = u;
+	}
+	for (unsigned i = 0; i < ch.nlim; i++) {
+		const struct lview *v = &ch.lim[i];
+
+		if (v->kind != LIM_RATE || tk->cost[v->unit] == 0)
+			continue;
+		ce = gcra_cost_ns(tk->cost[v->unit], v->period_ns, v->count);
+		one = gcra_cost_ns(1, v->period_ns, v->count);
+		floor = until == 0 || v->tau_ns < one ||
+		    v->tau_ns - one > UINT64_MAX - until ? 0 :
+		    until + (v->tau_ns - one);
+		gcra_refund_above(&ls[v->id].tat_ns, ce, ce, tk->now_ns, now,
+		    floor);
+	}
+	memset(tk->cost, 0, sizeof(tk->cost));
+}
+
 static void leases_put(tg_client *, const struct tk *);
 
 /* Give back the leases tk holds, waking their sleepers; tk keeps none. */
@@ -839,6 +885,7 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 				r = acquire_leases(c, key, tk, now, deadline);
 				if (r == 0)
 					break;
+				requeue_refund(c, tk);
 				tg_release(c, t);
 				if (r != TAKE_STALE)
 					return r;
@@ -852,11 +899,10 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			 * refused a slot like ours, and one reckoned at the
 			 * pace before would go into the same wall (3 or 4
 			 * more 429s a round, each a lockout, before).  In
-			 * line again, from the pause's end; the release
-			 * gives the slot back where nothing was taken after
-			 * it, else the charge stays, in a bucket the 429
-			 * emptied anyway (feedback.c).
+			 * line again, from the pause's end, its charge
+			 * given back but where the 429 emptied the bucket.
 			 */
+			requeue_refund(c, tk);
 			tg_release(c, t);
 			now = now_ns();
 			if (now >= deadline)
@@ -1011,7 +1057,7 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 }
 
 int
-tg_ready(tg_client *c, const tg_ticket *t, uint64_t *retry_in_ns)
+tg_ready(tg_client *c, tg_ticket *t, uint64_t *retry_in_ns)
 {
 	const struct tk *tk = (const struct tk *)t;
 	struct seg_kstate *ks;
@@ -1050,6 +1096,7 @@ tg_ready(tg_client *c, const tg_ticket *t, uint64_t *retry_in_ns)
 	 */
 	if (paused || (since != 0 && paused_since(c, ch.keys, ch.nkey,
 	    since))) {
+		requeue_refund(c, (struct tk *)t);
 		*retry_in_ns = left;
 		return -ECANCELED;
 	}

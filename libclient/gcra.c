@@ -89,6 +89,13 @@ void
 gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns, uint64_t refund_ns,
     uint64_t then_ns, uint64_t now_ns)
 {
+	gcra_refund_above(tatp, cost_ns, refund_ns, then_ns, now_ns, 0);
+}
+
+void
+gcra_refund_above(_Atomic uint64_t *tatp, uint64_t cost_ns,
+    uint64_t refund_ns, uint64_t then_ns, uint64_t now_ns, uint64_t floor_ns)
+{
 	uint64_t tat, prev, end, left;
 
 	/*
@@ -115,6 +122,11 @@ gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns, uint64_t refund_ns,
 	tat = atomic_load_explicit(tatp, memory_order_relaxed);
 	do {
 		prev = tat > refund_ns ? tat - refund_ns : 0;
+		/* A TAT at or past the floor stays there at least. */
+		if (tat > floor_ns && prev < floor_ns)
+			prev = floor_ns;
+		if (prev == tat)
+			return;
 		/* Relaxed: as gcra_reserve, the CAS alone orders the word. */
 	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
 	    prev, memory_order_relaxed, memory_order_relaxed)));

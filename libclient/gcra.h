@@ -141,6 +141,15 @@ void	gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns,
 	    uint64_t refund_ns, uint64_t then_ns, uint64_t now_ns);
 
 /*
+ * gcra_refund, but a TAT past floor_ns comes back no further than it: a
+ * bucket a 429 left empty at a pause's end (floor_ns) stays empty there,
+ * while one the 429 did not empty gets the whole refund.
+ */
+void	gcra_refund_above(_Atomic uint64_t *tatp, uint64_t cost_ns,
+	    uint64_t refund_ns, uint64_t then_ns, uint64_t now_ns,
+	    uint64_t floor_ns);
+
+/*
  * Charge cost_ns that was used without a take (an estimate that fell
  * short, settled): the bucket goes into debt, and takes wait it out.  The
  * TAT moves at most to now_ns + max_ahead_ns, never back.

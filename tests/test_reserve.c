@@ -49,7 +49,10 @@ static const char conf[] =
     "[tokens]\n"
     "limit = 1000 tokens/s burst 3000\n"
     "[ready]\n"
-    "limit = 2 requests/s burst 1\n";
+    "limit = 2 requests/s burst 1\n"
+    "[back429]\n"
+    "limit = 2 requests/s burst 1\n"
+    "limit = 1000 tokens/min\n";
 
 static int
 setup(void **state)
@@ -338,6 +341,41 @@ test_ready_after_a_pause(void **state)
 	tg_close(c);
 }
 
+/*
+ * A ticket that tg_ready sends back in line gives back its charge: the
+ * tokens it reserved come back to a bucket the 429 did not empty (the
+ * server said 900 tokens were left), so that going back in line does
+ * not charge its estimate twice.  Before, the 400 stayed spent: 200 of
+ * the 1000 left, and a 600-token ticket was refused.
+ */
+static void
+test_ready_gives_back_what_was_not_sent(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "back429");
+	static const char h[] = "retry-after: 0.2\r\n"
+	    "x-ratelimit-limit-tokens: 1000\r\n"
+	    "x-ratelimit-remaining-tokens: 900\r\n"
+	    "x-ratelimit-reset-tokens: 6s\r\n";
+	tg_cost est = { 1, 400, 0 }, big = { 0, 600, 0 };
+	tg_ticket t0, t1, t2;
+	uint64_t in0, in1, left;
+
+	assert_int_equal(tg_reserve(c, k, &est, 10 * SEC, &t0, &in0), 0);
+	assert_int_equal(tg_reserve(c, k, &est, 10 * SEC, &t1, &in1), 0);
+	assert_true(in1 > 0);
+	assert_int_equal(tg_observe(c, &t0, 429, h, sizeof(h) - 1), TG_RETRY);
+	tg_release(c, &t0);
+	tb_sleep_ns(in1 + 50 * MS);
+	assert_int_equal(tg_ready(c, &t1, &left), -ECANCELED);
+	tg_release(c, &t1);
+	/* t0's 400 (the server counted it), t1's back: 600 are left. */
+	assert_int_equal(tg_try_acquire(c, k, &big, &t2, &left), 0);
+	tg_release(c, &t2);
+	tg_close(c);
+}
+
 int
 main(void)
 {
@@ -350,6 +388,7 @@ main(void)
 		cmocka_unit_test(test_release_before_time_gives_back),
 		cmocka_unit_test(test_big_reservation_is_not_overtaken),
 		cmocka_unit_test(test_ready_after_a_pause),
+		cmocka_unit_test(test_ready_gives_back_what_was_not_sent),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);

@@ -457,15 +457,31 @@ class Client {
 			    valid);
 			if (r === 0) {
 				// From after the call: the library's wait began before.
-				const until = nowNs() + BigInt(valid[0]);
+				let until = nowNs() + BigInt(valid[0]);
+				let ready;
 				t._grant();
 				try {
-					await sleepUntil(until, signal);
+					for (;;) {
+						await sleepUntil(until, signal);
+						// A 429 while it slept: its slot was
+						// reckoned at the pace before; in line
+						// again, as tg_acquire does.
+						ready = L.tg_ready(this._c(), t._buf,
+						    valid);
+						if (ready !== -ERRNO.EAGAIN)
+							break;
+						until = nowNs() + BigInt(valid[0]);
+					}
 				} catch (e) {
 					t.release();	// never used: the slot may go back
 					throw e;
 				}
-				return t;
+				if (ready === 0)
+					return t;
+				t.release();
+				if (ready !== -ERRNO.ECANCELED)
+					throw this._fail(ready, t.key);
+				continue;
 			}
 			if (r !== -ERRNO.EAGAIN)
 				throw this._fail(r, t.key);	// ETIMEDOUT too

@@ -46,6 +46,7 @@ const PROTOS = [
 	    'int64_t timeout_ns, void *t)',
 	'int tg_reserve(uintptr_t c, uint32_t key, const tg_cost *cost, ' +
 	    'int64_t timeout_ns, void *t, _Out_ uint64_t *valid_in_ns)',
+	'int tg_ready(uintptr_t c, void *t, _Out_ uint64_t *retry_in_ns)',
 	'int tg_observe(uintptr_t c, void *t, int status, const char *headers, ' +
 	    'size_t len)',
 	'int tg_settle(uintptr_t c, void *t, const tg_cost *actual)',
