@@ -123,7 +123,7 @@ gcra_refund_above(_Atomic uint64_t *tatp, uint64_t cost_ns,
 	do {
 		prev = tat > refund_ns ? tat - refund_ns : 0;
 		/* A TAT at or past the floor stays there at least. */
-		if (tat > floor_ns && prev < floor_ns)
+		if (tat >= floor_ns && prev < floor_ns)
 			prev = floor_ns;
 		if (prev == tat)
 			return;

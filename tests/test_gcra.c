@@ -489,6 +489,34 @@ test_gcra_two_threads_take_exactly_burst(void **state)
 	assert_int_equal(s[0].taken + s[1].taken, burst);
 }
 
+/*
+ * gcra_refund_above: a TAT past the floor (a bucket a 429 emptied at a
+ * pause's end) comes back no further than the floor; one under it (a
+ * bucket the 429 did not empty) gets the whole refund.
+ */
+static void
+test_gcra_refund_above_keeps_an_emptied_bucket_empty(void **state)
+{
+	const uint64_t c = gcra_cost_ns(1, MIN, 6);
+	const uint64_t tau = gcra_tau_ns(6, MIN, 6);
+	const uint64_t t0 = 1000 * SEC, floor = t0 + 5 * SEC + tau - c;
+	_Atomic uint64_t tat;
+
+	(void)state;
+	/* Emptied at t0 + 5 s, a take of 3 stacked on it: 1 comes back. */
+	atomic_store(&tat, floor + c);
+	gcra_refund_above(&tat, 3 * c, 3 * c, floor - tau + c, t0, floor);
+	assert_int_equal(atomic_load(&tat), floor);
+	/* Not emptied: a take of 3 at t0 from a full bucket, all back. */
+	atomic_store(&tat, t0 + 3 * c);
+	gcra_refund_above(&tat, 3 * c, 3 * c, t0, t0, floor);
+	assert_int_equal(atomic_load(&tat), t0);
+	/* At the floor already: nothing moves. */
+	atomic_store(&tat, floor);
+	gcra_refund_above(&tat, 3 * c, 3 * c, t0, t0, floor);
+	assert_int_equal(atomic_load(&tat), floor);
+}
+
 int
 main(void)
 {
@@ -516,6 +544,8 @@ main(void)
 		cmocka_unit_test(
 		    test_gcra_refund_on_full_bucket_gives_nothing_extra),
 		cmocka_unit_test(test_gcra_available_counts_whole_units),
+		cmocka_unit_test(
+		    test_gcra_refund_above_keeps_an_emptied_bucket_empty),
 		cmocka_unit_test(test_gcra_two_threads_take_exactly_burst),
 	};
 
