@@ -46,7 +46,7 @@ usage(FILE *f, int status)
 	    "  -h, --help  this help\n"
 	    "  --version   the version\n"
 	    "pause: KEY and the keys under it take no ticket for DURATION "
-	    "(30s, 5m, 1h).\n"
+	    "(30s, 10min, 2h).\n"
 	    "resume: clear the pause and backoff of KEY and the keys under "
 	    "it.\n"
 	    "reset: KEY's limits full, learned values back to the config's.\n"
@@ -513,9 +513,10 @@ remove_segment(const char *segment, int force)
 			snprintf(list + at, sizeof(list) - at, ", ...");
 		if (created)
 			shm_unlink(lock);
-		errx(EXIT_REFUSED, "segment %s: %d worker%s still map it "
+		errx(EXIT_REFUSED, "segment %s: %d worker%s still map%s it "
 		    "(pid %s, as each sees itself): stop them first, or "
-		    "remove with -f", segment, n, n == 1 ? "" : "s", list);
+		    "remove with -f", segment, n, n == 1 ? "" : "s",
+		    n == 1 ? "s" : "", list);
 	}
 	done[0] = '\0';
 	snprintf(path, sizeof(path), "/dev/shm%s", state);
@@ -593,7 +594,7 @@ main(int argc, char *argv[])
 		if (config_parse_duration(argv[optind + 1], &ns) < 0 ||
 		    ns < CTL_PAUSE_MIN_NS)
 			errx(EXIT_USAGE, "%s: not a duration of 1ms or more "
-			    "(30s, 5m, 1.5h)", argv[optind + 1]);
+			    "(30s, 10min, 1.5h)", argv[optind + 1]);
 		snprintf(req, sizeof(req), "pause %s %" PRIu64, key, ns);
 		return request(segment, req);
 	}
