@@ -229,8 +229,10 @@ pause_key(struct ctl *c, uint32_t k, uint64_t ns, uint64_t now, char *out,
 	 * As a 429's pause (libclient/feedback.c): an atomic max, so a
 	 * longer pause in force stays; a new round, so that the responses
 	 * of requests sent before it do not grow the backoff, and waiters
-	 * with slots reserved take their places again after it.  Relaxed:
-	 * the pause guards no other data; the wake below orders the rest.
+	 * with slots reserved take their places again after it when they
+	 * wake (tg_acquire, paused_since): no wake here, which would have
+	 * each of them charged twice.  Relaxed: the pause guards no other
+	 * data.
 	 */
 	old = atomic_load_explicit(&ks->paused_until_ns, memory_order_relaxed);
 	do {
@@ -246,7 +248,6 @@ pause_key(struct ctl *c, uint32_t k, uint64_t ns, uint64_t now, char *out,
 	    &ks->pause_set_ns, &set, now, memory_order_relaxed,
 	    memory_order_relaxed))
 		;
-	wake_under(c, k);
 	duration_format(a, sizeof(a), d);
 	if (old >= until) {
 		duration_format(b, sizeof(b), (old - now) / NS_PER_S * NS_PER_S);

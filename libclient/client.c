@@ -654,8 +654,8 @@ paused_since(tg_client *c, const uint16_t *keys, uint32_t nkey,
 }
 
 /*
- * Sleep until the CLOCK_MONOTONIC instant until_ns, or until a tollctl
- * action on key (or an ancestor) bumps its ctl_wake from seen: a resume
+ * Sleep until the CLOCK_MONOTONIC instant until_ns, or until tollctl
+ * acting on key (or an ancestor) bumps its ctl_wake from seen: a resume
  * or a drain must not find tg_acquire asleep for the rest of a pause.
  * Returns 1 if woken so, 0 at until_ns.  One system call, as the plain
  * sleep it replaces; a futex the kernel refuses (a seccomp filter) falls

@@ -306,9 +306,9 @@ struct seg_kstate {
 	 */
 	_Atomic uint32_t	drained;
 	/*
-	 * Futex: the broker bumps it after each tollctl action on the key
-	 * or an ancestor, so that tg_acquire sleeping out a pause or a slot
-	 * looks again at once (a resume, a drain).
+	 * Futex: the broker bumps it after a tollctl resume, reset, drain
+	 * or undrain of the key or an ancestor, so that tg_acquire sleeping
+	 * out a pause or a slot looks again at once.
 	 */
 	_Atomic uint32_t	ctl_wake;
 	uint64_t		pad0[4];

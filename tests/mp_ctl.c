@@ -571,6 +571,9 @@ raw_ask(int fd, const char *req, size_t len, char *out, size_t outlen)
 	assert_int_equal(send(fd, req, len, MSG_NOSIGNAL), (ssize_t)len);
 	n = recv(fd, out, outlen - 1, 0);
 	out[n > 0 ? n : 0] = '\0';
+	if (n <= 0)
+		print_message("recv: %zd (%s)\n", n, n < 0 ? strerror(errno) :
+		    "closed");
 	return n;
 }
 
@@ -619,12 +622,21 @@ test_malformed(void **state)
 		many[i] = raw_connect();
 	for (int i = 0; i < 20; i++)
 		close(many[i]);
-	/* Until the broker has seen the 16 go: "try again", it says. */
+	/*
+	 * Until the broker has seen the 16 go: "try again", it says, or it
+	 * closed on our request unread (a reset).
+	 */
 	for (uint64_t end = tb_now_ns() + WAIT_NS;;) {
+		ssize_t n;
+
 		fd = raw_connect();
-		assert_true(raw_ask(fd, "ping", 4, out, sizeof(out)) > 0);
+		out[0] = '\0';
+		if (send(fd, "ping", 4, MSG_NOSIGNAL) == 4 &&
+		    (n = recv(fd, out, sizeof(out) - 1, 0)) > 0)
+			out[n] = '\0';
 		close(fd);
-		if (strncmp(out, "err EBUSY", 9) != 0 || tb_now_ns() > end)
+		if ((out[0] != '\0' && strncmp(out, "err EBUSY", 9) != 0) ||
+		    tb_now_ns() > end)
 			break;
 		tb_sleep_ns(20000000);
 	}

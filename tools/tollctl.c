@@ -157,9 +157,14 @@ request(const char *segment, const char *req)
 	int fd, r;
 
 	fd = ctl_connect(segment);
-	if (send(fd, req, strlen(req), MSG_NOSIGNAL) < 0)
+	if (send(fd, req, strlen(req), MSG_NOSIGNAL) < 0) {
+		if (errno == ECONNRESET || errno == EPIPE)
+			errx(EX_TEMPFAIL, "segment %s: the broker is busy (too "
+			    "many tollctl connections at once); try again",
+			    segment);
 		err(EX_UNAVAILABLE, "segment %s: sending to its broker",
 		    segment);
+	}
 	pfd.fd = fd;
 	pfd.events = POLLIN;
 	while ((r = poll(&pfd, 1, REPLY_WAIT_MS)) < 0 && errno == EINTR)
@@ -168,7 +173,11 @@ request(const char *segment, const char *req)
 		errx(EX_TEMPFAIL, "segment %s: no answer from its broker within "
 		    "%d s (does it hang? see tollstat's heartbeat)", segment,
 		    REPLY_WAIT_MS / 1000);
-	if ((n = recv(fd, reply, sizeof(reply) - 1, 0)) <= 0)
+	if ((n = recv(fd, reply, sizeof(reply) - 1, 0)) < 0 &&
+	    errno == ECONNRESET)
+		errx(EX_TEMPFAIL, "segment %s: the broker is busy (too many "
+		    "tollctl connections at once); try again", segment);
+	if (n <= 0)
 		errx(EX_UNAVAILABLE, "segment %s: the broker closed the "
 		    "connection without an answer", segment);
 	close(fd);
