@@ -9,7 +9,8 @@
  * broker runs (naming it) or workers map the segment, and removes when
  * none does; a user who may not write the state object is refused, at the
  * socket and by the broker; malformed requests are refused and the broker
- * goes on; the log, tollstat -j and tollctl status say who did what.
+ * goes on; the log, tollstat -j and tollctl status say who did what,
+ * with a pid of 0 for a caller outside the broker's PID namespace.
  *
  * The second user is uid 65534: as root only; that test says why when it
  * skips.
@@ -46,6 +47,9 @@ static int
 teardown(void **state)
 {
 	(void)state;
+	/* A broker under unshare goes with it: SIGKILL reaches both. */
+	if (tb.wrap != NULL)
+		tb_kill(&tb);
 	if (tb.dir[0] != '\0')
 		tb_cleanup(&tb);
 	memset(&tb, 0, sizeof(tb));
@@ -728,6 +732,52 @@ test_log_and_counts(void **state)
 	assert_non_null(strstr(out, "no key nokey"));
 }
 
+/*
+ * A caller the broker cannot see (the broker runs in a PID namespace of
+ * its own, the caller outside it) is logged and recorded with pid 0 and
+ * said to be so.
+ */
+static void
+test_other_pid_namespace(void **state)
+{
+	static const char *const pidns[] = { "unshare", "--pid", "--fork",
+	    "--kill-child", "--mount-proc", NULL };
+	char out[OUT_MAX], path[PATH_MAX];
+	struct stat st;
+	uint64_t end;
+	int r;
+
+	(void)state;
+	if (tb_run("unshare --pid --fork --mount-proc true 2>&1", out,
+	    sizeof(out)) != 0) {
+		print_message("skipped: unshare --pid cannot run here (not "
+		    "root, or no user namespaces)\n");
+		skip();
+	}
+	if ((r = tb_start_wrapped(&tb, "[k]\nlimit = 10 requests/s\n",
+	    pidns)) == -ENOSYS) {
+		print_message("skipped: the broker cannot run io_uring here\n");
+		skip();
+	}
+	assert_int_equal(r, 0);
+	snprintf(path, sizeof(path), "/dev/shm/%s.ctl", tb.segment);
+	end = tb_now_ns() + WAIT_NS;
+	while (lstat(path, &st) < 0 && tb_now_ns() < end)
+		tb_sleep_ns(5000000);
+	assert_int_equal(ctl(out, sizeof(out), "resume k"), 0);
+	if (tb_log_count(&tb, "tollctl: resume k by uid 0 pid 0 ") != 1) {
+		char cmd[PATH_MAX + 8];
+
+		snprintf(cmd, sizeof(cmd), "cat %.*s", PATH_MAX - 1, tb.log);
+		tb_run(cmd, out, sizeof(out));
+		print_message("%s", out);
+	}
+	assert_int_equal(tb_log_count(&tb, "tollctl: resume k by uid 0 pid 0 "
+	    "(another PID namespace): "), 1);
+	stat_json("d[\"ctl\"][\"last\"][\"pid\"]", out, sizeof(out));
+	assert_string_equal(out, "0");
+}
+
 int
 main(void)
 {
@@ -740,6 +790,7 @@ main(void)
 		cmocka_unit_test_teardown(test_permission, teardown),
 		cmocka_unit_test_teardown(test_malformed, teardown),
 		cmocka_unit_test_teardown(test_log_and_counts, teardown),
+		cmocka_unit_test_teardown(test_other_pid_namespace, teardown),
 	};
 
 	alarm(600);
