@@ -74,6 +74,7 @@ struct ctl {
 	struct loop	*loop;
 	int		lfd;
 	uint32_t	lgen;
+	int		lwait;		/* out of descriptors: the next tick */
 	char		path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	uid_t		uid;		/* the socket's owner, group, mode */
 	gid_t		gid;
@@ -734,6 +735,16 @@ accept_all(struct ctl *c, uint64_t now)
 		fd = accept4(c->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
 			continue;
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE ||
+		    errno == ENOBUFS || errno == ENOMEM)) {
+			/*
+			 * The connection stays queued and the socket readable:
+			 * watched again now, it would spin.  The next tick.
+			 */
+			log_warn("tollctl: accept");
+			c->lwait = 1;
+			return;
+		}
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
 				log_warn("tollctl: accept");
@@ -921,6 +932,12 @@ ctl_tick(struct ctl *c, uint64_t now)
 		if (c->conns[i].fd >= 0 && now - c->conns[i].last_ns >
 		    CTL_IDLE_NS)
 			conn_close(c, &c->conns[i]);
+	if (c->lwait) {
+		c->lwait = 0;
+		if (loop_watch(c->loop, c->lfd, CTL_ID_BASE, c->lgen) < 0)
+			log_warnx("tollctl: cannot watch %s: tollctl gets no "
+			    "answer", c->path);
+	}
 	if (now - c->synced_ns >= CTL_SYNC_NS) {
 		c->synced_ns = now;
 		if ((r = sync_mode(c)) < 0)
