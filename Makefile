@@ -262,7 +262,7 @@ install: all
 	    $(DESTDIR)$(PREFIX)/share/man/man8 \
 	    $(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 0644 man/tollstat.1 man/tollsim.1 man/tollrun.1 \
-	    $(DESTDIR)$(PREFIX)/share/man/man1/
+	    man/tollctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 0644 man/tollgate.3 $(DESTDIR)$(PREFIX)/share/man/man3/
 	for f in $(MANLINKS); do \
 	    ln -sf tollgate.3 $(DESTDIR)$(PREFIX)/share/man/man3/$$f.3; done
@@ -303,6 +303,7 @@ INSTALLED = include/tollgate.h lib/libtollgate.a \
 	    lib/libtollgate.so lib/pkgconfig/tollgate.pc sbin/tollgated \
 	    $(TOOLS:$(B)/%=bin/%) share/man/man1/tollstat.1 \
 	    share/man/man1/tollsim.1 share/man/man1/tollrun.1 \
+	    share/man/man1/tollctl.1 \
 	    share/man/man3/tollgate.3 $(MANLINKS:%=share/man/man3/%.3) \
 	    share/man/man5/tollgate.conf.5 share/man/man7/tollgate.7 \
 	    share/man/man8/tollgated.8 \

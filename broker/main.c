@@ -18,6 +18,7 @@
 #include "broker.h"
 #include "clients.h"
 #include "clock.h"
+#include "ctl.h"
 #include "log.h"
 #include "loop.h"
 #include "own.h"
@@ -88,6 +89,7 @@ struct daemon {
 	struct broker	*b;
 	struct loop	loop;
 	struct clients	*clients;
+	struct ctl	*ctl;		/* tollctl's socket; NULL: none */
 	uint64_t	watchdog_ns;	/* 0: no watchdog */
 	uint64_t	last_watchdog_ns;
 };
@@ -102,6 +104,7 @@ on_tick(void *arg, uint64_t now)
 	clients_scan(d->clients, now);
 	guard_check(d->b, now);
 	feedback_tick(d->b, now);
+	ctl_tick(d->ctl, now);
 	if (d->watchdog_ns && now - d->last_watchdog_ns >= d->watchdog_ns / 2) {
 		notify_send("WATCHDOG=1");
 		d->last_watchdog_ns = now;
@@ -127,13 +130,16 @@ on_signal(void *arg, int signo)
 	}
 }
 
-/* A client's pidfd: that process exited. */
+/* A client's pidfd: that process exited; or tollctl's socket. */
 static void
 on_ready(void *arg, uint32_t id, uint32_t gen)
 {
 	struct daemon *d = arg;
 
-	clients_exited(d->clients, id, gen, now_ns());
+	if (id >= CTL_ID_BASE)
+		ctl_ready(d->ctl, id, gen, now_ns());
+	else
+		clients_exited(d->clients, id, gen, now_ns());
 }
 
 /*
@@ -285,6 +291,7 @@ main(int argc, char *argv[])
 		pidfile_remove(pfh);
 		errx(1, "out of memory");
 	}
+	d.ctl = ctl_open(&b, &d.loop);
 	d.watchdog_ns = notify_watchdog_ns();
 	setproctitle("segment %s", b.cfg.segment);
 	log_info("serving segment %s: %u keys, %u limits, pid %d",
@@ -298,6 +305,7 @@ main(int argc, char *argv[])
 	if (r < 0)
 		log_warnx("loop: %s", strerror(-r));
 	loop_fini(&d.loop);
+	ctl_close(d.ctl);
 	clients_free(d.clients);
 	/* Release: tollstat's acquire load of the pid reads "none". */
 	atomic_store_explicit(&b.m.hdr->broker_pid, 0, memory_order_release);

@@ -76,6 +76,9 @@ int	tg_key(tg_client *c, const char *name, uint32_t *key);
  *               of a concurrency lease;
  *   -E2BIG      the cost exceeds a limit's capacity: it never fits;
  *   -ESTALE     the key was removed by a reload;
+ *   -ESHUTDOWN  the key or an ancestor is drained (tollctl drain): no
+ *               new tickets until it is undrained; those taken before
+ *               are not affected;
  *   -EINVAL     a bad argument (NULL client or ticket, unknown handle);
  *   -EBADMSG    the segment's config is malformed (a broker bug).
  */
@@ -91,7 +94,8 @@ int	tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
  * the limit's gradual return allows one more.  Returns 0, -ETIMEDOUT
  * (nothing is taken; returned at once when the wait is known to exceed
  * the timeout), or the errors of
- * tg_try_acquire other than -EAGAIN.  A signal does not end the wait.
+ * tg_try_acquire other than -EAGAIN (-ESHUTDOWN at once, also when a
+ * drain comes while it waits).  A signal does not end the wait.
  * Makes system calls only to sleep.
  */
 int	tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,

@@ -16,6 +16,7 @@
 #include "casstat.h"
 #include "client.h"
 #include "clock.h"
+#include "futex.h"
 #include "gcra.h"
 #include "lease.h"
 #include "seg.h"
@@ -382,7 +383,8 @@ conc_take(tg_client *c, const struct chain *ch, const struct lview *v,
  * slots up to max_wait_ns ahead; yield: as conc_take.  Returns 0 with *wait_ns the wait for the
  * latest reserved slot (and, if rs is not NULL, rs[i] the slot of lim[i]),
  * or -EAGAIN with *wait_ns the time until it could fit (0: it waits on a
- * release of concurrency limit *blocked), -E2BIG, or TAKE_STALE.
+ * release of concurrency limit *blocked), -E2BIG, -ESHUTDOWN (a key of
+ * the chain is drained), or TAKE_STALE.
  */
 static int
 take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
@@ -420,8 +422,15 @@ take(tg_client *c, const struct chain *ch, const tg_cost *cost, uint64_t now,
 		    v->count == 0)))
 			return -E2BIG;
 	}
-	/* A paused key (the server said so) refuses until the pause ends. */
+	/*
+	 * A drained key (tollctl drain) refuses; a paused one (the server
+	 * said so) refuses until the pause ends.  Relaxed, both: a flag and
+	 * a time that guard no other data, on the line every take reads.
+	 */
 	for (i = 0; i < ch->nkey; i++) {
+		if (atomic_load_explicit(&ks[ch->keys[i]].drained,
+		    memory_order_relaxed) != 0)
+			return -ESHUTDOWN;
 		until = atomic_load_explicit(&ks[ch->keys[i]].paused_until_ns,
 		    memory_order_relaxed);
 		if (until > now && until - now > wait)
@@ -582,9 +591,12 @@ take_one_rate(tg_client *c, const struct chain *ch, uint64_t now,
 	struct seg_lstate *ls = &seg_lstates(&c->m)[v->id];
 	uint64_t wait;
 
+	/* The drain flag shares the pause's line: one more load, no miss. */
 	for (unsigned i = 0; i < ch->nkey; i++)
 		if (atomic_load_explicit(&ks[ch->keys[i]].paused_until_ns,
-		    memory_order_relaxed) > now)
+		    memory_order_relaxed) > now ||
+		    atomic_load_explicit(&ks[ch->keys[i]].drained,
+		    memory_order_relaxed) != 0)
 			return -EAGAIN;
 	if (atomic_load_explicit(&ls->srv_cap, memory_order_relaxed) != 0)
 		return -EAGAIN;
@@ -649,7 +661,8 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 		polled(c);
 		if (retry_in_ns != NULL)
 			*retry_in_ns = wait;
-	}
+	} else if (r == -ESHUTDOWN)
+		denied(c, ch);
 	chain_put(c, ch);
 	return r;
 }
@@ -813,6 +826,34 @@ acquire_leases(tg_client *c, uint32_t key, struct tk *tk, uint64_t since,
 	}
 }
 
+/*
+ * Sleep until the CLOCK_MONOTONIC instant until_ns, or until tollctl
+ * acting on key (or an ancestor) bumps its ctl_wake from seen: a resume
+ * or a drain must not find tg_acquire asleep for the rest of a pause.
+ * Returns 1 if woken so, 0 at until_ns.  One system call, as the plain
+ * sleep it replaces; a futex the kernel refuses (a seccomp filter) falls
+ * back to that sleep.
+ */
+static int
+ctl_sleep(tg_client *c, uint16_t key, uint32_t seen, uint64_t until_ns)
+{
+	_Atomic uint32_t *w = &seg_kstates(&c->m)[key].ctl_wake;
+	struct timespec ts = ns_to_timespec(until_ns);
+	int r;
+
+	for (;;) {
+		/* Acquire: pairs with the broker's release bump (ctl.c). */
+		if (atomic_load_explicit(w, memory_order_acquire) != seen)
+			return 1;
+		if ((r = futex_wait(w, seen, &ts)) == -ETIMEDOUT)
+			return 0;
+		if (r < 0 && r != -EINTR) {
+			sleep_until(until_ns);
+			return 0;
+		}
+	}
+}
+
 int
 tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
     int64_t timeout_ns, tg_ticket *t)
@@ -823,8 +864,8 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 	const struct chain *ch;
 	struct chain buf;
 	uint64_t start, now, deadline, left, wait;
-	uint16_t keys[SEG_DEPTH_MAX];
-	uint32_t seen = 0, nkey;
+	uint16_t keys[SEG_DEPTH_MAX], kid;
+	uint32_t seen = 0, nkey, cseen;
 	uint64_t until, handoff;
 	int r, blocked, prepared = -1, slept = 0, lazy, woken = 0;
 
@@ -842,6 +883,13 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 		/* Re-read each round: a reload may change the chain. */
 		if ((r = chain_get(c, key, &buf, &ch)) < 0)
 			return r;
+		/*
+		 * Before the take, acquire: a tollctl action that the take
+		 * does not see yet has not bumped it yet either, and then
+		 * ends the sleep below (ctl_sleep).
+		 */
+		cseen = atomic_load_explicit(&seg_kstates(&c->m)[ch->key].
+		    ctl_wake, memory_order_acquire);
 		left = deadline - now;
 		r = take(c, ch, cost, now, left, !woken, tk, &wait, &blocked,
 		    NULL);
@@ -872,14 +920,15 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			 */
 			granted(c, ch, cost, now + wait, tk);
 			nkey = ch->nkey;
+			kid = ch->key;
 			memcpy(keys, ch->keys, nkey * sizeof(keys[0]));
 			chain_put(c, ch);
 			if (wait == 0)
 				break;
 			/* A reserved slot: ours, in arrival order. */
-			sleep_until(now + wait);
+			r = ctl_sleep(c, kid, cseen, now + wait);
 			slept = 1;
-			if (!paused_since(c, keys, nkey, now)) {
+			if (r == 0 && !paused_since(c, keys, nkey, now)) {
 				if (!lazy)
 					break;
 				r = acquire_leases(c, key, tk, now, deadline);
@@ -898,9 +947,11 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			 * A 429 paused the key while we slept: the server
 			 * refused a slot like ours, and one reckoned at the
 			 * pace before would go into the same wall (3 or 4
-			 * more 429s a round, each a lockout, before).  In
-			 * line again, from the pause's end, its charge
-			 * given back but where the 429 emptied the bucket.
+			 * more 429s a round, each a lockout, before).  Or
+			 * tollctl acted on the key (a resume moved the
+			 * pause and the line).  In line again, from the
+			 * pause's end, its charge given back but where the
+			 * 429 emptied the bucket.
 			 */
 			requeue_refund(c, tk);
 			tg_release(c, t);
@@ -910,6 +961,8 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			continue;
 		}
 		if (r != -EAGAIN) {
+			if (r == -ESHUTDOWN)
+				denied(c, ch);
 			chain_put(c, ch);
 			return r;
 		}
@@ -921,7 +974,7 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 				chain_put(c, ch);
 				return -ETIMEDOUT;
 			}
-			sleep_until(now + wait);
+			(void)ctl_sleep(c, ch->key, cseen, now + wait);
 			slept = 1;
 		} else if (blocked >= 0 && prepared != blocked) {
 			/* Announce the sleep, then try once more: lease.c. */
@@ -1051,7 +1104,8 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 		} else
 			polled(c);
 		*valid_in_ns = wait;
-	}
+	} else if (r == -ESHUTDOWN)
+		denied(c, ch);
 	chain_put(c, ch);
 	return r;
 }
@@ -1643,6 +1697,9 @@ tg_strerror(int err)
 	case -EXDEV:
 		return "this process's clock is not the segment's (a time "
 		    "namespace whose offset cannot be read)";
+	case -ESHUTDOWN:
+		return "the key is drained (tollctl drain): no new tickets "
+		    "until it is undrained";
 	}
 	return err < 0 ? strerror(-err) : "unknown result";
 }

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define TG_SEG_MAGIC	0x31474754u	/* "TGG1"; byte-swapped, it shows */
-#define TG_SEG_VERSION	4u		/* bump on any change in this file */
+#define TG_SEG_VERSION	5u		/* bump on any change in this file */
 #define SEG_LINE	64		/* cache line */
 
 #define SEG_NONE	0xffffu		/* no key, no limit */
@@ -50,13 +50,34 @@ enum lim_unit {
  * mapped read-only by everyone else, so what it says can be trusted once a
  * reader has checked it was not torn (the sequence counters).
  *
- *	0	struct seg_header (192 bytes)
- *	192	config copy 0: struct seg_cfg, seg_key[max_keys],
+ *	0	struct seg_header (384 bytes)
+ *	384	config copy 0: struct seg_cfg, seg_key[max_keys],
  *		seg_limit[max_limits]
  *	...	config copy 1, the same
  */
 
-/* 0 identity (never changes once magic is set), 64 config, 128 broker. */
+/*
+ * What tollctl asked the broker (broker/ctl.c), by kind: the actions,
+ * then the requests refused.  The broker counts them in the header,
+ * which only it writes, so the counts are its own, not a worker's.
+ */
+enum seg_ctl {
+	SEG_CTL_PAUSE = 0,
+	SEG_CTL_RESUME = 1,
+	SEG_CTL_RESET = 2,
+	SEG_CTL_DRAIN = 3,
+	SEG_CTL_UNDRAIN = 4,
+	SEG_CTL_NACT = 5,	/* actions above; refusals below */
+	SEG_CTL_DENIED = 5,	/* the caller may not write the state object */
+	SEG_CTL_BAD = 6,	/* a malformed request */
+	SEG_CTL_FAILED = 7,	/* well formed, not done: no such key */
+	SEG_CTL_COUNT = 8,
+};
+
+/*
+ * 0 identity (never changes once magic is set), 64 config, 128 broker,
+ * 192 tollctl's counts, 256 its last action.
+ */
 struct seg_header {
 	_Atomic uint32_t	magic;		/* stored last, release */
 	uint32_t		version;
@@ -86,6 +107,22 @@ struct seg_header {
 	_Atomic uint64_t	broker_since_ns; /* when it attached */
 	_Atomic uint64_t	repairs;	/* state garbage it fixed */
 	uint64_t		pad4[3];
+	/* requests of tollctl, by enum seg_ctl; relaxed counters */
+	alignas(SEG_LINE) _Atomic uint64_t ctl_count[SEG_CTL_COUNT];
+	/*
+	 * The last action done, for people: written by the broker between
+	 * two increments of ctl_seq (odd while it writes), read as a config
+	 * copy is (seg_read_begin): retried while ctl_seq moved.
+	 */
+	alignas(SEG_LINE) _Atomic uint32_t ctl_seq;
+	uint32_t		ctl_uid;	/* who: the socket's peer */
+	int32_t			ctl_pid;	/* 0: in another PID namespace */
+	uint8_t			ctl_action;	/* enum seg_ctl, < SEG_CTL_NACT */
+	uint8_t			pad5[3];
+	uint64_t		ctl_ns;		/* when, CLOCK_MONOTONIC */
+	uint64_t		ctl_arg_ns;	/* pause: for how long */
+	char			ctl_key[SEG_NAME_MAX]; /* the key it named */
+	uint64_t		pad6[6];
 };
 
 /*
@@ -270,7 +307,18 @@ struct seg_kstate {
 	_Atomic uint64_t	paused_until_ns; /* 0: not paused */
 	_Atomic uint64_t	backoff_ns;	/* step of the shared backoff */
 	_Atomic uint64_t	pause_set_ns;	/* when the last pause began */
-	uint64_t		pad0[5];
+	/*
+	 * tollctl drain: 1 refuses new tickets of the key and the keys under
+	 * it (-ESHUTDOWN).  The broker's word: it puts back a scribble.
+	 */
+	_Atomic uint32_t	drained;
+	/*
+	 * Futex: the broker bumps it after a tollctl resume, reset, drain
+	 * or undrain of the key or an ancestor, so that tg_acquire sleeping
+	 * out a pause or a slot looks again at once.
+	 */
+	_Atomic uint32_t	ctl_wake;
+	uint64_t		pad0[4];
 	alignas(SEG_LINE) _Atomic uint64_t denied; /* tickets given up */
 	_Atomic uint64_t	status[ST_COUNT];
 	uint64_t		pad1;		/* grants: off_grants */
@@ -317,9 +365,12 @@ struct seg_lstate {
 
 static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2,
     "atomics shared between processes must be lock-free");
-static_assert(sizeof(struct seg_header) == 192, "seg_header changed");
+static_assert(sizeof(struct seg_header) == 384, "seg_header changed");
 static_assert(offsetof(struct seg_header, off_clients) == 64, "line 1");
 static_assert(offsetof(struct seg_header, heartbeat_ns) == 128, "line 2");
+static_assert(offsetof(struct seg_header, ctl_count) == 192, "line 3");
+static_assert(offsetof(struct seg_header, ctl_seq) == 256, "line 4");
+static_assert(offsetof(struct seg_header, ctl_key) == 288, "ctl_key");
 static_assert(sizeof(struct seg_cfg) == 64, "seg_cfg changed");
 static_assert(sizeof(struct seg_key) == 128, "seg_key changed");
 static_assert(sizeof(struct seg_limit) == 64, "seg_limit changed");
@@ -334,6 +385,8 @@ static_assert(sizeof(struct seg_lstate) == 128, "seg_lstate changed");
 static_assert(offsetof(struct seg_lstate, srv_limit) == 64, "line 1");
 static_assert(offsetof(struct seg_lstate, handoff_ns) == 48, "line 0");
 static_assert(offsetof(struct seg_kstate, denied) == 64, "line 1");
+static_assert(offsetof(struct seg_kstate, drained) == 24 &&
+    offsetof(struct seg_kstate, ctl_wake) == 28, "line 0: read by takes");
 
 /* A mapping of both objects, as the library, tools and broker hold it. */
 struct seg_map {

@@ -299,6 +299,10 @@ tb_cleanup(struct tbroker *tb)
 		strncat(state, ".lock", sizeof(state) - strlen(state) - 1);
 		shm_unlink(state);
 	}
+	/* The command socket of a broker that was killed (tollctl's). */
+	snprintf(cmd, sizeof(cmd), "/dev/shm/%s.ctl", tb->segment);
+	if (tb->segment[0] != '\0')
+		(void)unlink(cmd);
 	/* Keep the log of a failed run where a human can read it. */
 	if (getenv("TG_KEEP") == NULL && tb->dir[0]) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tb->dir);

@@ -46,7 +46,8 @@
 #define SETTINGS_MIN	11		/* every one the parser has today */
 
 /* The tools whose -h is checked against their page, man/NAME.1. */
-static const char *const tools[] = { "tollstat", "tollsim", "tollrun" };
+static const char *const tools[] = { "tollstat", "tollsim", "tollrun",
+    "tollctl" };
 
 /* The pages man/ holds, NAME.[1-8], sorted; at most PAGES_MAX. */
 static char pages[PAGES_MAX][NAME_MAX + 1];

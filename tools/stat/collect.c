@@ -21,6 +21,13 @@ const char *const broker_names[] = {
 	[BROKER_DEAD] = "dead", [BROKER_OTHER] = "other",
 };
 
+const char *const ctl_names[] = {
+	[SEG_CTL_PAUSE] = "pause", [SEG_CTL_RESUME] = "resume",
+	[SEG_CTL_RESET] = "reset", [SEG_CTL_DRAIN] = "drain",
+	[SEG_CTL_UNDRAIN] = "undrain", [SEG_CTL_DENIED] = "denied",
+	[SEG_CTL_BAD] = "malformed", [SEG_CTL_FAILED] = "failed",
+};
+
 const char *const client_names[] = {
 	[CL_FREE] = "free", [CL_CLAIMING] = "claiming", [CL_LIVE] = "live",
 	[CL_GONE] = "gone", [CL_BAD] = "invalid",
@@ -202,6 +209,42 @@ read_config(const struct seg_map *m, struct snap *s)
 	return 0;
 }
 
+/*
+ * tollctl's counts and last action from the header (the config object,
+ * which only the broker writes).  The last action is read as a config
+ * copy is: retried while its sequence counter moves or is odd.
+ */
+static void
+read_ctl(const struct seg_header *h, struct st_ctl *c, uint64_t now)
+{
+	uint32_t seq = 0;
+	uint64_t when = 0;
+
+	for (int i = 0; i < SEG_CTL_COUNT; i++)
+		c->count[i] = atomic_load_explicit(&h->ctl_count[i],
+		    memory_order_relaxed);
+	for (int tries = 0; tries < 1000; tries++) {
+		/* Acquire: pairs with the release store ending a write. */
+		seq = atomic_load_explicit(&h->ctl_seq, memory_order_acquire);
+		if (seq & 1)
+			continue;
+		c->uid = h->ctl_uid;
+		c->pid = h->ctl_pid;
+		c->action = h->ctl_action;
+		c->arg_ns = h->ctl_arg_ns;
+		when = h->ctl_ns;
+		memcpy(c->key, h->ctl_key, sizeof(c->key));
+		/* Orders the copy before the second load of seq. */
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&h->ctl_seq, memory_order_relaxed) ==
+		    seq)
+			break;
+	}
+	c->key[SEG_NAME_MAX - 1] = '\0';
+	c->has_last = seq != 0 && (seq & 1) == 0 && c->action < SEG_CTL_NACT;
+	c->ago_ns = now > when ? now - when : 0;
+}
+
 /* Whether the broker the header names is still running. */
 static int
 broker_check(int32_t pid, uint64_t start)
@@ -293,6 +336,7 @@ read_state(const struct seg_map *m, struct snap *s)
 	s->uptime_ns = s->broker == BROKER_LIVE && now > since ?
 	    now - since : 0;
 	s->heartbeat_age_ns = now > hb ? now - hb : 0;
+	read_ctl(h, &s->ctl, now);
 
 	s->max_clients = h->max_clients;
 	s->clients = 0;
@@ -345,6 +389,8 @@ read_state(const struct seg_map *m, struct snap *s)
 		paused = atomic_load_explicit(&k->paused_until_ns,
 		    memory_order_relaxed);
 		sk->paused_ns = paused > now ? paused - now : 0;
+		sk->drained = atomic_load_explicit(&k->drained,
+		    memory_order_relaxed) != 0;
 		for (int c = 0; c < ST_COUNT; c++)
 			sk->status[c] = atomic_load_explicit(&k->status[c],
 			    memory_order_relaxed);

@@ -48,6 +48,16 @@
  *                  now" answers (-EAGAIN), which are no refusals }
  *     ]
  *   },
+ *   "ctl": {       what tollctl had the broker do, counted by the broker:
+ *     "pause", "resume", "reset", "drain", "undrain": u64, actions,
+ *     "denied", "malformed", "failed": u64, requests refused (the
+ *                  caller may not write the state object; a malformed
+ *                  request; no such key),
+ *     "last": the last action, or null:
+ *       { "action": string, "key": string, "uid": u64,
+ *         "pid": int (0: the caller was in another PID namespace),
+ *         "ago_ns": u64, "pause_ns": u64 (pause: its length; else 0) }
+ *   },
  *   "tickets": { "acquired", "denied", "released", "waits", "polls": u64:
  *                every slot's, plus slots reclaimed since },
  *   "keys": [      in name order, a parent before its children
@@ -55,6 +65,7 @@
  *       "parent":  string, or null at the top,
  *       "granted", "denied": u64, tickets,
  *       "paused_ns": u64, pause left; 0 none,
+ *       "drained": bool, tollctl drain: it takes no new tickets,
  *       "status": { "ok", "limited", "auth", "client_error",
  *                   "server_error": u64, responses by class,
  *                   "paused_total_ns": u64, all the pauses },
@@ -257,6 +268,7 @@ json_key(struct jw *w, const struct snap *s, const struct st_key *k,
 	jw_u64(w, "granted", k->granted);
 	jw_u64(w, "denied", k->denied);
 	jw_u64(w, "paused_ns", k->paused_ns);
+	jw_bool(w, "drained", k->drained);
 	jw_open(w, "status", '{');
 	jw_u64(w, "ok", k->status[ST_OK]);
 	jw_u64(w, "limited", k->status[ST_LIMITED]);
@@ -326,6 +338,23 @@ print_json(FILE *f, const struct snap *s)
 		jw_close(&w, '}');
 	}
 	jw_close(&w, ']');
+	jw_close(&w, '}');
+
+	jw_open(&w, "ctl", '{');
+	for (int i = 0; i < SEG_CTL_COUNT; i++)
+		jw_u64(&w, ctl_names[i], s->ctl.count[i]);
+	if (s->ctl.has_last) {
+		jw_open(&w, "last", '{');
+		jw_str(&w, "action", ctl_names[s->ctl.action]);
+		jw_str(&w, "key", s->ctl.key);
+		jw_u64(&w, "uid", s->ctl.uid);
+		jw_int(&w, "pid", s->ctl.pid);
+		jw_u64(&w, "ago_ns", s->ctl.ago_ns);
+		jw_u64(&w, "pause_ns", s->ctl.action == SEG_CTL_PAUSE ?
+		    s->ctl.arg_ns : 0);
+		jw_close(&w, '}');
+	} else
+		jw_str(&w, "last", NULL);
 	jw_close(&w, '}');
 
 	jw_open(&w, "tickets", '{');

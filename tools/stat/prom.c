@@ -20,7 +20,8 @@ struct pmetric {
 };
 
 enum {
-	KM_GRANTED, KM_DENIED, KM_RESPONSES, KM_PAUSE, KM_PAUSED, KM_COUNT
+	KM_GRANTED, KM_DENIED, KM_RESPONSES, KM_PAUSE, KM_PAUSED, KM_DRAINED,
+	KM_COUNT
 };
 
 static const struct pmetric key_metrics[KM_COUNT] = {
@@ -34,6 +35,8 @@ static const struct pmetric key_metrics[KM_COUNT] = {
 	    "Time left in the key's pause; 0 when not paused.", 1 },
 	[KM_PAUSED] = { "tollgate_key_paused_seconds_total", "counter",
 	    "Time the key spent paused, all pauses.", 1 },
+	[KM_DRAINED] = { "tollgate_key_drained", "gauge",
+	    "1 while tollctl drain has the key refuse new tickets.", 0 },
 };
 
 enum {
@@ -221,6 +224,13 @@ print_prom(FILE *f, const struct snap *s)
 	    "Client slots of running clients.", 0, s->clients);
 	prom_one(f, "tollgate_client_slots", "gauge",
 	    "Client slots in the segment.", 0, s->max_clients);
+	/* One family, a request label: actions and refusals of tollctl. */
+	fputs("# HELP tollgate_ctl_requests_total Requests of tollctl the "
+	    "broker did or refused, by request.\n# TYPE "
+	    "tollgate_ctl_requests_total counter\n", f);
+	for (int i = 0; i < SEG_CTL_COUNT; i++)
+		fprintf(f, "tollgate_ctl_requests_total{request=\"%s\"} %"
+		    PRIu64 "\n", ctl_names[i], s->ctl.count[i]);
 	prom_one(f, "tollgate_tickets_acquired_total", "counter",
 	    "Tickets acquired, all clients.", 0, s->acquired);
 	prom_one(f, "tollgate_tickets_denied_total", "counter",
@@ -254,6 +264,9 @@ print_prom(FILE *f, const struct snap *s)
 				continue;
 			case KM_PAUSE:
 				v = k->paused_ns;
+				break;
+			case KM_DRAINED:
+				v = (uint64_t)k->drained;
 				break;
 			default:
 				v = k->status[ST_PAUSED_NS];

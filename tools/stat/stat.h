@@ -62,8 +62,23 @@ struct st_key {
 	uint64_t	granted;	/* tickets */
 	uint64_t	denied;		/* tickets refused */
 	uint64_t	paused_ns;	/* pause left at now_ns; 0: none */
+	int		drained;	/* tollctl drain: takes no tickets */
 	uint64_t	status[ST_COUNT]; /* responses by class, paused ns */
 };
+
+/* What tollctl had the broker do: the header's counts and last action. */
+struct st_ctl {
+	uint64_t	count[SEG_CTL_COUNT];	/* by enum seg_ctl */
+	int		has_last;	/* an action was done */
+	unsigned	action;		/* enum seg_ctl, < SEG_CTL_NACT */
+	uint32_t	uid;
+	int32_t		pid;		/* 0: another PID namespace */
+	uint64_t	ago_ns;		/* since it was done */
+	uint64_t	arg_ns;		/* pause: its length */
+	char		key[SEG_NAME_MAX];
+};
+
+extern const char *const ctl_names[];	/* by enum seg_ctl */
 
 enum client_st {
 	CL_FREE,
@@ -98,6 +113,7 @@ struct snap {
 	uint64_t	uptime_ns;	/* 0 unless BROKER_LIVE */
 	uint64_t	heartbeat_age_ns;
 	uint64_t	repairs;	/* state garbage it fixed */
+	struct st_ctl	ctl;
 	/* the config copy */
 	uint64_t	gen;		/* config generation */
 	unsigned	cfg_nkeys;	/* in the config, whatever -k shows */

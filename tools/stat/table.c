@@ -35,6 +35,37 @@ row_cells(const struct row *r, const char *cell[NCOLS])
 	cell[5] = r->denied;
 }
 
+/* What tollctl had the broker do: a line of counts, one of the last. */
+static void
+print_ctl(FILE *f, const struct st_ctl *c)
+{
+	char a[32], key[SEG_NAME_MAX];
+	uint64_t refused = 0;
+
+	fprintf(f, "%-10s", "tollctl");
+	for (int i = 0; i < SEG_CTL_NACT; i++) {
+		fmt_count(a, sizeof(a), c->count[i]);
+		fprintf(f, " %s %s%s", ctl_names[i], a,
+		    i + 1 < SEG_CTL_NACT ? "," : ";");
+	}
+	for (int i = SEG_CTL_NACT; i < SEG_CTL_COUNT; i++)
+		refused += c->count[i];
+	fmt_count(a, sizeof(a), refused);
+	fprintf(f, " refused %s\n", a);
+	if (!c->has_last)
+		return;
+	memcpy(key, c->key, sizeof(key));
+	tame(key);
+	fprintf(f, "%-10s %s %s", "last ctl", ctl_names[c->action], key);
+	if (c->action == SEG_CTL_PAUSE) {
+		fmt_dur(a, sizeof(a), c->arg_ns);
+		fprintf(f, " %s", a);
+	}
+	fmt_dur(a, sizeof(a), c->ago_ns);
+	fprintf(f, " by uid %" PRIu32 " pid %" PRId32 "%s, %s ago\n", c->uid,
+	    c->pid, c->pid == 0 ? " (another pid ns)" : "", a);
+}
+
 void
 print_header(FILE *f, const struct snap *s)
 {
@@ -69,6 +100,7 @@ print_header(FILE *f, const struct snap *s)
 	    s->cfg_nlimits, s->cfg_nlimits == 1 ? "" : "s");
 	fmt_count(a, sizeof(a), s->repairs);
 	fprintf(f, "%-10s %s\n", "repairs", a);
+	print_ctl(f, &s->ctl);
 	fmt_count(a, sizeof(a), s->acquired);
 	fmt_count(b, sizeof(b), s->denied);
 	fmt_count(c, sizeof(c), s->released);
@@ -112,6 +144,8 @@ key_note(const struct st_key *k, char *note, size_t len)
 	char a[32], dur[32];
 
 	note[0] = '\0';
+	if (k->drained)
+		note_add(note, len, "drained");
 	if (k->paused_ns > 0) {
 		fmt_dur(dur, sizeof(dur), k->paused_ns);
 		note_add(note, len, "paused %s", dur);
