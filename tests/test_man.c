@@ -747,7 +747,7 @@ test_see_also_overview(void **state)
 {
 	static const char *const others[] = {
 		"tollgate.3", "tollgate.conf.5", "tollgated.8", "tollstat.1",
-		"tollrun.1", "tollsim.1",
+		"tollrun.1", "tollsim.1", "tollctl.1",
 	};
 	static char page[DOC_MAX];
 	char path[PATH_MAX];
