@@ -28,7 +28,8 @@ access_group(gid_t gid, int with_id, char *buf, size_t len)
 
 	if (getgrgid_r(gid, &gr, grbuf, sizeof(grbuf), &res) != 0 ||
 	    res == NULL)
-		snprintf(buf, len, "gid %u", (unsigned)gid);
+		/* Bare, the number usermod -aG and chgrp take. */
+		snprintf(buf, len, with_id ? "gid %u" : "%u", (unsigned)gid);
 	else if (with_id)
 		snprintf(buf, len, "%s (gid %u)", gr.gr_name, (unsigned)gid);
 	else

@@ -29,7 +29,8 @@ int	access_broker(const struct seg_map *m, char *why, size_t len);
 
 /*
  * A user or group by name for a message into buf: "nobody", with_id
- * "nobody (uid 65534)"; "uid 65534" for one without a name.  Shared by
+ * "nobody (uid 65534)"; without a name "uid 65534", and for a group
+ * "gid 65533" with_id, else "65533" (what usermod -aG takes).  Shared by
  * the tools and the broker (own.c).
  */
 const char *access_user(uid_t uid, int with_id, char *buf, size_t len);
