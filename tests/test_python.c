@@ -47,7 +47,14 @@ test_python_suite(void **state)
 	assert_non_null(out = malloc(OUT_MAX));
 	r = tb_run(cmd, out, OUT_MAX);
 	if (r != 0) {
-		print_message("%s\nexit %d:\n%s", cmd, r, out);
+		size_t n = strlen(out);
+		const char *tail = n > 3500 ? out + n - 3500 : out;
+
+		/*
+		 * The end, where unittest puts each failure's traceback and
+		 * the summary; cmocka's messages are cut at a few kB.
+		 */
+		print_message("%s\nexit %d:\n...%s\n", cmd, r, tail);
 	} else {
 		/* The figures (lines the tests indent) and the summary. */
 		for (char *l = out, *e; *l != '\0'; l = *e ? e + 1 : e) {
