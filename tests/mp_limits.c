@@ -680,6 +680,62 @@ test_late_lease_timeout_keeps_nothing(void **state)
 	tg_close(c);
 }
 
+/*
+ * A pause that comes while a tg_acquire whose slot came waits for its
+ * lease: when the lease is released it does not go into the pause; it
+ * goes back in line, after the pause's end.  Kills a second half that
+ * checks for a pause only before it first tries (a 429 on cc, the
+ * parent, while B waited on cc's lease: B went at once).
+ */
+static void
+test_late_lease_waiter_sees_a_pause(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *sh = tb_shared(sizeof(*sh));
+	tg_client *c = tb_client(tb);
+	uint32_t r = tb_key(c, "cc/r"), cc = tb_key(c, "cc"), id;
+	static const char ra[] = "retry-after: 1\r\n";
+	struct seg_map m;
+	uint64_t paused_at;
+	tg_ticket t, o;
+	pid_t b;
+
+	id = limit_id(tb, cc, 0, &m);
+	/* The burst of 1: B's slot is then 500 ms ahead. */
+	assert_int_equal(tg_acquire(c, r, NULL, 3 * NS, &t), 0);
+	tg_release(c, &t);
+	if ((b = fork()) == 0) {
+		tg_client *cb = tb_client(tb);
+		tg_ticket tb_t;
+
+		atomic_store(&sh->go, 1);
+		if (tg_acquire(cb, tb_key(cb, "cc/r"), NULL, 10 * NS,
+		    &tb_t) != 0)
+			_exit(2);
+		sh->stamps[0] = tb_now_ns();
+		tg_release(cb, &tb_t);
+		tg_close(cb);
+		_exit(0);
+	}
+	wait_go(sh);
+	tb_sleep_ns(100000000);
+	/* cc's lease, while B sleeps for its slot: B then waits for it. */
+	assert_int_equal(tg_try_acquire(c, cc, NULL, &o, NULL), 0);
+	wait_sleeper(&m, id);
+	/* A 429 on cc pauses cc/r too; then the lease is free. */
+	assert_int_equal(tg_observe(c, &o, 429, ra, sizeof(ra) - 1),
+	    TG_RETRY);
+	paused_at = tb_now_ns();
+	tg_release(c, &o);
+	assert_int_equal(tb_wait_child(b), 0);
+	print_message("late lease: went %.3f s after the 429 (pause 1 s)\n",
+	    (double)(sh->stamps[0] - paused_at) / 1e9);
+	assert_true(sh->stamps[0] >= paused_at + 900000000);
+	seg_detach(&m);
+	munmap(sh, sizeof(*sh));
+	tg_close(c);
+}
+
 int
 main(void)
 {
@@ -696,6 +752,7 @@ main(void)
 		cmocka_unit_test(test_handoff_to_the_dead_ends),
 		cmocka_unit_test(test_handoff_ends_when_taken),
 		cmocka_unit_test(test_late_lease_timeout_keeps_nothing),
+		cmocka_unit_test(test_late_lease_waiter_sees_a_pause),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
