@@ -549,9 +549,9 @@ granted(tg_client *c, const struct chain *ch, const tg_cost *cost,
  * for the key and the client; a "not now" (-EAGAIN) is a poll instead.
  */
 static void
-denied(tg_client *c, const struct chain *ch)
+denied(tg_client *c, uint16_t key)
 {
-	atomic_fetch_add_explicit(&seg_kstates(&c->m)[ch->key].denied, 1,
+	atomic_fetch_add_explicit(&seg_kstates(&c->m)[key].denied, 1,
 	    memory_order_relaxed);
 	slot_count(&c->me->denied, 1);
 }
@@ -840,11 +840,13 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 				if (r == 0)
 					break;
 				tg_release(c, t);
+				if (r == TAKE_STALE && now_ns() >= deadline)
+					r = -ETIMEDOUT;
+				if (r == -ETIMEDOUT)
+					denied(c, tk->key);	/* given up */
 				if (r != TAKE_STALE)
 					return r;
 				now = now_ns();
-				if (now >= deadline)
-					return -ETIMEDOUT;
 				continue;
 			}
 			/*
@@ -859,8 +861,10 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			 */
 			tg_release(c, t);
 			now = now_ns();
-			if (now >= deadline)
+			if (now >= deadline) {
+				denied(c, tk->key);	/* given up */
 				return -ETIMEDOUT;
+			}
 			continue;
 		}
 		if (r != -EAGAIN) {
@@ -871,7 +875,7 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			prepared = -1;
 			if (wait > left) {
 				/* It cannot come in time: say so now. */
-				denied(c, ch);
+				denied(c, ch->key);
 				chain_put(c, ch);
 				return -ETIMEDOUT;
 			}
@@ -900,7 +904,7 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 		}
 		now = now_ns();
 		if (now >= deadline)
-			denied(c, ch);
+			denied(c, ch->key);
 		chain_put(c, ch);
 		if (now >= deadline)
 			return -ETIMEDOUT;
@@ -1000,7 +1004,7 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 		 * server's cap, a concurrency limit's return after a pause.
 		 */
 		if (wait > left) {
-			denied(c, ch);
+			denied(c, ch->key);
 			r = -ETIMEDOUT;
 		} else
 			polled(c);

@@ -640,9 +640,13 @@ test_late_lease_timeout_keeps_nothing(void **state)
 	struct shared *sh = tb_shared(sizeof(*sh));
 	tg_client *c = tb_client(tb);
 	uint32_t r = tb_key(c, "cc/r"), other = tb_key(c, "cc/other");
+	struct seg_map m;
+	uint64_t denied;
 	tg_ticket t, o;
 	pid_t b;
 
+	(void)limit_id(tb, r, 0, &m);
+	denied = atomic_load(&seg_kstates(&m)[r & 0xffff].denied);
 	/* The burst of 1: B's slot is then 500 ms ahead. */
 	assert_int_equal(tg_try_acquire(c, r, NULL, &t, NULL), 0);
 	tg_release(c, &t);
@@ -668,14 +672,17 @@ test_late_lease_timeout_keeps_nothing(void **state)
 	assert_int_equal(tg_try_acquire(c, other, NULL, &o, NULL), 0);
 	for (int i = 0; i < 10000 && atomic_load(&sh->granted) == 0; i++)
 		tb_sleep_ns(1000000);
-	/* B ran out of time in its second half... */
+	/* B ran out of time in its second half, a ticket given up... */
 	assert_int_equal(atomic_load(&sh->granted), 1);
+	assert_int_equal(atomic_load(&seg_kstates(&m)[r & 0xffff].denied),
+	    denied + 1);
 	tg_release(c, &o);
 	/* ...and gave back cc/r's lease: ours, B still alive. */
 	assert_int_equal(tg_acquire(c, r, NULL, 2 * NS, &t), 0);
 	tg_release(c, &t);
 	atomic_store(&sh->inflight, 1);
 	assert_int_equal(tb_wait_child(b), 0);
+	seg_detach(&m);
 	munmap(sh, sizeof(*sh));
 	tg_close(c);
 }
