@@ -328,10 +328,19 @@ struct rslot {
 };
 
 /*
+ * How a take stands to a handoff (lease.h): a tg_acquire that has not
+ * slept leaves the lease to those a release just woke (HANDOFF_YIELD);
+ * one that waited ends the handoff when it takes (HANDOFF_END); a take
+ * that does not wait, tg_try_acquire's or tg_reserve's, takes what is
+ * free and leaves the handoff on (HANDOFF_KEEP): a poll that ended it
+ * let newcomers take a second freed lease before the woken.
+ */
+enum { HANDOFF_END, HANDOFF_YIELD, HANDOFF_KEEP };
+
+/*
  * Take a lease of concurrency limit v of ch for tk at now, for a request
- * that goes at from (a pause that ended at end ramps it: conc_ramp); a
- * taker that has not slept on v (yield) leaves it to those a release
- * just woke.
+ * that goes at from (a pause that ended at end ramps it: conc_ramp);
+ * yield: HANDOFF_*.
  * Returns 0 with the lease in tk; -EAGAIN with *w the ramp's next step,
  * or *blocked = v's id when it waits on a release; TAKE_STALE.
  */
@@ -346,7 +355,7 @@ conc_take(tg_client *c, const struct chain *ch, const struct lview *v,
 	int r;
 
 	/* A release just woke sleepers: theirs first (lease.h). */
-	if (yield && lease_yield(ls, now, &next)) {
+	if (yield == HANDOFF_YIELD && lease_yield(ls, now, &next)) {
 		*blocked = v->id;
 		return -EAGAIN;
 	}
@@ -365,7 +374,7 @@ conc_take(tg_client *c, const struct chain *ch, const struct lview *v,
 	    LEASE_VAL(c->slot, tk->gen), c->slot, &tk->lease[tk->nlease].cell);
 	if (r == 0) {
 		tk->lease[tk->nlease++].lim = v->id;
-		if (!yield)
+		if (yield == HANDOFF_END)
 			lease_handed(ls);
 	} else if (r == -ESTALE)
 		r = TAKE_STALE;
@@ -631,8 +640,8 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 		    take_one_rate(c, ch, now, tk) == 0)
 			r = 0;
 		else
-			r = take(c, ch, cost, now, 0, 0, tk, &wait, &blocked,
-			    NULL);
+			r = take(c, ch, cost, now, 0, HANDOFF_KEEP, tk, &wait,
+			    &blocked, NULL);
 		if (r != TAKE_STALE)
 			break;
 		/* A reload moved a limit: the new config, or come back. */
@@ -738,7 +747,7 @@ acquire_leases(tg_client *c, uint32_t key, struct tk *tk, uint64_t since,
 		for (unsigned i = 0; i < ch->nlim && r == 0; i++)
 			if (ch->lim[i].kind == LIM_CONC)
 				r = conc_take(c, ch, &ch->lim[i], end, now,
-				    now, 0, tk, &w, &blocked);
+				    now, HANDOFF_END, tk, &w, &blocked);
 		if (r == 0 && config_still(c, ch)) {
 			chain_put(c, ch);
 			return 0;
@@ -797,7 +806,8 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 		if ((r = chain_get(c, key, &buf, &ch)) < 0)
 			return r;
 		left = deadline - now;
-		r = take(c, ch, cost, now, left, !woken, tk, &wait, &blocked,
+		r = take(c, ch, cost, now, left,
+		    woken ? HANDOFF_END : HANDOFF_YIELD, tk, &wait, &blocked,
 		    NULL);
 		if (r == TAKE_STALE) {
 			/* A reload moved a limit: again, once it flipped. */
@@ -967,7 +977,8 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 			return r;
 		/* Again each round: an undone take may have filled some. */
 		memset(rs, 0, sizeof(rs));
-		r = take(c, ch, cost, now, left, 0, tk, &wait, &blocked, rs);
+		r = take(c, ch, cost, now, left, HANDOFF_KEEP, tk, &wait,
+		    &blocked, rs);
 		if (r != TAKE_STALE)
 			break;
 		/* A reload moved a limit: the new config, or come back. */

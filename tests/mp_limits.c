@@ -743,6 +743,44 @@ test_late_lease_waiter_sees_a_pause(void **state)
 	tg_close(c);
 }
 
+/*
+ * A poll (tg_try_acquire) or a reservation takes a free lease during a
+ * handoff, as lease.h says, and leaves the handoff to the sleepers it is
+ * for: a newcomer tg_acquire still leaves them the other free lease.
+ * The handoff here is one the test opens, 10 s long, for sleepers slow
+ * to come.  Before, the poll's take ended it (it took the path of a
+ * woken sleeper's), and the newcomer took the second lease.
+ */
+static void
+test_poll_leaves_the_handoff(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "pair"), id;
+	_Atomic uint64_t *h;
+	struct seg_map m, w;
+	uint64_t until, in;
+	tg_ticket a, b;
+
+	id = limit_id(tb, k, 0, &m);
+	assert_int_equal(seg_attach(tb->segment, 1, &w), 0);
+	h = &seg_lstates(&w)[id].handoff_ns;
+	until = tb_now_ns() + 10 * NS;
+	atomic_store(h, until);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &a, NULL), 0);
+	assert_int_equal(atomic_load(h), until);
+	assert_int_equal(tg_acquire(c, k, NULL, 0, &b), -ETIMEDOUT);
+	assert_int_equal(tg_reserve(c, k, NULL, 0, &b, &in), 0);
+	assert_int_equal(in, 0);
+	assert_int_equal(atomic_load(h), until);
+	tg_release(c, &b);
+	tg_release(c, &a);
+	atomic_store(h, 0);
+	seg_detach(&w);
+	seg_detach(&m);
+	tg_close(c);
+}
+
 int
 main(void)
 {
@@ -760,6 +798,7 @@ main(void)
 		cmocka_unit_test(test_handoff_ends_when_taken),
 		cmocka_unit_test(test_late_lease_timeout_keeps_nothing),
 		cmocka_unit_test(test_late_lease_waiter_sees_a_pause),
+		cmocka_unit_test(test_poll_leaves_the_handoff),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);
