@@ -329,10 +329,19 @@ struct rslot {
 };
 
 /*
+ * How a take stands to a handoff (lease.h): a tg_acquire that has not
+ * slept leaves the lease to those a release just woke (HANDOFF_YIELD);
+ * one that waited ends the handoff when it takes (HANDOFF_END); a take
+ * that does not wait, tg_try_acquire's or tg_reserve's, takes what is
+ * free and leaves the handoff on (HANDOFF_KEEP): a poll that ended it
+ * let newcomers take a second freed lease before the woken.
+ */
+enum { HANDOFF_END, HANDOFF_YIELD, HANDOFF_KEEP };
+
+/*
  * Take a lease of concurrency limit v of ch for tk at now, for a request
- * that goes at from (a pause that ended at end ramps it: conc_ramp); a
- * taker that has not slept on v (yield) leaves it to those a release
- * just woke.
+ * that goes at from (a pause that ended at end ramps it: conc_ramp);
+ * yield: HANDOFF_*.
  * Returns 0 with the lease in tk; -EAGAIN with *w the ramp's next step,
  * or *blocked = v's id when it waits on a release; TAKE_STALE.
  */
@@ -347,7 +356,7 @@ conc_take(tg_client *c, const struct chain *ch, const struct lview *v,
 	int r;
 
 	/* A release just woke sleepers: theirs first (lease.h). */
-	if (yield && lease_yield(ls, now, &next)) {
+	if (yield == HANDOFF_YIELD && lease_yield(ls, now, &next)) {
 		*blocked = v->id;
 		return -EAGAIN;
 	}
@@ -366,7 +375,7 @@ conc_take(tg_client *c, const struct chain *ch, const struct lview *v,
 	    LEASE_VAL(c->slot, tk->gen), c->slot, &tk->lease[tk->nlease].cell);
 	if (r == 0) {
 		tk->lease[tk->nlease++].lim = v->id;
-		if (!yield)
+		if (yield == HANDOFF_END)
 			lease_handed(ls);
 	} else if (r == -ESTALE)
 		r = TAKE_STALE;
@@ -558,9 +567,9 @@ granted(tg_client *c, const struct chain *ch, const tg_cost *cost,
  * for the key and the client; a "not now" (-EAGAIN) is a poll instead.
  */
 static void
-denied(tg_client *c, const struct chain *ch)
+denied(tg_client *c, uint16_t key)
 {
-	atomic_fetch_add_explicit(&seg_kstates(&c->m)[ch->key].denied, 1,
+	atomic_fetch_add_explicit(&seg_kstates(&c->m)[key].denied, 1,
 	    memory_order_relaxed);
 	slot_count(&c->me->denied, 1);
 }
@@ -643,8 +652,8 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 		    take_one_rate(c, ch, now, tk) == 0)
 			r = 0;
 		else
-			r = take(c, ch, cost, now, 0, 0, tk, &wait, &blocked,
-			    NULL);
+			r = take(c, ch, cost, now, 0, HANDOFF_KEEP, tk, &wait,
+			    &blocked, NULL);
 		if (r != TAKE_STALE)
 			break;
 		/* A reload moved a limit: the new config, or come back. */
@@ -662,7 +671,7 @@ tg_try_acquire(tg_client *c, uint32_t key, const tg_cost *cost, tg_ticket *t,
 		if (retry_in_ns != NULL)
 			*retry_in_ns = wait;
 	} else if (r == -ESHUTDOWN)
-		denied(c, ch);
+		denied(c, ch->key);
 	chain_put(c, ch);
 	return r;
 }
@@ -797,7 +806,7 @@ acquire_leases(tg_client *c, uint32_t key, struct tk *tk, uint64_t since,
 		for (unsigned i = 0; i < ch->nlim && r == 0; i++)
 			if (ch->lim[i].kind == LIM_CONC)
 				r = conc_take(c, ch, &ch->lim[i], end, now,
-				    now, 0, tk, &w, &blocked);
+				    now, HANDOFF_END, tk, &w, &blocked);
 		if (r == 0 && config_still(c, ch)) {
 			chain_put(c, ch);
 			return 0;
@@ -891,7 +900,8 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 		cseen = atomic_load_explicit(&seg_kstates(&c->m)[ch->key].
 		    ctl_wake, memory_order_acquire);
 		left = deadline - now;
-		r = take(c, ch, cost, now, left, !woken, tk, &wait, &blocked,
+		r = take(c, ch, cost, now, left,
+		    woken ? HANDOFF_END : HANDOFF_YIELD, tk, &wait, &blocked,
 		    NULL);
 		if (r == TAKE_STALE) {
 			/* A reload moved a limit: again, once it flipped. */
@@ -936,11 +946,13 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 					break;
 				requeue_refund(c, tk);
 				tg_release(c, t);
+				if (r == TAKE_STALE && now_ns() >= deadline)
+					r = -ETIMEDOUT;
+				if (r == -ETIMEDOUT)
+					denied(c, tk->key);	/* given up */
 				if (r != TAKE_STALE)
 					return r;
 				now = now_ns();
-				if (now >= deadline)
-					return -ETIMEDOUT;
 				continue;
 			}
 			/*
@@ -956,13 +968,15 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			requeue_refund(c, tk);
 			tg_release(c, t);
 			now = now_ns();
-			if (now >= deadline)
+			if (now >= deadline) {
+				denied(c, tk->key);	/* given up */
 				return -ETIMEDOUT;
+			}
 			continue;
 		}
 		if (r != -EAGAIN) {
 			if (r == -ESHUTDOWN)
-				denied(c, ch);
+				denied(c, ch->key);
 			chain_put(c, ch);
 			return r;
 		}
@@ -970,7 +984,7 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 			prepared = -1;
 			if (wait > left) {
 				/* It cannot come in time: say so now. */
-				denied(c, ch);
+				denied(c, ch->key);
 				chain_put(c, ch);
 				return -ETIMEDOUT;
 			}
@@ -999,7 +1013,7 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 		}
 		now = now_ns();
 		if (now >= deadline)
-			denied(c, ch);
+			denied(c, ch->key);
 		chain_put(c, ch);
 		if (now >= deadline)
 			return -ETIMEDOUT;
@@ -1062,7 +1076,8 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 			return r;
 		/* Again each round: an undone take may have filled some. */
 		memset(rs, 0, sizeof(rs));
-		r = take(c, ch, cost, now, left, 0, tk, &wait, &blocked, rs);
+		r = take(c, ch, cost, now, left, HANDOFF_KEEP, tk, &wait,
+		    &blocked, rs);
 		if (r != TAKE_STALE)
 			break;
 		/* A reload moved a limit: the new config, or come back. */
@@ -1099,13 +1114,13 @@ tg_reserve(tg_client *c, uint32_t key, const tg_cost *cost,
 		 * server's cap, a concurrency limit's return after a pause.
 		 */
 		if (wait > left) {
-			denied(c, ch);
+			denied(c, ch->key);
 			r = -ETIMEDOUT;
 		} else
 			polled(c);
 		*valid_in_ns = wait;
 	} else if (r == -ESHUTDOWN)
-		denied(c, ch);
+		denied(c, ch->key);
 	chain_put(c, ch);
 	return r;
 }

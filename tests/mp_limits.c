@@ -4,6 +4,7 @@
  */
 #include <sys/mman.h>
 #include <errno.h>
+#include <signal.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -44,7 +45,17 @@ static const char conf[] =
     "concurrency = 1\n"
     "[pc/slow]\n"
     "limit = 2 requests/s burst 1\n"
-    "[pc/fast]\n";
+    "[pc/fast]\n"
+    "[dead]\n"
+    "concurrency = 1\n"
+    "[pair]\n"
+    "concurrency = 2\n"
+    "[cc]\n"
+    "concurrency = 1\n"
+    "[cc/r]\n"
+    "limit = 2 requests/s burst 1\n"
+    "concurrency = 1\n"
+    "[cc/other]\n";
 
 /* What the workers share with the parent: a MAP_SHARED anonymous page. */
 #define MAX_STAMPS	4096
@@ -438,8 +449,9 @@ test_rate_waiter_holds_no_lease(void **state)
 	/* B's slot has come; we hold the lease, so B waits for it. */
 	assert_int_equal(atomic_load(&s->granted), 0);
 	tg_release(c, &t);
-	while (atomic_load(&s->granted) == 0)
+	for (int i = 0; i < 10000 && atomic_load(&s->granted) == 0; i++)
 		tb_sleep_ns(1000000);
+	assert_int_equal(atomic_load(&s->granted), 1);
 	assert_int_equal(tg_try_acquire(c, fast, NULL, &t, NULL), -EAGAIN);
 	atomic_store(&s->inflight, 1);
 	assert_int_equal(tb_wait_child(b), 0);
@@ -498,6 +510,277 @@ test_long_period_survives_the_scrub(void **state)
 	tg_close(c);
 }
 
+/* The id of key k's limit at chain position pos, read from the segment. */
+static uint32_t
+limit_id(struct tbroker *tb, uint32_t k, unsigned pos, struct seg_map *m)
+{
+	struct seg_cfg *cfg;
+	uint32_t seq, id;
+
+	assert_int_equal(seg_attach(tb->segment, 0, m), 0);
+	do {
+		cfg = seg_read_begin(m, &seq);
+		id = seg_keys(cfg)[k & 0xffff].chain[pos];
+	} while (!seg_read_ok(cfg, seq));
+	return id;
+}
+
+/* Wait (10 s at most) until someone announced a sleep on limit id. */
+static void
+wait_sleeper(struct seg_map *m, uint32_t id)
+{
+	for (int i = 0; i < 10000 &&
+	    atomic_load(&seg_lstates(m)[id].waiting) == 0; i++)
+		tb_sleep_ns(1000000);
+	assert_int_not_equal(atomic_load(&seg_lstates(m)[id].waiting), 0);
+}
+
+/*
+ * A handoff to a sleeper that died before the release woke it: the
+ * newcomer leaves the lease to it only until the handoff ends (10 ms),
+ * then takes it, and does not wait for a release that never comes.
+ * Kills a newcomer that sleeps to its own deadline past the handoff's
+ * end (the wrong min() of the two).
+ */
+static void
+test_handoff_to_the_dead_ends(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "dead"), id;
+	struct seg_map m;
+	tg_ticket t;
+	pid_t s;
+
+	id = limit_id(tb, k, 0, &m);
+	assert_int_equal(tg_acquire(c, k, NULL, 5 * NS, &t), 0);
+	if ((s = fork()) == 0) {
+		tg_client *cs = tb_client(tb);
+		tg_ticket ts;
+
+		/* Sleeps on our lease until killed. */
+		(void)tg_acquire(cs, tb_key(cs, "dead"), NULL, 60 * NS, &ts);
+		_exit(2);
+	}
+	wait_sleeper(&m, id);
+	kill(s, SIGKILL);
+	assert_int_equal(tb_wait_child(s), 128 + SIGKILL);
+	/* The release hands the lease to the dead: a handoff opens. */
+	tg_release(c, &t);
+	assert_int_not_equal(atomic_load(&seg_lstates(&m)[id].handoff_ns), 0);
+	/* No release will come: we get it once the handoff is over. */
+	assert_int_equal(tg_acquire(c, k, NULL, 3 * NS, &t), 0);
+	tg_release(c, &t);
+	seg_detach(&m);
+	tg_close(c);
+}
+
+/*
+ * The sleeper a release woke took its lease: the handoff is over, and a
+ * newcomer takes the other free lease at once (tg_acquire with no time
+ * to wait).  Kills a handoff that no take ends: newcomers left a free
+ * lease to nobody for up to 10 ms after each wake.
+ */
+static void
+test_handoff_ends_when_taken(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *sh = tb_shared(sizeof(*sh));
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "pair"), id;
+	struct seg_map m;
+	tg_ticket a, b;
+	pid_t s;
+
+	id = limit_id(tb, k, 0, &m);
+	assert_int_equal(tg_acquire(c, k, NULL, 5 * NS, &a), 0);
+	assert_int_equal(tg_acquire(c, k, NULL, 5 * NS, &b), 0);
+	if ((s = fork()) == 0) {
+		tg_client *cs = tb_client(tb);
+		tg_ticket ts;
+
+		if (tg_acquire(cs, tb_key(cs, "pair"), NULL, 10 * NS,
+		    &ts) != 0)
+			_exit(2);
+		atomic_store(&sh->granted, 1);
+		for (int i = 0; i < 10000 && atomic_load(&sh->inflight) == 0;
+		    i++)
+			tb_sleep_ns(1000000);
+		tg_release(cs, &ts);
+		tg_close(cs);
+		_exit(0);
+	}
+	wait_sleeper(&m, id);
+	tg_release(c, &a);		/* wakes s, which takes it */
+	for (int i = 0; i < 10000 && atomic_load(&sh->granted) == 0; i++)
+		tb_sleep_ns(1000000);
+	assert_int_equal(atomic_load(&sh->granted), 1);
+	assert_int_equal(atomic_load(&seg_lstates(&m)[id].handoff_ns), 0);
+	tg_release(c, &b);		/* nobody sleeps: no handoff */
+	assert_int_equal(tg_acquire(c, k, NULL, 0, &b), 0);
+	tg_release(c, &b);
+	atomic_store(&sh->inflight, 1);
+	assert_int_equal(tb_wait_child(s), 0);
+	seg_detach(&m);
+	munmap(sh, sizeof(*sh));
+	tg_close(c);
+}
+
+/*
+ * A tg_acquire whose slot came takes its leases then; one that takes
+ * its own key's lease and runs out of time waiting for its parent's
+ * gives the first back: cc/r's lease is free afterwards.  Kills an
+ * -ETIMEDOUT of that second half that keeps what it took (cc/r's one
+ * lease then stays taken until the client closes).
+ */
+static void
+test_late_lease_timeout_keeps_nothing(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *sh = tb_shared(sizeof(*sh));
+	tg_client *c = tb_client(tb);
+	uint32_t r = tb_key(c, "cc/r"), other = tb_key(c, "cc/other");
+	struct seg_map m;
+	uint64_t denied;
+	tg_ticket t, o;
+	pid_t b;
+
+	(void)limit_id(tb, r, 0, &m);
+	denied = atomic_load(&seg_kstates(&m)[r & 0xffff].denied);
+	/* The burst of 1: B's slot is then 500 ms ahead. */
+	assert_int_equal(tg_try_acquire(c, r, NULL, &t, NULL), 0);
+	tg_release(c, &t);
+	if ((b = fork()) == 0) {
+		tg_client *cb = tb_client(tb);
+		tg_ticket tb_t;
+		int rc;
+
+		atomic_store(&sh->go, 1);
+		/* cc is taken while B sleeps for its slot, and kept. */
+		rc = tg_acquire(cb, tb_key(cb, "cc/r"), NULL, 1500000000,
+		    &tb_t);
+		atomic_store(&sh->granted, rc == -ETIMEDOUT ? 1 : 2);
+		/* Alive (a lease it kept would stay taken) until we are done. */
+		for (int i = 0; i < 10000 && atomic_load(&sh->inflight) == 0;
+		    i++)
+			tb_sleep_ns(1000000);
+		tg_close(cb);
+		_exit(0);
+	}
+	wait_go(sh);
+	tb_sleep_ns(100000000);
+	assert_int_equal(tg_try_acquire(c, other, NULL, &o, NULL), 0);
+	for (int i = 0; i < 10000 && atomic_load(&sh->granted) == 0; i++)
+		tb_sleep_ns(1000000);
+	/* B ran out of time in its second half, a ticket given up... */
+	assert_int_equal(atomic_load(&sh->granted), 1);
+	assert_int_equal(atomic_load(&seg_kstates(&m)[r & 0xffff].denied),
+	    denied + 1);
+	tg_release(c, &o);
+	/* ...and gave back cc/r's lease: ours, B still alive. */
+	assert_int_equal(tg_acquire(c, r, NULL, 2 * NS, &t), 0);
+	tg_release(c, &t);
+	atomic_store(&sh->inflight, 1);
+	assert_int_equal(tb_wait_child(b), 0);
+	seg_detach(&m);
+	munmap(sh, sizeof(*sh));
+	tg_close(c);
+}
+
+/*
+ * A pause that comes while a tg_acquire whose slot came waits for its
+ * lease: when the lease is released it does not go into the pause; it
+ * goes back in line, after the pause's end.  Kills a second half that
+ * checks for a pause only before it first tries (a 429 on cc, the
+ * parent, while B waited on cc's lease: B went at once).
+ */
+static void
+test_late_lease_waiter_sees_a_pause(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	struct shared *sh = tb_shared(sizeof(*sh));
+	tg_client *c = tb_client(tb);
+	uint32_t r = tb_key(c, "cc/r"), cc = tb_key(c, "cc"), id;
+	static const char ra[] = "retry-after: 1\r\n";
+	struct seg_map m;
+	uint64_t paused_at;
+	tg_ticket t, o;
+	pid_t b;
+
+	id = limit_id(tb, cc, 0, &m);
+	/* The burst of 1: B's slot is then 500 ms ahead. */
+	assert_int_equal(tg_acquire(c, r, NULL, 3 * NS, &t), 0);
+	tg_release(c, &t);
+	if ((b = fork()) == 0) {
+		tg_client *cb = tb_client(tb);
+		tg_ticket tb_t;
+
+		atomic_store(&sh->go, 1);
+		if (tg_acquire(cb, tb_key(cb, "cc/r"), NULL, 10 * NS,
+		    &tb_t) != 0)
+			_exit(2);
+		sh->stamps[0] = tb_now_ns();
+		tg_release(cb, &tb_t);
+		tg_close(cb);
+		_exit(0);
+	}
+	wait_go(sh);
+	tb_sleep_ns(100000000);
+	/* cc's lease, while B sleeps for its slot: B then waits for it. */
+	assert_int_equal(tg_try_acquire(c, cc, NULL, &o, NULL), 0);
+	wait_sleeper(&m, id);
+	/* A 429 on cc pauses cc/r too; then the lease is free. */
+	assert_int_equal(tg_observe(c, &o, 429, ra, sizeof(ra) - 1),
+	    TG_RETRY);
+	paused_at = tb_now_ns();
+	tg_release(c, &o);
+	assert_int_equal(tb_wait_child(b), 0);
+	print_message("late lease: went %.3f s after the 429 (pause 1 s)\n",
+	    (double)(sh->stamps[0] - paused_at) / 1e9);
+	assert_true(sh->stamps[0] >= paused_at + 900000000);
+	seg_detach(&m);
+	munmap(sh, sizeof(*sh));
+	tg_close(c);
+}
+
+/*
+ * A poll (tg_try_acquire) or a reservation takes a free lease during a
+ * handoff, as lease.h says, and leaves the handoff to the sleepers it is
+ * for: a newcomer tg_acquire still leaves them the other free lease.
+ * The handoff here is one the test opens, 10 s long, for sleepers slow
+ * to come.  Before, the poll's take ended it (it took the path of a
+ * woken sleeper's), and the newcomer took the second lease.
+ */
+static void
+test_poll_leaves_the_handoff(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "pair"), id;
+	_Atomic uint64_t *h;
+	struct seg_map m, w;
+	uint64_t until, in;
+	tg_ticket a, b;
+
+	id = limit_id(tb, k, 0, &m);
+	assert_int_equal(seg_attach(tb->segment, 1, &w), 0);
+	h = &seg_lstates(&w)[id].handoff_ns;
+	until = tb_now_ns() + 10 * NS;
+	atomic_store(h, until);
+	assert_int_equal(tg_try_acquire(c, k, NULL, &a, NULL), 0);
+	assert_int_equal(atomic_load(h), until);
+	assert_int_equal(tg_acquire(c, k, NULL, 0, &b), -ETIMEDOUT);
+	assert_int_equal(tg_reserve(c, k, NULL, 0, &b, &in), 0);
+	assert_int_equal(in, 0);
+	assert_int_equal(atomic_load(h), until);
+	tg_release(c, &b);
+	tg_release(c, &a);
+	atomic_store(h, 0);
+	seg_detach(&w);
+	seg_detach(&m);
+	tg_close(c);
+}
+
 int
 main(void)
 {
@@ -511,6 +794,11 @@ main(void)
 		cmocka_unit_test(test_long_period_survives_the_scrub),
 		cmocka_unit_test(test_release_hands_lease_to_sleeper),
 		cmocka_unit_test(test_rate_waiter_holds_no_lease),
+		cmocka_unit_test(test_handoff_to_the_dead_ends),
+		cmocka_unit_test(test_handoff_ends_when_taken),
+		cmocka_unit_test(test_late_lease_timeout_keeps_nothing),
+		cmocka_unit_test(test_late_lease_waiter_sees_a_pause),
+		cmocka_unit_test(test_poll_leaves_the_handoff),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);

@@ -52,7 +52,13 @@ static const char conf[] =
     "limit = 2 requests/s burst 1\n"
     "[back429]\n"
     "limit = 2 requests/s burst 1\n"
-    "limit = 1000 tokens/min\n";
+    "limit = 1000 tokens/min\n"
+    "[readynow]\n"
+    "limit = 1 requests/s burst 2\n"
+    "[readyreuse]\n"
+    "limit = 2 requests/s burst 1\n"
+    "[readyconc]\n"
+    "concurrency = 1\n";
 
 static int
 setup(void **state)
@@ -376,6 +382,79 @@ test_ready_gives_back_what_was_not_sent(void **state)
 	tg_close(c);
 }
 
+/*
+ * tg_ready on a reservation valid at once (it kept no time: nothing to
+ * wait for) when a 429 on another of the key's tickets paused it since:
+ * the pause on now says no, and how long it lasts.  Kills a tg_ready
+ * that asks only about pauses set after a kept time, or reports 0 s.
+ */
+static void
+test_ready_paused_now(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t k = tb_key(c, "readynow");
+	static const char ra[] = "retry-after: 5\r\n";
+	tg_ticket t0, t1;
+	uint64_t in0, in1, left;
+
+	memset(&t0, 0, sizeof(t0));
+	memset(&t1, 0, sizeof(t1));
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t0, &in0), 0);
+	assert_int_equal(tg_reserve(c, k, NULL, 10 * SEC, &t1, &in1), 0);
+	assert_int_equal(in0, 0);
+	assert_int_equal(in1, 0);
+	assert_int_equal(tg_ready(c, &t0, &left), 0);
+	assert_int_equal(tg_observe(c, &t1, 429, ra, sizeof(ra) - 1),
+	    TG_RETRY);
+	tg_release(c, &t1);
+	assert_int_equal(tg_ready(c, &t0, &left), -ECANCELED);
+	assert_true(left > 0 && left <= 5 * SEC);
+	tg_release(c, &t0);
+	tg_close(c);
+}
+
+/*
+ * A ticket reused: tg_reserve into the buffer of an earlier reservation
+ * that waited.  Valid at once, the new one keeps no time, and a pause
+ * set after the old one's slot (over by now) is none of its business:
+ * tg_ready says 0.  Kills a tg_reserve that leaves the word it would
+ * keep the time in as it found it when there is no wait.
+ */
+static void
+test_ready_reused_ticket(void **state)
+{
+	struct tbroker *tb = TB_NEED(state);
+	tg_client *c = tb_client(tb);
+	uint32_t ka = tb_key(c, "readyreuse"), kb = tb_key(c, "readyconc");
+	static const char ra[] = "retry-after: 0.2\r\n";
+	tg_ticket t, u;
+	uint64_t in, left;
+
+	memset(&t, 0, sizeof(t));
+	memset(&u, 0, sizeof(u));
+	/* t waits for a slot 0.5 s ahead; released before it, unused. */
+	assert_int_equal(tg_reserve(c, ka, NULL, 10 * SEC, &u, &in), 0);
+	assert_int_equal(in, 0);
+	assert_int_equal(tg_reserve(c, ka, NULL, 10 * SEC, &t, &in), 0);
+	assert_true(in > 0);
+	tg_release(c, &t);
+	tg_release(c, &u);
+	/* After every time t held: a 429 pauses kb, and the pause ends. */
+	tb_sleep_ns(2 * SEC);
+	assert_int_equal(tg_try_acquire(c, kb, NULL, &u, NULL), 0);
+	assert_int_equal(tg_observe(c, &u, 429, ra, sizeof(ra) - 1),
+	    TG_RETRY);
+	tg_release(c, &u);
+	tb_sleep_ns(600 * MS);
+	/* The same buffer, valid at once (the ramp's first lease). */
+	assert_int_equal(tg_reserve(c, kb, NULL, 10 * SEC, &t, &in), 0);
+	assert_int_equal(in, 0);
+	assert_int_equal(tg_ready(c, &t, &left), 0);
+	tg_release(c, &t);
+	tg_close(c);
+}
+
 int
 main(void)
 {
@@ -389,6 +468,8 @@ main(void)
 		cmocka_unit_test(test_big_reservation_is_not_overtaken),
 		cmocka_unit_test(test_ready_after_a_pause),
 		cmocka_unit_test(test_ready_gives_back_what_was_not_sent),
+		cmocka_unit_test(test_ready_paused_now),
+		cmocka_unit_test(test_ready_reused_ticket),
 	};
 
 	return cmocka_run_group_tests(tests, setup, tb_group_teardown);

@@ -52,7 +52,10 @@ class TestAsync(BrokerCase):
             "[one-b]\nconcurrency = 1\n"
             "[one-c]\nconcurrency = 1\n"
             "[one-d]\nconcurrency = 1\n"
-            "[two]\nconcurrency = 2\n")
+            "[two]\nconcurrency = 2\n"
+            "[pyr]\nconcurrency = 2\n"
+            "[pyr/slow]\nlimit = 2 requests/s burst 1\n"
+            "[pyr/free]\n")
 
     def in_flight(self, key):
         return self.b.limit(key, "concurrency")["in_flight"]
@@ -244,6 +247,34 @@ class TestAsync(BrokerCase):
         asyncio.run(main())
         self.assertEqual(state["max"], 2)
         self.assertEqual(self.in_flight("two"), 0)
+
+    def test_reserved_then_paused_goes_back_in_line(self):
+        """A coroutine's reservation sleeps for its slot holding a lease of
+        pyr; a 429 meanwhile pauses the key past that slot: tg_ready says
+        no, and the coroutine releases the reservation (its lease with it)
+        and reserves again, from the pause's end.  Kills an aacquire that
+        skips tg_ready (it went at its old slot, into the pause) or that
+        reserves again over a ticket it did not release (pyr's lease was
+        then taken for good)."""
+        out = {}
+
+        async def main():
+            t0, _ = self.c.try_ticket("pyr/slow")
+            self.assertIsNotNone(t0)
+            task = asyncio.get_running_loop().create_task(
+                self.c.aacquire("pyr/slow", timeout=10))
+            await asyncio.sleep(0.1)
+            self.assertEqual(self.in_flight("pyr"), 2)
+            t0.observe(429, {"retry-after": "1"})
+            out["paused"] = time.monotonic()
+            t0.release()
+            t = await task
+            out["went"] = time.monotonic()
+            t.release()
+
+        asyncio.run(main())
+        self.assertGreaterEqual(out["went"] - out["paused"], 0.9)
+        self.assertEqual(self.in_flight("pyr"), 0)
 
     def test_aticket_takes_and_releases(self):
         kept = []       # held on to: only the exit may release them
