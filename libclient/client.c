@@ -997,12 +997,19 @@ tg_acquire(tg_client *c, uint32_t key, const tg_cost *cost,
 		} else if (blocked >= 0) {
 			/*
 			 * Until a release, or the end of a handoff we left to
-			 * others (lease.h): then no longer a newcomer.
+			 * others (lease.h): then no longer a newcomer.  At
+			 * most LEASE_HANDOFF_NS for a newcomer whatever it
+			 * reads now: the woken may have ended the handoff
+			 * since we yielded, leaving another lease free that
+			 * no release will announce.
 			 */
 			until = deadline;
-			if (!woken && lease_yield(&ls[blocked], now, &handoff) &&
-			    handoff < until)
-				until = handoff;
+			if (!woken) {
+				if (!lease_yield(&ls[blocked], now, &handoff))
+					handoff = now + LEASE_HANDOFF_NS;
+				if (handoff < until)
+					until = handoff;
+			}
 			if (until != UINT64_MAX)
 				abs = ns_to_timespec(until);
 			(void)lease_wait(&ls[blocked], seen,
