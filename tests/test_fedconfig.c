@@ -136,7 +136,7 @@ test_errors(void **state)
 	assert_int_equal(load("[broker]\nredis = redis://u:secret@h:99999\n"
 	    "host_id = a{b}\nfederation =\nredis_outage = maybe\n"
 	    "redis_outage = safe\n[k]\nscope = all\nscope = host\n"
-	    "scope = global\n", &cfg, &c), 6);
+	    "scope = global\n", &cfg, &c), 7);
 	assert_true(reported(&c, "t.conf:2: redis `...@h:99999': port not "
 	    "within 1..65535"));
 	assert_true(reported(&c, "t.conf:3: `{' in host_id `a{b}' (use A-Z, "
@@ -149,6 +149,8 @@ test_errors(void **state)
 	    "line 5"));
 	assert_true(reported(&c, "t.conf:8: scope `all': want global or "
 	    "host"));
+	assert_true(reported(&c, "t.conf:10: second `scope' for [k] (first "
+	    "on line 9)"));
 	/* The password never reaches a message. */
 	for (int i = 0; i < c.n && i < MAXMSG; i++)
 		assert_null(strstr(c.msg[i], "secret"));
