@@ -18,6 +18,7 @@
 #include "broker.h"
 #include "clients.h"
 #include "clock.h"
+#include "fed.h"
 #include "log.h"
 #include "loop.h"
 #include "own.h"
@@ -88,6 +89,7 @@ struct daemon {
 	struct broker	*b;
 	struct loop	loop;
 	struct clients	*clients;
+	struct fed	*fed;		/* NULL: no federation */
 	uint64_t	watchdog_ns;	/* 0: no watchdog */
 	uint64_t	last_watchdog_ns;
 };
@@ -116,6 +118,7 @@ on_signal(void *arg, int signo)
 	switch (signo) {
 	case SIGHUP:
 		reload_run(d->b);
+		fed_configure(d->fed, d->b);
 		break;
 	case SIGTERM:
 	case SIGINT:
@@ -283,6 +286,12 @@ main(int argc, char *argv[])
 		pidfile_remove(pfh);
 		errx(1, "out of memory");
 	}
+	/* After loop_init: the thread inherits the blocked signals. */
+	d.fed = fed_start(&b, &r);
+	if (d.fed == NULL && r < 0) {
+		pidfile_remove(pfh);
+		errx(1, "federation: %s", strerror(-r));
+	}
 	d.watchdog_ns = notify_watchdog_ns();
 	setproctitle("segment %s", b.cfg.segment);
 	log_info("serving segment %s: %u keys, %u limits, pid %d",
@@ -295,6 +304,7 @@ main(int argc, char *argv[])
 	r = loop_run(&d.loop);
 	if (r < 0)
 		log_warnx("loop: %s", strerror(-r));
+	fed_stop(d.fed);
 	loop_fini(&d.loop);
 	clients_free(d.clients);
 	/* Release: tollstat's acquire load of the pid reads "none". */

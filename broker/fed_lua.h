@@ -1,0 +1,162 @@
+/*
+ * fed_lua.h: private; the two Lua scripts the federation runs in Redis
+ * (fed.c).  Each is one atomic operation on one tollgate key, reads the
+ * clock with TIME in Redis (no host's clock touches the budget) and
+ * names every Redis key it touches in KEYS, all under one hash tag,
+ * {FEDERATION:KEY}, so that a Redis Cluster could run it on one node.
+ * Times in Redis are microseconds of Redis's clock.
+ */
+#ifndef TG_FED_LUA_H
+#define TG_FED_LUA_H
+
+/*
+ * LEASE: take slices of a key's limits.
+ *
+ * KEYS[1]  {tag}:d  hash: def (the definition in force), seen (when a
+ *          broker with that definition last leased), pause (until)
+ * KEYS[2]  {tag}:h  hash: host -> when it last leased
+ * KEYS[3+] {tag}:lN one per limit: a rate's TAT (a string), or a
+ *          window's sub-window counts (a hash, sub-window -> units)
+ * ARGV     host, def, life_us, idle_us, then per limit: kind, count,
+ *          period_us, burst, ask
+ *
+ * The definition in force is the first written; a broker whose
+ * definition differs is told (disagree = 1) and leases under the one in
+ * force, until no broker with that one has leased for idle_us: then the
+ * next broker's replaces it, so a changed config rolls out by itself.
+ *
+ * A rate limit is a GCRA on Redis's clock: a grant of g units moves its
+ * TAT by g units' cost at once (pre-debit); what a broker does not spend
+ * before the slice ends is lost to the fleet, never handed out twice.
+ * One grant is at most the host's part of a bucket and a slice's life,
+ * (burst + rate * life) / hosts, so that hungry hosts share it.
+ *
+ * A window limit counts a grant in the sub-window that the slice's end
+ * falls in, plus one: each unit is then counted in Redis from its grant
+ * until a whole period after the latest moment it can be spent, so the
+ * fleet never spends more than count in any window.
+ *
+ * Returns { now, pause_left, disagree, hosts, (granted, eta) per limit },
+ * eta the microseconds until a refused ask could be granted.
+ */
+#define FED_LUA_LEASE \
+"local t = redis.call('TIME')\n" \
+"local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n" \
+"local host, def = ARGV[1], ARGV[2]\n" \
+"local life, idle = tonumber(ARGV[3]), tonumber(ARGV[4])\n" \
+"local n = #KEYS - 2\n" \
+"local lim = {}\n" \
+"local maxper = 0\n" \
+"for i = 1, n do\n" \
+"  local b = 4 + (i - 1) * 5\n" \
+"  lim[i] = { tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]),\n" \
+"    tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]) }\n" \
+"end\n" \
+"local d = redis.call('HMGET', KEYS[1], 'def', 'seen', 'pause')\n" \
+"local disagree = 0\n" \
+"if d[1] == false or d[1] == def or now - tonumber(d[2] or '0') > idle then\n" \
+"  redis.call('HSET', KEYS[1], 'def', def, 'seen', string.format('%.0f', now))\n" \
+"else\n" \
+"  disagree = 1\n" \
+"  local alt, j = {}, 0\n" \
+"  for k, c, p, b in string.gmatch(d[1], '(%d+):(%d+):(%d+):(%d+)') do\n" \
+"    j = j + 1\n" \
+"    alt[j] = { tonumber(k), tonumber(c), tonumber(p), tonumber(b) }\n" \
+"  end\n" \
+"  if j == n then\n" \
+"    for i = 1, n do\n" \
+"      if alt[i][1] == lim[i][1] and alt[i][2] > 0 and alt[i][3] > 0 then\n" \
+"        lim[i][2], lim[i][3], lim[i][4] = alt[i][2], alt[i][3], alt[i][4]\n" \
+"      end\n" \
+"    end\n" \
+"  end\n" \
+"end\n" \
+"local pause = tonumber(d[3] or '0')\n" \
+"redis.call('HSET', KEYS[2], host, string.format('%.0f', now))\n" \
+"local hs = redis.call('HGETALL', KEYS[2])\n" \
+"local hosts = 0\n" \
+"for j = 1, #hs, 2 do\n" \
+"  if now - tonumber(hs[j + 1]) > 2 * life then\n" \
+"    redis.call('HDEL', KEYS[2], hs[j])\n" \
+"  else\n" \
+"    hosts = hosts + 1\n" \
+"  end\n" \
+"end\n" \
+"redis.call('PEXPIRE', KEYS[2], math.ceil(10 * life / 1000))\n" \
+"local out = { now, pause > now and pause - now or 0, disagree, hosts }\n" \
+"for i = 1, n do\n" \
+"  local kind, count, per, burst, ask = lim[i][1], lim[i][2], lim[i][3],\n" \
+"    lim[i][4], lim[i][5]\n" \
+"  local g, eta = 0, 0\n" \
+"  if per > maxper then maxper = per end\n" \
+"  if kind == 1 then\n" \
+"    local T = per / count\n" \
+"    local tau = burst * T\n" \
+"    local tat = tonumber(redis.call('GET', KEYS[2 + i]) or '0')\n" \
+"    if tat < now then tat = now end\n" \
+"    local avail = math.floor((now + tau - tat) / T + 1e-9)\n" \
+"    local share = math.max(1, math.ceil((burst + count * life / per) / hosts))\n" \
+"    g = math.max(0, math.min(ask, avail, share))\n" \
+"    if g > 0 then\n" \
+"      tat = tat + g * T\n" \
+"      redis.call('SET', KEYS[2 + i], string.format('%.0f', tat), 'PX',\n" \
+"        math.ceil((tat - now) / 1000) + 1000)\n" \
+"    else\n" \
+"      eta = math.max(1, math.ceil(tat + T - tau - now))\n" \
+"    end\n" \
+"  elseif kind == 2 then\n" \
+"    local sub = per / 64\n" \
+"    local idx = math.floor(now / sub)\n" \
+"    local ws = redis.call('HGETALL', KEYS[2 + i])\n" \
+"    local sum, oldest = 0, nil\n" \
+"    for j = 1, #ws, 2 do\n" \
+"      local b = tonumber(ws[j])\n" \
+"      if b <= idx - 64 then\n" \
+"        redis.call('HDEL', KEYS[2 + i], ws[j])\n" \
+"      else\n" \
+"        sum = sum + tonumber(ws[j + 1])\n" \
+"        if oldest == nil or b < oldest then oldest = b end\n" \
+"      end\n" \
+"    end\n" \
+"    g = math.max(0, math.min(ask, count - sum))\n" \
+"    if g > 0 then\n" \
+"      local at = math.floor((now + life) / sub) + 1\n" \
+"      redis.call('HINCRBY', KEYS[2 + i], string.format('%.0f', at), g)\n" \
+"      redis.call('PEXPIRE', KEYS[2 + i],\n" \
+"        math.ceil((per + life + 2 * sub) / 1000))\n" \
+"    elseif oldest ~= nil then\n" \
+"      eta = math.max(1, math.ceil((oldest + 64) * sub - now))\n" \
+"    else\n" \
+"      eta = math.ceil(sub)\n" \
+"    end\n" \
+"  end\n" \
+"  out[#out + 1] = g\n" \
+"  out[#out + 1] = eta\n" \
+"end\n" \
+"redis.call('PEXPIRE', KEYS[1], math.ceil((2 * maxper + idle + life) / 1000))\n" \
+"return out\n"
+
+/*
+ * PAUSE: a broker saw its workers pause the key (a 429, a Retry-After)
+ * for left_us: store pause-until on Redis's clock, unless a later one
+ * is stored, and publish it to every broker.
+ *
+ * KEYS[1]  {tag}:d
+ * ARGV     left_us, channel, message ("HOST KEY"; " LEFT_US" is added)
+ *
+ * Returns 1 if it stored and published, 0 if a later pause stood.
+ */
+#define FED_LUA_PAUSE \
+"local t = redis.call('TIME')\n" \
+"local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n" \
+"local left = tonumber(ARGV[1])\n" \
+"local cur = tonumber(redis.call('HGET', KEYS[1], 'pause') or '0')\n" \
+"if now + left <= cur then return 0 end\n" \
+"redis.call('HSET', KEYS[1], 'pause', string.format('%.0f', now + left))\n" \
+"if redis.call('PTTL', KEYS[1]) < math.ceil(left / 1000) + 1000 then\n" \
+"  redis.call('PEXPIRE', KEYS[1], math.ceil(left / 1000) + 1000)\n" \
+"end\n" \
+"redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. string.format('%.0f', left))\n" \
+"return 1\n"
+
+#endif /* TG_FED_LUA_H */
