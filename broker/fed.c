@@ -31,10 +31,14 @@
  * then falls back to the local limit.  So that this cannot burst, the
  * thread also keeps a rate limit's local GCRA bucket drained to what
  * the slices hold (gcra_raise of its TAT): a lapse admits no more than
- * the rate refills meanwhile.  An empty cap is renewed for
- * FED_EMPTY_HOLD_NS only, because its end is the wait a refused worker
- * is told (tg_acquire sleeps it): short, so waiters come back soon
- * after a slice arrives.
+ * the rate refills meanwhile.  An empty cap of a rate limit is renewed
+ * for FED_EMPTY_HOLD_NS only, because its end is the wait a refused
+ * worker is told (tg_acquire sleeps it): short, so waiters come back
+ * soon after a slice arrives.  A window's local ring cannot be drained
+ * that way, so its cap, empty or not, is renewed for FED_HOLD_NS: its
+ * waiters may come back up to that late, which a limit counted over
+ * minutes or days can afford.  A pass later than a cap's end is a
+ * lapse, counted and logged when the broker stops.
  *
  * The bound.  A unit is debited in Redis when granted and spent within
  * a slice's life L after.  In any interval of length P the fleet spends
@@ -109,6 +113,7 @@ struct fed_lim {
 	uint64_t	credit_ns;	/* when credit was last earned */
 	uint64_t	ask;		/* units asked in the lease in flight */
 	int		zeroed;		/* `open' outage: cap cleared */
+	int		written;	/* its cap is ours: a lapse counts */
 };
 
 struct fed_key {
@@ -391,6 +396,7 @@ cap_sync(struct fed *f, struct fed_lim *l, uint64_t now)
 			atomic_store_explicit(&ls->srv_cap, 0,
 			    memory_order_relaxed);
 		l->zeroed = 1;
+		l->written = 0;
 		l->nsl = 0;
 		l->wrote = 0;
 		return;
@@ -398,8 +404,9 @@ cap_sync(struct fed *f, struct fed_lim *l, uint64_t now)
 	l->zeroed = 0;
 	/* Relaxed: the cap word publishes no other memory (srvcap.c). */
 	cur = atomic_load_explicit(&ls->srv_cap, memory_order_relaxed);
-	if (l->wrote > 0 && !cap_live(cur, now))
+	if (l->written && !cap_live(cur, now))
 		f->lapses++;
+	l->written = 1;
 	for (;;) {
 		live = cap_live(cur, now) ? cap_left(cur) : 0;
 		spent = l->wrote > live ? l->wrote - live : 0;
@@ -411,8 +418,8 @@ cap_sync(struct fed *f, struct fed_lim *l, uint64_t now)
 		l->wrote = slices_left(l);
 		slices_expire(l, now);
 		total = slices_left(l);
-		next = cap_make(total, now + (total > 0 ? FED_HOLD_NS :
-		    FED_EMPTY_HOLD_NS));
+		next = cap_make(total, now + (total > 0 ||
+		    l->kind != LIM_RATE ? FED_HOLD_NS : FED_EMPTY_HOLD_NS));
 		if (atomic_compare_exchange_weak_explicit(&ls->srv_cap, &cur,
 		    next, memory_order_relaxed, memory_order_relaxed))
 			break;
@@ -804,6 +811,8 @@ lease_round(struct fed *f, uint64_t now)
 
 			if (l->ask == 0)
 				continue;
+			log_debug("federation: [%s] limit %u: asked %" PRIu64
+			    ", granted %lld", k->name, j, l->ask, g);
 			if (g > 0 && l->nsl < FED_SLICES) {
 				/* Its life from before we asked: never longer
 				 * than Redis reckons it. */
@@ -950,7 +959,7 @@ fed_main(void *arg)
 	if (f->sub != NULL)
 		redisFree(f->sub);
 	if (f->lapses > 0)
-		log_info("federation: %" PRIu64 " cap lapses (passes later "
+		log_warnx("federation: %" PRIu64 " cap lapses (passes later "
 		    "than a cap's end)", f->lapses);
 	return NULL;
 }
