@@ -625,7 +625,7 @@ outage_run(const char *mode, uint64_t *out, uint64_t *after)
 	    "slices (rate alone: %d), %llu in the last %.1f s\n", mode,
 	    (unsigned long long)*out, RATE_PER_S * 18 / 10,
 	    (unsigned long long)*after,
-	    (unsigned long long)((t0 + dur - tk - 6 * NS) / NS));
+	    (double)(t0 + dur - tk - 6 * NS) / 1e9);
 	for (int h = 0; h < HOSTS; h++)
 		assert_true(tb_log_count(&f.tb[h], "lost") >= 1);
 	free(t);
