@@ -266,6 +266,28 @@ table_free(struct fed_table *t)
 	free(t);
 }
 
+/* Say in the segment whether l is global (tollstat reads it). */
+static void
+lim_mark(struct fed *f, const struct fed_lim *l, int global)
+{
+	struct seg_lstate *ls = &seg_lstates(f->m)[l->id];
+
+	/* Relaxed, as every fed_* word: figures for tollstat alone. */
+	atomic_store_explicit(&ls->fed_info, global ? FED_INFO(0, 0,
+	    FED_INFO_GLOBAL) : 0, memory_order_relaxed);
+	if (!global)
+		atomic_store_explicit(&ls->fed_held, 0, memory_order_relaxed);
+}
+
+/* The broker's federation state, SEG_FED_*, for tollstat. */
+static void
+state_mark(struct fed *f)
+{
+	atomic_store_explicit(&f->m->hdr->fed_state, SEG_FED_ON |
+	    (f->up ? SEG_FED_UP : 0) | (uint64_t)f->outage << 8,
+	    memory_order_relaxed);
+}
+
 /*
  * A new table replaces the thread's: what a key and limit that stay the
  * same held (slices, the cap's count, pauses known) carries over.
@@ -309,6 +331,13 @@ table_take(struct fed *f)
 				}
 		}
 	}
+	/* tollstat: the old table's limits are no longer, the new are. */
+	for (unsigned i = 0; f->tab != NULL && i < f->tab->nkeys; i++)
+		for (unsigned j = 0; j < f->tab->keys[i].nlim; j++)
+			lim_mark(f, &f->tab->keys[i].lim[j], 0);
+	for (unsigned i = 0; i < t->nkeys; i++)
+		for (unsigned j = 0; j < t->keys[i].nlim; j++)
+			lim_mark(f, &t->keys[i].lim[j], 1);
 	table_free(f->tab);
 	f->tab = t;
 }
@@ -399,6 +428,7 @@ cap_sync(struct fed *f, struct fed_lim *l, uint64_t now)
 		l->written = 0;
 		l->nsl = 0;
 		l->wrote = 0;
+		atomic_store_explicit(&ls->fed_held, 0, memory_order_relaxed);
 		return;
 	}
 	l->zeroed = 0;
@@ -425,6 +455,8 @@ cap_sync(struct fed *f, struct fed_lim *l, uint64_t now)
 			break;
 	}
 	l->wrote = total;
+	/* Relaxed: a figure for tollstat, which needs no order with it. */
+	atomic_store_explicit(&ls->fed_held, total, memory_order_relaxed);
 	/*
 	 * The local bucket holds no more than the slices: a lapse of the
 	 * cap (this thread late) then admits only what the rate refills.
@@ -470,6 +502,7 @@ down(struct fed *f, const char *why)
 		redisFree(f->sub);
 	f->cmd = f->sub = NULL;
 	f->up = 0;
+	state_mark(f);
 	f->backoff_ns = f->backoff_ns == 0 ? FED_BACKOFF_MIN_NS :
 	    f->backoff_ns * 2 > FED_BACKOFF_MAX_NS ? FED_BACKOFF_MAX_NS :
 	    f->backoff_ns * 2;
@@ -595,6 +628,7 @@ connect_all(struct fed *f)
 	f->up = 1;
 	f->ever_up = 1;
 	f->backoff_ns = 0;
+	state_mark(f);
 	log_info("federation: Redis at %s connected: host %s, federation %s",
 	    f->where, f->host, f->name);
 	return;
@@ -813,6 +847,14 @@ lease_round(struct fed *f, uint64_t now)
 				continue;
 			log_debug("federation: [%s] limit %u: asked %" PRIu64
 			    ", granted %lld", k->name, j, l->ask, g);
+			atomic_store_explicit(&seg_lstates(f->m)[l->id].fed_info,
+			    FED_INFO(at, k->hosts, FED_INFO_GLOBAL |
+			    (k->disagree ? FED_INFO_DISAGREE : 0)),
+			    memory_order_relaxed);
+			if (g > 0)
+				atomic_fetch_add_explicit(&seg_lstates(f->m)[
+				    l->id].fed_granted, (uint64_t)g,
+				    memory_order_relaxed);
 			if (g > 0 && l->nsl < FED_SLICES) {
 				/* Its life from before we asked: never longer
 				 * than Redis reckons it. */
@@ -911,6 +953,8 @@ pass(struct fed *f)
 
 	if (f->tab == NULL)
 		return;
+	atomic_store_explicit(&f->m->hdr->fed_lapses, f->lapses,
+	    memory_order_relaxed);
 	for (unsigned i = 0; i < f->tab->nkeys; i++) {
 		struct fed_key *k = &f->tab->keys[i];
 
@@ -971,6 +1015,17 @@ fed_start(struct broker *b, int *err)
 	int r;
 
 	*err = 0;
+	/* What a federated broker before us left for tollstat goes. */
+	atomic_store_explicit(&b->m.hdr->fed_state, 0, memory_order_relaxed);
+	atomic_store_explicit(&b->m.hdr->fed_lapses, 0, memory_order_relaxed);
+	for (uint32_t i = 0; i < b->m.hdr->max_limits; i++) {
+		struct seg_lstate *ls = &seg_lstates(&b->m)[i];
+
+		atomic_store_explicit(&ls->fed_info, 0, memory_order_relaxed);
+		atomic_store_explicit(&ls->fed_held, 0, memory_order_relaxed);
+		atomic_store_explicit(&ls->fed_granted, 0,
+		    memory_order_relaxed);
+	}
 	if (b->cfg.redis.url[0] == '\0')
 		return NULL;
 	if ((f = calloc(1, sizeof(*f))) == NULL) {
@@ -998,6 +1053,7 @@ fed_start(struct broker *b, int *err)
 	memcpy(f->name, b->cfg.federation, sizeof(f->name));
 	snprintf(f->chan, sizeof(f->chan), "%s:pause", f->name);
 	pthread_mutex_init(&f->mu, NULL);
+	state_mark(f);
 	f->next = table_build(b);
 	if ((r = pthread_create(&f->th, NULL, fed_main, f)) != 0) {
 		table_free(f->next);

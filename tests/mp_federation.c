@@ -593,6 +593,24 @@ test_killed_broker(void **state)
 	fleet_stop(&f);
 }
 
+/* Whether tollstat -j of tb's segment has text in it. */
+static int
+stat_says(const struct tbroker *tb, const char *text)
+{
+	char bin[PATH_MAX], cmd[PATH_MAX + 128], *out = malloc(1 << 20);
+	int found;
+
+	assert_non_null(out);
+	snprintf(cmd, sizeof(cmd), "%s -j -s %s", tb_bin("tollstat", bin,
+	    sizeof(bin)), tb->segment);
+	assert_int_equal(tb_run(cmd, out, 1 << 20), 0);
+	found = strstr(out, text) != NULL;
+	if (!found)
+		print_message("tollstat -j lacks %s\n", text);
+	free(out);
+	return found;
+}
+
 /*
  * Redis killed for 3 s under outage mode `mode', then back: what the
  * fleet admits meanwhile, from 1.2 s after the kill (the slices held
@@ -612,9 +630,21 @@ outage_run(const char *mode, uint64_t *out, uint64_t *after)
 	for (int h = 0; h < HOSTS; h++)
 		workers_start(&f, h, "g", t0 + dur, 0);
 	tb_sleep_ns(3 * NS);
+	assert_true(stat_says(&f.tb[0], "\"redis_connected\": true"));
+	assert_true(stat_says(&f.tb[0], "\"hosts\": 3"));
 	tk = tb_now_ns();
 	redis_kill(&f.r);
-	tb_sleep_ns(3 * NS);
+	tb_sleep_ns(1500 * MS);
+	/* tollstat says so, and what the broker does meanwhile. */
+	assert_true(stat_says(&f.tb[1], "\"redis_connected\": false"));
+	{
+		char want[64];
+
+		snprintf(want, sizeof(want), "\"outage\": \"%s\"", mode);
+		assert_true(stat_says(&f.tb[1], want));
+	}
+	tb_sleep_ns(tk + 3 * NS > tb_now_ns() ? tk + 3 * NS - tb_now_ns() :
+	    0);
 	assert_int_equal(redis_run(&f.r), 0);
 	workers_wait(&f);
 	t = merged(&f, 0, HOSTS, &n);
