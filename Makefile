@@ -27,7 +27,7 @@ PKGS      = liburing-dev libbsd-dev libinih-dev libcmocka-dev pkg-config \
 	    libhiredis-dev redis-server
 LIBS      = -linih -luring -lbsd -lpthread
 # The broker's federation (broker/fed.c) talks to Redis.
-BROKER_LIBS = -lhiredis
+BROKER_LIBS = -lhiredis -lm
 # Debian's interpreter, which sees Debian's python3-* packages.
 PYTHON   ?= /usr/bin/python3
 # Where it looks for packages: /usr/lib/python3/dist-packages for

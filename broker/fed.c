@@ -57,6 +57,7 @@
 #include <sys/socket.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -85,6 +86,9 @@
 #define FED_DEF_IDLE_NS	 UINT64_C(10000000000)	/* a definition unused */
 #define FED_DEMAND_NS	 FED_LIFE_NS		/* demand seen: lease on */
 #define FED_DEF_MAX	 (SEG_CHAIN_MAX * 4 * 21)
+#define FED_RING	 80			/* window grants remembered */
+
+enum { SCRIPT_LEASE, SCRIPT_PAUSE, SCRIPT_RESTORE, SCRIPTS };
 
 /* A slice held: units not spent yet, and when it ends (CLOCK_MONOTONIC). */
 struct fed_slice {
@@ -114,6 +118,20 @@ struct fed_lim {
 	uint64_t	ask;		/* units asked in the lease in flight */
 	int		zeroed;		/* `open' outage: cap cleared */
 	int		written;	/* its cap is ours: a lapse counts */
+	/*
+	 * A window: what Redis granted this host, by the sub-window it
+	 * counted it in (the lease's `at'), for as long as that counts,
+	 * to put back if Redis loses the window (born changes).
+	 */
+	long long	born;		/* as the last lease said; 0 unknown */
+	struct {
+		long long	at;
+		uint64_t	n;
+	}		ring[FED_RING];
+	unsigned	nring;
+	int		restore;	/* put the ring back, next round */
+	int		check;		/* lease with ask 0: learn born */
+	uint64_t	checked_ns;	/* last lease of this window */
 };
 
 struct fed_key {
@@ -153,8 +171,7 @@ struct fed {
 	struct fed_table *tab;
 	redisContext	*cmd;		/* scripts */
 	redisContext	*sub;		/* SUBSCRIBE */
-	char		sha_lease[41];
-	char		sha_pause[41];
+	char		sha[SCRIPTS][41];
 	int		up;
 	int		ever_up;
 	uint64_t	retry_ns;	/* reconnect not before */
@@ -328,6 +345,10 @@ table_take(struct fed *f)
 					nl->denied_seen = ol->denied_seen;
 					nl->demand_until_ns =
 					    ol->demand_until_ns;
+					nl->born = ol->born;
+					memcpy(nl->ring, ol->ring,
+					    sizeof(nl->ring));
+					nl->nring = ol->nring;
 				}
 		}
 	}
@@ -468,13 +489,22 @@ cap_sync(struct fed *f, struct fed_lim *l, uint64_t now)
 	}
 }
 
-/* Whether l should ask Redis for a slice now, and how many units. */
+/*
+ * Whether l should ask Redis for a slice now, and how many units.  A
+ * window with no demand still leases for nothing (l->check) once a
+ * slice life, to learn if Redis lost it while this host holds grants
+ * in it.
+ */
 static uint64_t
 want_units(struct fed_lim *l, uint64_t now)
 {
-	return now >= l->next_ask_ns && l->nsl < FED_SLICES &&
+	uint64_t ask = now >= l->next_ask_ns && l->nsl < FED_SLICES &&
 	    now < l->demand_until_ns && slices_left(l) <= l->smax / 2 ?
 	    l->smax : 0;
+
+	l->check = ask == 0 && l->kind == LIM_WINDOW && l->nring > 0 &&
+	    now - l->checked_ns >= FED_LIFE_NS;
+	return ask;
 }
 
 /* Refusals by l since the last pass mean demand, as spends do. */
@@ -579,11 +609,11 @@ dial(struct fed *f)
 static int
 scripts_load(struct fed *f, const char **why)
 {
-	static const char *const src[2] = { FED_LUA_LEASE, FED_LUA_PAUSE };
-	char *dst[2] = { f->sha_lease, f->sha_pause };
+	static const char *const src[SCRIPTS] = { FED_LUA_LEASE,
+	    FED_LUA_PAUSE, FED_LUA_RESTORE };
 	redisReply *r;
 
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < SCRIPTS; i++) {
 		r = redisCommand(f->cmd, "SCRIPT LOAD %s", src[i]);
 		if (r == NULL || r->type != REDIS_REPLY_STRING ||
 		    r->len != 40) {
@@ -593,7 +623,8 @@ scripts_load(struct fed *f, const char **why)
 			freeReplyObject(r);
 			return -1;
 		}
-		memcpy(dst[i], r->str, 41);
+		memcpy(f->sha[i], r->str, 40);
+		f->sha[i][40] = '\0';
 		freeReplyObject(r);
 	}
 	return 0;
@@ -645,13 +676,13 @@ fail:
  * filled with the sha.  NULL when the connection failed (it is down).
  */
 static redisReply *
-run(struct fed *f, int pause, int argc, const char **argv, size_t *argl)
+run(struct fed *f, int script, int argc, const char **argv, size_t *argl)
 {
 	const char *why;
 	redisReply *r;
 
 	for (int tries = 0; tries < 2; tries++) {
-		argv[1] = pause ? f->sha_pause : f->sha_lease;
+		argv[1] = f->sha[script];
 		argl[1] = 40;
 		r = redisCommandArgv(f->cmd, argc, argv, argl);
 		if (r == NULL) {
@@ -684,7 +715,7 @@ pause_send(struct fed *f, struct fed_key *k, uint64_t left_ns)
 	snprintf(left, sizeof(left), "%" PRIu64, left_ns / 1000);
 	snprintf(msg, sizeof(msg), "%s %s", f->host, k->name);
 	argv[0] = "EVALSHA";
-	argv[1] = f->sha_pause;		/* run() sets it again */
+	argv[1] = f->sha[SCRIPT_PAUSE];	/* run() sets it again */
 	argv[2] = "1";
 	argv[3] = key;
 	argv[4] = left;
@@ -692,7 +723,7 @@ pause_send(struct fed *f, struct fed_key *k, uint64_t left_ns)
 	argv[6] = msg;
 	for (int i = 0; i < 7; i++)
 		argl[i] = strlen(argv[i]);
-	if ((r = run(f, 1, 7, argv, argl)) == NULL)
+	if ((r = run(f, SCRIPT_PAUSE, 7, argv, argl)) == NULL)
 		return;
 	if (r->type == REDIS_REPLY_ERROR)
 		log_warnx("federation: [%s]: pause: %s", k->name, r->str);
@@ -722,6 +753,85 @@ pause_look(struct fed *f, struct fed_key *k, uint64_t now)
 	}
 }
 
+/*
+ * A lease's reply about window l: remember a grant by its sub-window,
+ * forget what has left the window, and see whether Redis lost it.
+ */
+static void
+window_reply(struct fed_lim *l, long long now_us, long long g, long long at,
+    long long born, uint64_t now)
+{
+	long long idx = (long long)floor((double)now_us /
+	    ((double)(l->period_ns / 1000) / 64));
+	unsigned o = 0;
+
+	l->checked_ns = now;
+	for (unsigned i = 0; i < l->nring; i++)
+		if (l->ring[i].at > idx - 64)
+			l->ring[o++] = l->ring[i];
+	l->nring = o;
+	if (born != 0 && l->born != 0 && born != l->born && l->nring > 0)
+		l->restore = 1;
+	if (born != 0)
+		l->born = born;
+	if (g <= 0 || at <= 0)
+		return;
+	for (unsigned i = 0; i < l->nring; i++)
+		if (l->ring[i].at == at) {
+			l->ring[i].n += (uint64_t)g;
+			return;
+		}
+	if (l->nring == FED_RING) {
+		/* The oldest goes: a window of more sub-windows than this. */
+		memmove(&l->ring[0], &l->ring[1], (FED_RING - 1) *
+		    sizeof(l->ring[0]));
+		l->nring--;
+	}
+	l->ring[l->nring].at = at;
+	l->ring[l->nring].n = (uint64_t)g;
+	l->nring++;
+}
+
+/* Put back what Redis lost of window l of k (RESTORE, fed_lua.h). */
+static void
+window_restore(struct fed *f, struct fed_key *k, unsigned j)
+{
+	struct fed_lim *l = &k->lim[j];
+	char key[SEG_NAME_MAX + 80], nums[2 + 2 * FED_RING][24];
+	const char *argv[3 + 2 + 2 * FED_RING];
+	size_t argl[sizeof(argv) / sizeof(argv[0])];
+	redisReply *r;
+	int argc = 0;
+
+	l->restore = 0;
+	snprintf(key, sizeof(key), "{%s:%s}:l%u", f->name, k->name, j);
+	argv[argc++] = "EVALSHA";
+	argv[argc++] = f->sha[SCRIPT_RESTORE];
+	argv[argc++] = "1";
+	argv[argc++] = key;
+	snprintf(nums[0], sizeof(nums[0]), "%lld", l->born);
+	snprintf(nums[1], sizeof(nums[1]), "%" PRIu64, l->period_ns / 1000);
+	argv[argc++] = nums[0];
+	argv[argc++] = nums[1];
+	for (unsigned i = 0; i < l->nring; i++) {
+		snprintf(nums[2 + 2 * i], 24, "%lld", l->ring[i].at);
+		snprintf(nums[3 + 2 * i], 24, "%" PRIu64, l->ring[i].n);
+		argv[argc++] = nums[2 + 2 * i];
+		argv[argc++] = nums[3 + 2 * i];
+	}
+	for (int a = 0; a < argc; a++)
+		argl[a] = strlen(argv[a]);
+	if ((r = run(f, SCRIPT_RESTORE, argc, argv, argl)) == NULL)
+		return;
+	if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0)
+		log_warnx("federation: [%s]: Redis lost its window; put back "
+		    "the %lld units this host was granted in it", k->name,
+		    r->integer);
+	else if (r->type == REDIS_REPLY_ERROR)
+		log_warnx("federation: [%s]: restore: %s", k->name, r->str);
+	freeReplyObject(r);
+}
+
 /* Lease slices for every key that wants some: one pipeline, a reply each. */
 static void
 lease_round(struct fed *f, uint64_t now)
@@ -740,12 +850,12 @@ lease_round(struct fed *f, uint64_t now)
 		k->want = 0;
 		for (unsigned j = 0; j < k->nlim; j++) {
 			k->lim[j].ask = want_units(&k->lim[j], now);
-			any |= k->lim[j].ask > 0;
+			any |= k->lim[j].ask > 0 || k->lim[j].check;
 		}
 		if (!any)
 			continue;
 		argv[argc++] = "EVALSHA";
-		argv[argc++] = f->sha_lease;
+		argv[argc++] = f->sha[SCRIPT_LEASE];
 		snprintf(nums[0], sizeof(nums[0]), "%u", k->nlim + 2);
 		argv[argc++] = nums[0];
 		snprintf(keys[0], sizeof(keys[0]), "{%s:%s}:d", f->name,
@@ -815,7 +925,7 @@ lease_round(struct fed *f, uint64_t now)
 			continue;
 		}
 		if (r->type != REDIS_REPLY_ARRAY ||
-		    r->elements != 4 + 2 * (size_t)k->nlim) {
+		    r->elements != 4 + 4 * (size_t)k->nlim) {
 			log_warnx("federation: [%s]: lease: %s", k->name,
 			    r->type == REDIS_REPLY_ERROR ? r->str :
 			    "unexpected reply");
@@ -840,9 +950,14 @@ lease_round(struct fed *f, uint64_t now)
 			f->hosts_last = k->hosts;
 		for (unsigned j = 0; j < k->nlim; j++) {
 			struct fed_lim *l = &k->lim[j];
-			long long g = r->element[4 + 2 * j]->integer;
-			long long eta = r->element[5 + 2 * j]->integer;
+			long long g = r->element[4 + 4 * j]->integer;
+			long long eta = r->element[5 + 4 * j]->integer;
+			long long wat = r->element[6 + 4 * j]->integer;
+			long long born = r->element[7 + 4 * j]->integer;
 
+			if (l->kind == LIM_WINDOW)
+				window_reply(l, r->element[0]->integer, g, wat,
+				    born, at);
 			if (l->ask == 0)
 				continue;
 			log_debug("federation: [%s] limit %u: asked %" PRIu64
@@ -871,6 +986,10 @@ lease_round(struct fed *f, uint64_t now)
 		}
 		freeReplyObject(r);
 	}
+	for (unsigned i = 0; i < t->nkeys && f->up; i++)
+		for (unsigned j = 0; j < t->keys[i].nlim && f->up; j++)
+			if (t->keys[i].lim[j].restore)
+				window_restore(f, &t->keys[i], j);
 }
 
 /*

@@ -40,10 +40,18 @@
  * A window limit counts a grant in the sub-window that the slice's end
  * falls in, plus one: each unit is then counted in Redis from its grant
  * until a whole period after the latest moment it can be spent, so the
- * fleet never spends more than count in any window.
+ * fleet never spends more than count in any window.  Its hash also holds
+ * `born', when Redis first saw it, and `quiet': a window born anew (a
+ * Redis that lost its data, or the first lease) grants nothing for two
+ * slice lives, while the brokers, seeing a born unlike the one they
+ * knew, put back what they were granted in it (RESTORE below).  Brokers
+ * with no demand ask for nothing (ask 0) once a slice life to learn it.
+ * Only a host that asks counts among the hosts.
  *
- * Returns { now, pause_left, disagree, hosts, (granted, eta) per limit },
- * eta the microseconds until a refused ask could be granted.
+ * Returns { now, pause_left, disagree, hosts, (granted, eta, at, born)
+ * per limit }: eta the microseconds until a refused ask could be
+ * granted; for a window, at the sub-window it counted a grant in, and
+ * born.
  */
 #define FED_LUA_LEASE \
 "local t = redis.call('TIME')\n" \
@@ -79,7 +87,9 @@
 "  end\n" \
 "end\n" \
 "local pause = tonumber(d[3] or '0')\n" \
-"redis.call('HSET', KEYS[2], host, string.format('%.0f', now))\n" \
+"local asks = false\n" \
+"for i = 1, n do if lim[i][5] > 0 then asks = true end end\n" \
+"if asks then redis.call('HSET', KEYS[2], host, string.format('%.0f', now)) end\n" \
 "local hs = redis.call('HGETALL', KEYS[2])\n" \
 "local hosts = 0\n" \
 "for j = 1, #hs, 2 do\n" \
@@ -91,11 +101,12 @@
 "  end\n" \
 "end\n" \
 "redis.call('PEXPIRE', KEYS[2], math.ceil(10 * life / 1000))\n" \
+"if hosts < 1 then hosts = 1 end\n" \
 "local out = { now, pause > now and pause - now or 0, disagree, hosts }\n" \
 "for i = 1, n do\n" \
 "  local kind, count, per, burst, ask = lim[i][1], lim[i][2], lim[i][3],\n" \
 "    lim[i][4], lim[i][5]\n" \
-"  local g, eta = 0, 0\n" \
+"  local g, eta, at, born = 0, 0, 0, 0\n" \
 "  if per > maxper then maxper = per end\n" \
 "  if kind == 1 then\n" \
 "    local T = per / count\n" \
@@ -130,30 +141,48 @@
 "    local sub = per / 64\n" \
 "    local idx = math.floor(now / sub)\n" \
 "    local ws = redis.call('HGETALL', KEYS[2 + i])\n" \
-"    local sum, oldest = 0, nil\n" \
+"    local sum, oldest, quiet = 0, nil, 0\n" \
 "    for j = 1, #ws, 2 do\n" \
-"      local b = tonumber(ws[j])\n" \
-"      if b <= idx - 64 then\n" \
-"        redis.call('HDEL', KEYS[2 + i], ws[j])\n" \
+"      local f = ws[j]\n" \
+"      if f == 'born' then\n" \
+"        born = tonumber(ws[j + 1])\n" \
+"      elseif f == 'quiet' then\n" \
+"        quiet = tonumber(ws[j + 1])\n" \
 "      else\n" \
-"        sum = sum + tonumber(ws[j + 1])\n" \
-"        if oldest == nil or b < oldest then oldest = b end\n" \
+"        local b = tonumber(f)\n" \
+"        if b <= idx - 64 then\n" \
+"          redis.call('HDEL', KEYS[2 + i], f)\n" \
+"        else\n" \
+"          sum = sum + tonumber(ws[j + 1])\n" \
+"          if oldest == nil or b < oldest then oldest = b end\n" \
+"        end\n" \
 "      end\n" \
 "    end\n" \
-"    g = math.max(0, math.min(ask, count - sum))\n" \
-"    if g > 0 then\n" \
-"      local at = math.floor((now + life) / sub) + 1\n" \
-"      redis.call('HINCRBY', KEYS[2 + i], string.format('%.0f', at), g)\n" \
-"      redis.call('PEXPIRE', KEYS[2 + i],\n" \
-"        math.ceil((per + life + 2 * sub) / 1000))\n" \
-"    elseif oldest ~= nil then\n" \
-"      eta = math.max(1, math.ceil((oldest + 64) * sub - now))\n" \
-"    else\n" \
-"      eta = math.ceil(sub)\n" \
+"    if born == 0 then\n" \
+"      born, quiet = now, now + 2 * life\n" \
+"      redis.call('HSET', KEYS[2 + i], 'born', string.format('%.0f', born),\n" \
+"        'quiet', string.format('%.0f', quiet))\n" \
 "    end\n" \
+"    if now < quiet then\n" \
+"      eta = math.ceil(quiet - now)\n" \
+"    else\n" \
+"      g = math.max(0, math.min(ask, count - sum))\n" \
+"      if g > 0 then\n" \
+"        at = math.floor((now + life) / sub) + 1\n" \
+"        redis.call('HINCRBY', KEYS[2 + i], string.format('%.0f', at), g)\n" \
+"      elseif oldest ~= nil then\n" \
+"        eta = math.max(1, math.ceil((oldest + 64) * sub - now))\n" \
+"      else\n" \
+"        eta = math.ceil(sub)\n" \
+"      end\n" \
+"    end\n" \
+"    redis.call('PEXPIRE', KEYS[2 + i],\n" \
+"      math.ceil((per + life + 2 * sub) / 1000))\n" \
 "  end\n" \
 "  out[#out + 1] = g\n" \
 "  out[#out + 1] = eta\n" \
+"  out[#out + 1] = at\n" \
+"  out[#out + 1] = born\n" \
 "end\n" \
 "redis.call('PEXPIRE', KEYS[1], math.ceil((2 * maxper + idle + life) / 1000))\n" \
 "return out\n"
@@ -180,5 +209,32 @@
 "end\n" \
 "redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. string.format('%.0f', left))\n" \
 "return 1\n"
+
+/*
+ * RESTORE: put back what this broker was granted of a window limit that
+ * Redis lost (its born is not the one the broker knew), sub-window by
+ * sub-window, unless another loss came between (born differs again) or
+ * the sub-window has left the window.
+ *
+ * KEYS[1]  {tag}:lN, the window's hash
+ * ARGV     born (as the lease that saw it said), period_us, then pairs
+ *          of sub-window and units
+ *
+ * Returns the units put back, or -1 if born did not match.
+ */
+#define FED_LUA_RESTORE \
+"local t = redis.call('TIME')\n" \
+"local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n" \
+"local b = redis.call('HGET', KEYS[1], 'born')\n" \
+"if b == false or tonumber(b) ~= tonumber(ARGV[1]) then return -1 end\n" \
+"local idx = math.floor(now / (tonumber(ARGV[2]) / 64))\n" \
+"local n = 0\n" \
+"for j = 3, #ARGV - 1, 2 do\n" \
+"  if tonumber(ARGV[j]) > idx - 64 then\n" \
+"    redis.call('HINCRBY', KEYS[1], ARGV[j], ARGV[j + 1])\n" \
+"    n = n + tonumber(ARGV[j + 1])\n" \
+"  end\n" \
+"end\n" \
+"return n\n"
 
 #endif /* TG_FED_LUA_H */
