@@ -38,7 +38,9 @@
  * that way, so its cap, empty or not, is renewed for FED_HOLD_NS: its
  * waiters may come back up to that late, which a limit counted over
  * minutes or days can afford.  A pass later than a cap's end is a
- * lapse, counted and logged when the broker stops.
+ * lapse, counted and logged when the broker stops; what the workers
+ * took meanwhile (the segment's grant counters less what the cap saw)
+ * is a debt, paid from the next slices, so lapses do not add up.
  *
  * The bound.  A unit is debited in Redis when granted and spent within
  * a slice's life L after.  In any interval of length P the fleet spends
@@ -118,6 +120,15 @@ struct fed_lim {
 	uint64_t	ask;		/* units asked in the lease in flight */
 	int		zeroed;		/* `open' outage: cap cleared */
 	int		written;	/* its cap is ours: a lapse counts */
+	/*
+	 * Debt: units the workers took while the cap had lapsed (what the
+	 * segment's grant counters say they took, less what the cap saw),
+	 * paid from the next slices.
+	 */
+	uint64_t	grants0;	/* grant counter when counting began */
+	uint64_t	cap_spent;	/* units the cap saw taken, in all */
+	uint64_t	paid;		/* units of debt paid, in all */
+	int		counting;	/* grants0 is set */
 	/*
 	 * A window: what Redis granted this host, by the sub-window it
 	 * counted it in (the lease's `at'), for as long as that counts,
@@ -346,6 +357,10 @@ table_take(struct fed *f)
 					nl->demand_until_ns =
 					    ol->demand_until_ns;
 					nl->born = ol->born;
+					nl->grants0 = ol->grants0;
+					nl->cap_spent = ol->cap_spent;
+					nl->paid = ol->paid;
+					nl->counting = ol->counting;
 					memcpy(nl->ring, ol->ring,
 					    sizeof(nl->ring));
 					nl->nring = ol->nring;
@@ -429,6 +444,31 @@ slices_expire(struct fed_lim *l, uint64_t now)
 }
 
 /*
+ * Pay what the workers took past the cap (a lapse) from the slices held.
+ * The grant counters count a take after its cap did, so they never run
+ * ahead of the cap: what they show beyond it was taken without it.
+ */
+static void
+debt_pay(struct fed *f, struct fed_lim *l)
+{
+	uint64_t g = seg_grant_sum(f->m, (uint64_t)f->m->hdr->max_keys +
+	    l->id), owed, held;
+
+	if (!l->counting) {
+		l->grants0 = g - l->cap_spent;
+		l->counting = 1;
+	}
+	if (g - l->grants0 <= l->cap_spent + l->paid)
+		return;
+	owed = g - l->grants0 - l->cap_spent - l->paid;
+	held = slices_left(l);
+	if (owed > held)
+		owed = held;
+	slices_spend(l, owed);
+	l->paid += owed;
+}
+
+/*
  * Bring l's cap word up to date: count what the workers spent, drop
  * what ended, write what is held until a renewed end.  A CAS from the
  * word read, so a take in between is counted on the next round, never
@@ -447,6 +487,7 @@ cap_sync(struct fed *f, struct fed_lim *l, uint64_t now)
 			    memory_order_relaxed);
 		l->zeroed = 1;
 		l->written = 0;
+		l->counting = 0;	/* no debt for what `open' allowed */
 		l->nsl = 0;
 		l->wrote = 0;
 		atomic_store_explicit(&ls->fed_held, 0, memory_order_relaxed);
@@ -466,8 +507,10 @@ cap_sync(struct fed *f, struct fed_lim *l, uint64_t now)
 			l->spent_since += spent;
 			l->demand_until_ns = now + FED_DEMAND_NS;
 		}
+		l->cap_spent += spent;
 		l->wrote = slices_left(l);
 		slices_expire(l, now);
+		debt_pay(f, l);
 		total = slices_left(l);
 		next = cap_make(total, now + (total > 0 ||
 		    l->kind != LIM_RATE ? FED_HOLD_NS : FED_EMPTY_HOLD_NS));

@@ -30,12 +30,11 @@
  * before the slice ends is lost to the fleet, never handed out twice.
  * One grant is at most the host's part of a bucket and a slice's life,
  * (burst + rate * life) / hosts.  Hosts that lease share the rate: each
- * one's grants are averaged (d's field r:HOST:N, units per microsecond,
- * decaying over 2 s), and a host above 1.05 times its fair part (the
- * rate / hosts) is refused while the bucket is less than half full, so
- * that the others, asking as often, get theirs.  A host that wants less
- * than its part leaves the rest: the bucket then fills past half, and
- * whoever asks takes it.
+ * has a bucket of its own in d (field t:HOST:N, its TAT) that fills at
+ * the rate / hosts, and while the key's bucket is less than half full a
+ * host gets no more than its own holds, so hungry hosts get equal parts.
+ * A host that wants less than its part leaves the rest in the key's
+ * bucket, which then fills past half, and whoever asks takes it.
  *
  * A window limit counts a grant in the sub-window that the slice's end
  * falls in, plus one: each unit is then counted in Redis from its grant
@@ -59,7 +58,6 @@
 "local host, def = ARGV[1], ARGV[2]\n" \
 "local life, idle = tonumber(ARGV[3]), tonumber(ARGV[4])\n" \
 "local n = #KEYS - 2\n" \
-"local tc = 2000000\n" \
 "local lim = {}\n" \
 "local maxper = 0\n" \
 "for i = 1, n do\n" \
@@ -95,7 +93,7 @@
 "for j = 1, #hs, 2 do\n" \
 "  if now - tonumber(hs[j + 1]) > 2 * life then\n" \
 "    redis.call('HDEL', KEYS[2], hs[j])\n" \
-"    for i = 1, n do redis.call('HDEL', KEYS[1], 'r:' .. hs[j] .. ':' .. i) end\n" \
+"    for i = 1, n do redis.call('HDEL', KEYS[1], 't:' .. hs[j] .. ':' .. i) end\n" \
 "  else\n" \
 "    hosts = hosts + 1\n" \
 "  end\n" \
@@ -115,21 +113,16 @@
 "    if tat < now then tat = now end\n" \
 "    local avail = math.floor((now + tau - tat) / T + 1e-9)\n" \
 "    local share = math.max(1, math.ceil((burst + count * life / per) / hosts))\n" \
-"    local rf = 'r:' .. host .. ':' .. i\n" \
-"    local rv = redis.call('HGET', KEYS[1], rf)\n" \
-"    local rate = 0\n" \
-"    if rv then\n" \
-"      local a, b = string.match(rv, '(%S+) (%S+)')\n" \
-"      rate = tonumber(a) * math.exp(-(now - tonumber(b)) / tc)\n" \
-"    end\n" \
-"    if hosts > 1 and rate > 1.05 * count / per / hosts and\n" \
-"        avail < math.ceil(burst / 2) then\n" \
-"      g = 0\n" \
-"    else\n" \
-"      g = math.max(0, math.min(ask, avail, share))\n" \
-"    end\n" \
-"    rate = rate + g / tc\n" \
-"    redis.call('HSET', KEYS[1], rf, string.format('%.9g %.0f', rate, now))\n" \
+"    local tf = 't:' .. host .. ':' .. i\n" \
+"    local Th = T * hosts\n" \
+"    local tauh = math.max(ask, 1) * Th\n" \
+"    local th = tonumber(redis.call('HGET', KEYS[1], tf) or '0')\n" \
+"    if th < now then th = now end\n" \
+"    local availh = math.floor((now + tauh - th) / Th + 1e-9)\n" \
+"    g = math.max(0, math.min(ask, avail, share))\n" \
+"    if avail < math.ceil(burst / 2) then g = math.max(0, math.min(g, availh)) end\n" \
+"    th = math.min(th + g * Th, now + 2 * tauh)\n" \
+"    redis.call('HSET', KEYS[1], tf, string.format('%.0f', th))\n" \
 "    if g > 0 then\n" \
 "      tat = tat + g * T\n" \
 "      redis.call('SET', KEYS[2 + i], string.format('%.0f', tat), 'PX',\n" \
