@@ -7,8 +7,13 @@
  * every sliding window, utilisation, shares, pauses, outages.
  */
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
@@ -741,6 +746,128 @@ test_outage_safe(void **state)
 	assert_true(after >= RATE_PER_S * 2 * 8 / 10);
 }
 
+#if defined(__x86_64__)
+#define TEST_ARCH	AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define TEST_ARCH	AUDIT_ARCH_AARCH64
+#endif
+
+/*
+ * A seccomp filter that kills the process on any system call but write
+ * and exit, as test_seccomp's.  0, or -errno (-ENOSYS: no arch here).
+ */
+static int
+deny_syscalls(void)
+{
+#ifdef TEST_ARCH
+	struct sock_filter flt[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+		    offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TEST_ARCH, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+		    offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_write, 2, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_exit, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {
+		.len = sizeof(flt) / sizeof(flt[0]),
+		.filter = flt,
+	};
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -errno;
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+		return -errno;
+	return 0;
+#else
+	return -ENOSYS;
+#endif
+}
+
+/*
+ * The hot path on a global key makes no system call, with Redis there and
+ * while it is gone: a worker under a filter that kills it on any call
+ * spins on tickets (the vDSO's clock, no sleep) across an outage.
+ */
+static void
+test_outage_no_syscall(void **state)
+{
+	const uint64_t dur = 5 * NS;
+	tg_cost cost = { .requests = 1 };
+	struct stamps *st;
+	uint64_t t0, tk, before, during;
+	static struct fleet f;	/* outlives a failed assert */
+	pid_t p;
+	int r;
+
+	(void)state;
+#if defined(__SANITIZE_THREAD__)
+	print_message("skipped: ThreadSanitizer makes system calls of its "
+	    "own\n");
+	skip();
+#endif
+	fleet_start(&f, 1, "safe", rate_key);
+	st = &f.st[0];
+	t0 = tb_now_ns();
+	if ((p = fork()) == 0) {
+		tg_client *c;
+		tg_ticket t;
+		uint32_t k;
+		uint64_t retry, n;
+
+		/* Registration makes system calls: before the filter. */
+		if (tg_open(f.tb[0].segment, &c) < 0 || tg_key(c, "g", &k) < 0)
+			_exit(2);
+		(void)tg_try_acquire(c, k, &cost, &t, &retry);
+		tg_release(c, &t);
+		if ((r = deny_syscalls()) != 0)
+			_exit(r == -ENOSYS ? 77 : 3);
+		while (tb_now_ns() < t0 + dur) {
+			if (tg_try_acquire(c, k, &cost, &t, &retry) != 0)
+				continue;
+			n = atomic_load(&st->n);
+			if (n < STAMPS)
+				st->t[n] = tb_now_ns();
+			atomic_store(&st->n, n + 1);
+			tg_release(c, &t);
+		}
+		/* exit_group is not allowed by the filter: plain exit. */
+		syscall(SYS_exit, 0);
+	}
+	assert_true(p > 0);
+	f.w[f.nw++] = p;
+	tb_sleep_ns(1500 * MS);
+	tk = tb_now_ns();
+	redis_kill(&f.r);
+	tb_sleep_ns(2 * NS);
+	assert_int_equal(redis_run(&f.r), 0);
+	r = tb_wait_child(p);
+	f.nw = 0;
+	if (r == 77) {
+		fleet_stop(&f);
+		print_message("skipped: no seccomp filter for this arch\n");
+		skip();
+	}
+	/* 128 + SIGSYS: a system call on the hot path. */
+	assert_int_equal(r, 0);
+	{
+		size_t n;
+		uint64_t *t = merged(&f, 0, 1, &n);
+
+		before = count_between(t, n, t0, tk);
+		during = count_between(t, n, tk + 200 * MS, tk + 2 * NS);
+		free(t);
+	}
+	print_message("under seccomp: %llu tickets before the outage, %llu "
+	    "during it\n", (unsigned long long)before,
+	    (unsigned long long)during);
+	assert_true(before > 0 && during > 0);
+	fleet_stop(&f);
+}
+
 /* SCRIPT FLUSH mid-run: the scripts are loaded again, no long gap. */
 static void
 test_script_flush(void **state)
@@ -790,6 +917,7 @@ main(void)
 		cmocka_unit_test_teardown(test_outage_open, teardown),
 		cmocka_unit_test_teardown(test_outage_safe, teardown),
 		cmocka_unit_test_teardown(test_script_flush, teardown),
+		cmocka_unit_test_teardown(test_outage_no_syscall, teardown),
 	};
 
 	/* TG_FED_ONLY=test_name: one of them (cmocka's filter). */
