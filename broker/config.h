@@ -56,7 +56,7 @@ enum fed_outage {
 	FED_OUTAGE_OPEN = 2,	/* the local limits alone */
 };
 
-#define CFG_HOST_ID_MAX		63	/* bytes in host_id, federation */
+#define CFG_HOST_ID_MAX		63	/* bytes: host_id, federation */
 #define CFG_REDIS_HOST_MAX	255	/* bytes in a Redis host name */
 #define CFG_REDIS_AUTH_MAX	127	/* in its user, its password */
 
@@ -87,7 +87,7 @@ struct config {
 	/* federation (broker/fed.c); redis.url[0] == 0: none */
 	struct redis_url redis;
 	char		host_id[CFG_HOST_ID_MAX + 1];	/* "": the hostname */
-	char		federation[CFG_HOST_ID_MAX + 1]; /* default "tollgate" */
+	char		federation[CFG_HOST_ID_MAX + 1]; /* "tollgate" */
 	int		redis_outage;	/* enum fed_outage */
 	int		redis_line;	/* of `redis =', or 0 */
 	/* keys in file order; a parent always comes before its children */

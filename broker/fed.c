@@ -115,6 +115,8 @@ struct fed_lim {
 	uint64_t	demand_until_ns; /* spent or refused lately: lease */
 	uint64_t	next_ask_ns;	/* Redis said none before then */
 	uint64_t	spent_since;	/* units spent since the last grant */
+	double		rate;		/* units spent a second, averaged */
+	uint64_t	rate_ns;	/* when rate was last brought up */
 	double		credit;		/* `safe' outage: units earned */
 	uint64_t	credit_ns;	/* when credit was last earned */
 	uint64_t	ask;		/* units asked in the lease in flight */
@@ -151,7 +153,8 @@ struct fed_key {
 	uint64_t	max_pause_ns;
 	struct fed_lim	lim[SEG_CHAIN_MAX];
 	unsigned	nlim;
-	char		def[FED_DEF_MAX];	/* "kind:count:period_us:burst;" */
+	/* its limits for Redis: "kind:count:period_us:burst;" each */
+	char		def[FED_DEF_MAX];
 	uint64_t	known_pause_ns;	/* latest pause we set or sent */
 	uint64_t	unsent_pause_ns; /* seen while Redis was down */
 	unsigned	hosts;		/* active, as the last lease said */
@@ -444,6 +447,29 @@ slices_expire(struct fed_lim *l, uint64_t now)
 }
 
 /*
+ * Average what l spends over about a slice life: a slice of what it
+ * spends in half a life is used before it ends, where one of smax units
+ * could end half unspent on a host that spends little, and be lost.
+ */
+static void
+rate_note(struct fed_lim *l, uint64_t spent, uint64_t now)
+{
+	double dt;
+
+	if (l->rate_ns == 0 || now <= l->rate_ns) {
+		l->rate_ns = now;
+		return;
+	}
+	dt = (double)(now - l->rate_ns) / 1e9;
+	l->rate_ns = now;
+	/* An exponential average with a time constant of one life. */
+	l->rate += ((double)spent / dt - l->rate) *
+	    (dt < 1.0 ? dt / ((double)FED_LIFE_NS / 1e9) : 1.0);
+	if (l->rate < 0)
+		l->rate = 0;
+}
+
+/*
  * Pay what the workers took past the cap (a lapse) from the slices held.
  * The grant counters count a take after its cap did, so they never run
  * ahead of the cap: what they show beyond it was taken without it.
@@ -508,6 +534,7 @@ cap_sync(struct fed *f, struct fed_lim *l, uint64_t now)
 			l->demand_until_ns = now + FED_DEMAND_NS;
 		}
 		l->cap_spent += spent;
+		rate_note(l, spent, now);
 		l->wrote = slices_left(l);
 		slices_expire(l, now);
 		debt_pay(f, l);
@@ -544,6 +571,10 @@ want_units(struct fed_lim *l, uint64_t now)
 	uint64_t ask = now >= l->next_ask_ns && l->nsl < FED_SLICES &&
 	    now < l->demand_until_ns && slices_left(l) <= l->smax / 2 ?
 	    l->smax : 0;
+	uint64_t half = (uint64_t)(l->rate * (double)FED_LIFE_NS / 2e9 + 0.999);
+
+	if (ask > 0 && half < ask)
+		ask = half > 0 ? half : 1;
 
 	l->check = ask == 0 && l->kind == LIM_WINDOW && l->nring > 0 &&
 	    now - l->checked_ns >= FED_LIFE_NS;
@@ -1005,7 +1036,8 @@ lease_round(struct fed *f, uint64_t now)
 				continue;
 			log_debug("federation: [%s] limit %u: asked %" PRIu64
 			    ", granted %lld", k->name, j, l->ask, g);
-			atomic_store_explicit(&seg_lstates(f->m)[l->id].fed_info,
+			atomic_store_explicit(
+			    &seg_lstates(f->m)[l->id].fed_info,
 			    FED_INFO(at, k->hosts, FED_INFO_GLOBAL |
 			    (k->disagree ? FED_INFO_DISAGREE : 0)),
 			    memory_order_relaxed);

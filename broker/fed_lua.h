@@ -68,7 +68,8 @@
 "local d = redis.call('HMGET', KEYS[1], 'def', 'seen', 'pause')\n" \
 "local disagree = 0\n" \
 "if d[1] == false or d[1] == def or now - tonumber(d[2] or '0') > idle then\n" \
-"  redis.call('HSET', KEYS[1], 'def', def, 'seen', string.format('%.0f', now))\n" \
+"  redis.call('HSET', KEYS[1], 'def', def, 'seen',\n" \
+"    string.format('%.0f', now))\n" \
 "else\n" \
 "  disagree = 1\n" \
 "  local alt, j = {}, 0\n" \
@@ -87,13 +88,17 @@
 "local pause = tonumber(d[3] or '0')\n" \
 "local asks = false\n" \
 "for i = 1, n do if lim[i][5] > 0 then asks = true end end\n" \
-"if asks then redis.call('HSET', KEYS[2], host, string.format('%.0f', now)) end\n" \
+"if asks then\n" \
+"  redis.call('HSET', KEYS[2], host, string.format('%.0f', now))\n" \
+"end\n" \
 "local hs = redis.call('HGETALL', KEYS[2])\n" \
 "local hosts = 0\n" \
 "for j = 1, #hs, 2 do\n" \
 "  if now - tonumber(hs[j + 1]) > 2 * life then\n" \
 "    redis.call('HDEL', KEYS[2], hs[j])\n" \
-"    for i = 1, n do redis.call('HDEL', KEYS[1], 't:' .. hs[j] .. ':' .. i) end\n" \
+"    for i = 1, n do\n" \
+"      redis.call('HDEL', KEYS[1], 't:' .. hs[j] .. ':' .. i)\n" \
+"    end\n" \
 "  else\n" \
 "    hosts = hosts + 1\n" \
 "  end\n" \
@@ -112,7 +117,8 @@
 "    local tat = tonumber(redis.call('GET', KEYS[2 + i]) or '0')\n" \
 "    if tat < now then tat = now end\n" \
 "    local avail = math.floor((now + tau - tat) / T + 1e-9)\n" \
-"    local share = math.max(1, math.ceil((burst + count * life / per) / hosts))\n" \
+"    local share = math.max(1,\n" \
+"      math.ceil((burst + count * life / per) / hosts))\n" \
 "    local tf = 't:' .. host .. ':' .. i\n" \
 "    local Th = T * hosts\n" \
 "    local tauh = math.max(ask, 1) * Th\n" \
@@ -120,7 +126,9 @@
 "    if th < now then th = now end\n" \
 "    local availh = math.floor((now + tauh - th) / Th + 1e-9)\n" \
 "    g = math.max(0, math.min(ask, avail, share))\n" \
-"    if avail < math.ceil(burst / 2) then g = math.max(0, math.min(g, availh)) end\n" \
+"    if avail < math.ceil(burst / 2) then\n" \
+"      g = math.max(0, math.min(g, availh))\n" \
+"    end\n" \
 "    th = math.min(th + g * Th, now + 2 * tauh)\n" \
 "    redis.call('HSET', KEYS[1], tf, string.format('%.0f', th))\n" \
 "    if g > 0 then\n" \
@@ -177,7 +185,8 @@
 "  out[#out + 1] = at\n" \
 "  out[#out + 1] = born\n" \
 "end\n" \
-"redis.call('PEXPIRE', KEYS[1], math.ceil((2 * maxper + idle + life) / 1000))\n" \
+"redis.call('PEXPIRE', KEYS[1],\n" \
+"  math.ceil((2 * maxper + idle + life) / 1000))\n" \
 "return out\n"
 
 /*
@@ -200,7 +209,8 @@
 "if redis.call('PTTL', KEYS[1]) < math.ceil(left / 1000) + 1000 then\n" \
 "  redis.call('PEXPIRE', KEYS[1], math.ceil(left / 1000) + 1000)\n" \
 "end\n" \
-"redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. string.format('%.0f', left))\n" \
+"redis.call('PUBLISH', ARGV[2],\n" \
+"  ARGV[3] .. ' ' .. string.format('%.0f', left))\n" \
 "return 1\n"
 
 /*

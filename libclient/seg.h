@@ -85,7 +85,7 @@ struct seg_header {
 	_Atomic uint64_t	broker_start;	/* /proc/PID/stat starttime */
 	_Atomic uint64_t	broker_since_ns; /* when it attached */
 	_Atomic uint64_t	repairs;	/* state garbage it fixed */
-	_Atomic uint64_t	fed_state;	/* federation: SEG_FED_*; 0 none */
+	_Atomic uint64_t	fed_state;	/* SEG_FED_*; 0: no federation */
 	_Atomic uint64_t	fed_lapses;	/* caps its thread let end */
 	uint64_t		pad4[1];
 };
@@ -104,8 +104,8 @@ struct seg_header {
  * saw leasing it (16 bits), and flags.  0: not a global limit.
  */
 #define FED_INFO(lease_ns, hosts, flags) \
-	((uint64_t)((lease_ns) >> 20) << 24 | (uint64_t)((hosts) & 0xffff) << 8 | \
-	(uint64_t)((flags) & 0xff))
+	((uint64_t)((lease_ns) >> 20) << 24 | \
+	(uint64_t)((hosts) & 0xffff) << 8 | (uint64_t)((flags) & 0xff))
 #define FED_INFO_LEASE_NS(v)	(((v) >> 24) << 20)
 #define FED_INFO_HOSTS(v)	((unsigned)((v) >> 8) & 0xffff)
 #define FED_INFO_GLOBAL		0x01
@@ -319,7 +319,7 @@ struct seg_lstate {
 	_Atomic uint64_t	fb_probe;	/* adaptive: 429s of a probe */
 	/* a global limit (broker/fed.c), for tollstat */
 	_Atomic uint64_t	fed_held;	/* units of the slices held */
-	_Atomic uint64_t	fed_granted;	/* units Redis granted this host */
+	_Atomic uint64_t	fed_granted;	/* units Redis granted us */
 	_Atomic uint64_t	fed_info;	/* FED_INFO(); 0: host-scoped */
 };
 

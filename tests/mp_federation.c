@@ -406,7 +406,7 @@ static const char rate_key[] =
 static void
 test_bound_and_utilisation(void **state)
 {
-	const uint64_t dur = 14 * NS, warm = 2 * NS, w = 6 * NS;
+	const uint64_t dur = 22 * NS, warm = 2 * NS, w = 6 * NS;
 	uint64_t t0, *t, most, after;
 	static struct fleet f;	/* outlives a failed assert */
 	size_t n;

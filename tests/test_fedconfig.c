@@ -1,4 +1,7 @@
-/* test_fedconfig.c: the federation's config: [broker] redis, host_id, federation, redis_outage; scope. */
+/*
+ * test_fedconfig.c: the federation's settings in the config: [broker]
+ * redis, host_id, federation, redis_outage; a key's scope.
+ */
 #include <errno.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <stdarg.h>
@@ -65,8 +68,8 @@ test_urls(void **state)
 	assert_int_equal(u.port, 6379);
 	assert_int_equal(u.db, 0);
 	assert_int_equal(u.has_password, 0);
-	assert_int_equal(config_parse_redis("redis://me:p%40ss%3a@10.0.0.1:7000/3",
-	    &u, &why), 0);
+	assert_int_equal(config_parse_redis(
+	    "redis://me:p%40ss%3a@10.0.0.1:7000/3", &u, &why), 0);
 	assert_string_equal(u.user, "me");
 	assert_string_equal(u.password, "p@ss:");
 	assert_int_equal(u.has_password, 1);

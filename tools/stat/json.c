@@ -318,7 +318,8 @@ print_json(FILE *f, const struct snap *s)
 
 	if (s->fed_state != 0) {
 		jw_open(&w, "federation", '{');
-		jw_bool(&w, "redis_connected", (s->fed_state & SEG_FED_UP) != 0);
+		jw_bool(&w, "redis_connected",
+		    (s->fed_state & SEG_FED_UP) != 0);
 		jw_str(&w, "outage", fed_outage_name(s->fed_state));
 		jw_u64(&w, "lapses", s->fed_lapses);
 		jw_close(&w, '}');

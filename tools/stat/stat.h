@@ -48,7 +48,7 @@ struct st_limit {
 	/* a global limit (federation); fed_global 0: host-scoped */
 	int		fed_global;
 	int		fed_disagree;	/* Redis holds other limits for it */
-	unsigned	fed_hosts;	/* hosts leasing it, at the last lease */
+	unsigned	fed_hosts;	/* hosts leasing it (last lease) */
 	uint64_t	fed_held;	/* units of this host's slices */
 	uint64_t	fed_granted;	/* units Redis granted this host */
 	uint64_t	fed_lease_age_ns; /* since its last lease; UINT64_MAX */
