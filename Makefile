@@ -27,6 +27,8 @@ PKGS      = liburing-dev libbsd-dev libinih-dev libcmocka-dev pkg-config \
 	    python3 python3-httpx prometheus man-db groff-base \
 	    libhiredis-dev redis-server curl
 LIBS      = -linih -luring -lbsd -lpthread
+# The broker's federation (broker/fed.c) talks to Redis.
+BROKER_LIBS = -lhiredis -lm
 # Debian's interpreter, which sees Debian's python3-* packages.
 PYTHON   ?= /usr/bin/python3
 # Where it looks for packages: /usr/lib/python3/dist-packages for
@@ -133,7 +135,7 @@ $(B)/libtgbroker.a: $(filter-out $(B)/broker/main.o,$(BROKER_OBJS))
 
 $(B)/tollgated: $(B)/broker/main.o $(B)/libtgbroker.a $(B)/libtgint.a \
 	    $(B)/libtgcore.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(BROKER_LIBS)
 
 # Each tools/NAME.c is one program, build/NAME; a program in parts keeps
 # them in tools/NAME/ (tollstat: tools/stat/).
@@ -159,7 +161,7 @@ bench: deps all $(B)/tollbench
 
 $(B)/tests/%: $(B)/tests/%.o $(B)/tests/helpers.o $(B)/libtgbroker.a \
 	    $(B)/libtgint.a $(B)/libtgcore.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(BROKER_LIBS) -lcmocka
 
 # Debian packages the build needs; installed only when one is missing.
 deps:

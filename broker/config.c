@@ -62,6 +62,10 @@ enum {
 	BS_GROUP,
 	BS_PIDFILE,
 	BS_MAX_CLIENTS,
+	BS_REDIS,
+	BS_HOST_ID,
+	BS_FEDERATION,
+	BS_REDIS_OUTAGE,
 	BS_COUNT
 };
 
@@ -71,6 +75,10 @@ static const char *const broker_settings[BS_COUNT] = {
 	[BS_GROUP] = "group",
 	[BS_PIDFILE] = "pidfile",
 	[BS_MAX_CLIENTS] = "max_clients",
+	[BS_REDIS] = "redis",
+	[BS_HOST_ID] = "host_id",
+	[BS_FEDERATION] = "federation",
+	[BS_REDIS_OUTAGE] = "redis_outage",
 };
 
 /*
@@ -117,6 +125,8 @@ struct pkey {
 	int		fb_done;
 	int		pos;		/* in cfg->keys, -1 until placed */
 	unsigned	fill;		/* in cfg->limits, for its next limit */
+	int		scope_line;	/* of its `scope =', or 0 */
+	uint8_t		global;		/* `scope = global' */
 };
 
 struct plimit {
@@ -700,6 +710,36 @@ feedback_setting(struct parser *p, struct pkey *k, const char *name,
 	return 1;
 }
 
+/*
+ * `scope = global|host' of key k (NULL under a refused header: the value
+ * is still checked).  Its own, never inherited (config.h).
+ */
+static void
+set_scope(struct parser *p, struct pkey *k, const char *v)
+{
+	struct qbuf q;
+	uint8_t global;
+
+	if (strcmp(v, "global") == 0)
+		global = 1;
+	else if (strcmp(v, "host") == 0)
+		global = 0;
+	else {
+		report_at(p, p->lineno, "scope `%s': want global or host",
+		    quotes(&q, v));
+		return;
+	}
+	if (k == NULL)
+		return;
+	if (k->scope_line != 0) {
+		report_at(p, p->lineno, "second `scope' for [%s] (first on "
+		    "line %d)", k->name, k->scope_line);
+		return;
+	}
+	k->scope_line = p->lineno;
+	k->global = global;
+}
+
 /* A `limit =', `concurrency =' or feedback line, or anything else. */
 static void
 key_setting(struct parser *p, const char *name, const char *value)
@@ -712,6 +752,10 @@ key_setting(struct parser *p, const char *name, const char *value)
 
 	if (feedback_setting(p, k, name, value))
 		return;
+	if (strcmp(name, "scope") == 0) {
+		set_scope(p, k, value);
+		return;
+	}
 	if (strcmp(name, "limit") == 0) {
 		if (limit_parse(value, &l, &w) < 0) {
 			report_why(p, name, value, &w);
@@ -934,6 +978,223 @@ set_max_clients(struct parser *p, const char *v)
 	p->cfg->max_clients = (uint32_t)n;
 }
 
+/* Copy [s, e) into d of size n; 0, or -1 if it does not fit. */
+static int
+url_part(char *d, size_t n, const char *s, const char *e)
+{
+	if ((size_t)(e - s) >= n)
+		return -1;
+	memcpy(d, s, (size_t)(e - s));
+	d[e - s] = '\0';
+	return 0;
+}
+
+/*
+ * Percent-decode d in place (a password may hold `@' or `:' written as
+ * %40, %3a).  0, or -1 on a bad escape or a NUL.
+ */
+static int
+url_unescape(char *d)
+{
+	static const char hex[] = "0123456789abcdef";
+	const char *h1, *h2;
+	char *o = d;
+
+	for (const char *s = d; *s; s++) {
+		if (*s != '%') {
+			*o++ = *s;
+			continue;
+		}
+		if (s[1] == '\0' || s[2] == '\0' ||
+		    (h1 = strchr(hex, s[1] | 0x20)) == NULL ||
+		    (h2 = strchr(hex, s[2] | 0x20)) == NULL)
+			return -1;
+		if ((*o++ = (char)((h1 - hex) << 4 | (h2 - hex))) == '\0')
+			return -1;
+		s += 2;
+	}
+	*o = '\0';
+	return 0;
+}
+
+int
+config_parse_redis(const char *s, struct redis_url *u, const char **why)
+{
+	const char *at, *hs, *he, *ps, *slash, *colon, *e = s + strlen(s);
+	uint64_t n;
+
+	memset(u, 0, sizeof(*u));
+	u->port = 6379;
+	if (url_part(u->url, sizeof(u->url), s, e) < 0) {
+		*why = "URL too long";
+		return -EINVAL;
+	}
+	if (strncmp(s, "unix:", 5) == 0) {
+		s += 5;
+		/* unix:///path, as some clients write it, is unix:/path. */
+		if (strncmp(s, "//", 2) == 0)
+			s += 2;
+		if (*s != '/' || s[strlen(s) - 1] == '/') {
+			*why = "unix: wants an absolute path to a socket";
+			return -EINVAL;
+		}
+		if (url_part(u->path, sizeof(u->path), s, e) < 0) {
+			*why = "socket path too long (at most 107 bytes)";
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (strncmp(s, "redis://", 8) != 0) {
+		*why = "want unix:/path/to/socket or "
+		    "redis://[user:password@]host[:port][/db]";
+		return -EINVAL;
+	}
+	s += 8;
+	slash = strchr(s, '/');
+	he = slash != NULL ? slash : e;
+	/* The last `@' before the path: a password may hold one escaped. */
+	at = NULL;
+	for (const char *c = s; c < he; c++)
+		if (*c == '@')
+			at = c;
+	if (at != NULL) {
+		colon = memchr(s, ':', (size_t)(at - s));
+		if (colon == NULL) {
+			*why = "user without `:password' before `@' (write "
+			    "user:password@ or :password@)";
+			return -EINVAL;
+		}
+		if (url_part(u->user, sizeof(u->user), s, colon) < 0 ||
+		    url_part(u->password, sizeof(u->password), colon + 1,
+		    at) < 0) {
+			*why = "user or password too long (127 bytes each)";
+			return -EINVAL;
+		}
+		if (url_unescape(u->user) < 0 ||
+		    url_unescape(u->password) < 0) {
+			*why = "bad %-escape in user or password";
+			return -EINVAL;
+		}
+		u->has_password = 1;
+		s = at + 1;
+	}
+	/* host, [v6 address] or name, then :port */
+	if (*s == '[') {
+		hs = s + 1;
+		if ((ps = memchr(hs, ']', (size_t)(he - hs))) == NULL) {
+			*why = "missing `]' after an IPv6 address";
+			return -EINVAL;
+		}
+		if (url_part(u->host, sizeof(u->host), hs, ps) < 0) {
+			*why = "host too long";
+			return -EINVAL;
+		}
+		ps++;
+		if (ps != he && *ps != ':') {
+			*why = "junk after `]' (want :port or /db)";
+			return -EINVAL;
+		}
+	} else {
+		hs = s;
+		ps = memchr(hs, ':', (size_t)(he - hs));
+		if (ps == NULL)
+			ps = he;
+		if (url_part(u->host, sizeof(u->host), hs, ps) < 0) {
+			*why = "host too long";
+			return -EINVAL;
+		}
+		for (const char *c = u->host; *c; c++)
+			if (!((*c >= 'a' && *c <= 'z') ||
+			    (*c >= 'A' && *c <= 'Z') || tok_digit(*c) ||
+			    *c == '.' || *c == '-' || *c == '_')) {
+				*why = "bad character in host (IPv6 addresses "
+				    "go in [brackets])";
+				return -EINVAL;
+			}
+	}
+	if (u->host[0] == '\0') {
+		*why = "empty host";
+		return -EINVAL;
+	}
+	if (ps != he) {
+		if (dec_parse(ps + 1, he, &n) < 0 || n < 1 || n > 65535) {
+			*why = "port not within 1..65535";
+			return -EINVAL;
+		}
+		u->port = (int)n;
+	}
+	if (slash != NULL && slash + 1 != e) {
+		if (dec_parse(slash + 1, e, &n) < 0 || n > 1000000) {
+			*why = "database is not a number within 0..1000000";
+			return -EINVAL;
+		}
+		u->db = (int)n;
+	}
+	return 0;
+}
+
+static void
+set_redis(struct parser *p, const char *v)
+{
+	const char *why;
+	struct qbuf q;
+
+	const char *at = strrchr(v, '@');
+
+	/* The URL may carry a password: quote only what follows an `@'. */
+	if (config_parse_redis(v, &p->cfg->redis, &why) < 0) {
+		report_at(p, p->lineno, "redis `%s%s': %s", at != NULL ?
+		    "...@" : "", quotes(&q, at != NULL ? at + 1 : v), why);
+		memset(&p->cfg->redis, 0, sizeof(p->cfg->redis));
+		return;
+	}
+	p->cfg->redis_line = p->lineno;
+}
+
+/*
+ * host_id and federation: they become part of Redis keys and channel
+ * names, inside a {hash tag}, so braces and blanks would break them.
+ */
+static void
+set_fed_name(struct parser *p, const char *what, const char *v, char *d)
+{
+	struct qbuf q, qc;
+	size_t i, len = strlen(v);
+
+	if (len == 0 || len > CFG_HOST_ID_MAX) {
+		report_at(p, p->lineno, "%s `%s': want 1 to %d bytes", what,
+		    quotes(&q, v), CFG_HOST_ID_MAX);
+		return;
+	}
+	for (i = 0; i < len; i++) {
+		if ((v[i] >= 'a' && v[i] <= 'z') ||
+		    (v[i] >= 'A' && v[i] <= 'Z') || tok_digit(v[i]) ||
+		    v[i] == '.' || v[i] == '_' || v[i] == '-')
+			continue;
+		report_at(p, p->lineno, "`%s' in %s `%s' (use A-Z, a-z, 0-9, "
+		    "`.', `_' and `-')", quote(&qc, &v[i], 1), what,
+		    quotes(&q, v));
+		return;
+	}
+	memcpy(d, v, len + 1);
+}
+
+static void
+set_outage(struct parser *p, const char *v)
+{
+	struct qbuf q;
+
+	if (strcmp(v, "safe") == 0)
+		p->cfg->redis_outage = FED_OUTAGE_SAFE;
+	else if (strcmp(v, "closed") == 0)
+		p->cfg->redis_outage = FED_OUTAGE_CLOSED;
+	else if (strcmp(v, "open") == 0)
+		p->cfg->redis_outage = FED_OUTAGE_OPEN;
+	else
+		report_at(p, p->lineno, "redis_outage `%s': want safe, closed "
+		    "or open", quotes(&q, v));
+}
+
 static void
 broker_setting(struct parser *p, const char *name, const char *value)
 {
@@ -969,6 +1230,18 @@ broker_setting(struct parser *p, const char *name, const char *value)
 		break;
 	case BS_MAX_CLIENTS:
 		set_max_clients(p, value);
+		break;
+	case BS_REDIS:
+		set_redis(p, value);
+		break;
+	case BS_HOST_ID:
+		set_fed_name(p, "host_id", value, p->cfg->host_id);
+		break;
+	case BS_FEDERATION:
+		set_fed_name(p, "federation", value, p->cfg->federation);
+		break;
+	case BS_REDIS_OUTAGE:
+		set_outage(p, value);
 		break;
 	}
 }
@@ -1258,6 +1531,8 @@ build(struct parser *p)
 		ks[i].max_pause_ns = f->max_pause_ns;
 		ks[i].learn = f->learn;
 		ks[i].refund_rejected = f->refund_rejected;
+		ks[i].global = k->global;
+		ks[i].scope_line = k->scope_line;
 		k->fill = first;
 		first += (unsigned)k->nlimits;
 	}
@@ -1269,6 +1544,25 @@ build(struct parser *p)
 	cfg->limits = ls;
 	cfg->nlimits = (unsigned)p->nlims;
 	return 0;
+}
+
+/*
+ * A global key needs a Redis to share it through: without one it would
+ * quietly be this host's alone, and N hosts would admit N times its
+ * limit.  Said at its `scope' line.  Federation settings without a
+ * `redis' are harmless and pass.
+ */
+static void
+check_scopes(struct parser *p)
+{
+	/* A `redis' line that was refused has its own error already. */
+	if (p->set_line[BS_REDIS] != 0)
+		return;
+	for (int i = 0; i < p->nkeys; i++)
+		if (p->keys[i].global && p->keys[i].dup_of < 0)
+			report_at(p, p->keys[i].scope_line, "[%s]: scope = "
+			    "global needs `redis = URL' in [broker]",
+			    p->keys[i].name);
 }
 
 /* Both entry points: parse len bytes of buf, named name in messages. */
@@ -1292,6 +1586,8 @@ parse(const char *name, const char *buf, size_t len, struct config *cfg,
 	strcpy(cfg->segment, "tollgate");
 	cfg->mode = 0660;
 	cfg->max_clients = 1024;
+	strcpy(cfg->federation, "tollgate");
+	cfg->redis_outage = FED_OUTAGE_SAFE;
 
 	/*
 	 * One pass reads it all; more only if inih stopped early, as it
@@ -1312,6 +1608,8 @@ parse(const char *name, const char *buf, size_t len, struct config *cfg,
 
 	if (!p.oom)
 		resolve_keys(&p);
+	if (!p.oom)
+		check_scopes(&p);
 	if (p.nerrors == 0 && p.set_line[BS_PIDFILE] == 0)
 		snprintf(cfg->pidfile, sizeof(cfg->pidfile),
 		    "/run/tollgate/%s.pid", cfg->segment);

@@ -39,6 +39,40 @@ struct key_spec {
 	uint64_t	max_pause_ns;	/* `max_pause = D': clamp on any pause */
 	uint8_t		learn;		/* `learn = yes': adopt server limits */
 	uint8_t		refund_rejected; /* `rejected = free' */
+	/*
+	 * `scope = global': its own limits are shared through Redis by every
+	 * broker of the federation (broker/fed.c); 0, `scope = host', the
+	 * default, is this host's alone.  Not inherited: a child of a global
+	 * key may be host-scoped and the other way round.
+	 */
+	uint8_t		global;
+	int		scope_line;	/* of its `scope =', or 0 */
+};
+
+/* `[broker] redis_outage =': what a global key does without Redis. */
+enum fed_outage {
+	FED_OUTAGE_SAFE = 0,	/* last fair share (the default) */
+	FED_OUTAGE_CLOSED = 1,	/* refuse once the slices held run out */
+	FED_OUTAGE_OPEN = 2,	/* the local limits alone */
+};
+
+#define CFG_HOST_ID_MAX		63	/* bytes: host_id, federation */
+#define CFG_REDIS_HOST_MAX	255	/* bytes in a Redis host name */
+#define CFG_REDIS_AUTH_MAX	127	/* in its user, its password */
+
+/*
+ * `[broker] redis = URL', parsed: unix:/path, or
+ * redis://[user:password@]host[:port][/db].  url[0] == 0: no federation.
+ */
+struct redis_url {
+	char		url[PATH_MAX];		/* as written, for messages */
+	char		path[108];		/* unix: the socket ("" TCP) */
+	char		host[CFG_REDIS_HOST_MAX + 1];
+	char		user[CFG_REDIS_AUTH_MAX + 1];	/* "" none */
+	char		password[CFG_REDIS_AUTH_MAX + 1]; /* "" no AUTH */
+	int		has_password;
+	int		port;			/* default 6379 */
+	int		db;			/* default 0 */
 };
 
 struct config {
@@ -50,6 +84,12 @@ struct config {
 	gid_t		group;		/* `group =', by name or number */
 	char		pidfile[PATH_MAX]; /* default /run/tollgate/<segment>.pid */
 	uint32_t	max_clients;	/* default 1024 */
+	/* federation (broker/fed.c); redis.url[0] == 0: none */
+	struct redis_url redis;
+	char		host_id[CFG_HOST_ID_MAX + 1];	/* "": the hostname */
+	char		federation[CFG_HOST_ID_MAX + 1]; /* "tollgate" */
+	int		redis_outage;	/* enum fed_outage */
+	int		redis_line;	/* of `redis =', or 0 */
 	/* keys in file order; a parent always comes before its children */
 	struct key_spec	*keys;
 	unsigned	nkeys;
@@ -79,6 +119,13 @@ int	config_load_mem(const char *name, const char *buf, size_t len,
 
 /* Free what config_load allocated; cfg may be zeroed or already freed. */
 void	config_free(struct config *cfg);
+
+/*
+ * Parse a `redis =' URL into *u (zeroed first).  Returns 0, or -EINVAL
+ * with *why set to a static message.  Shared with the tests.
+ */
+int	config_parse_redis(const char *s, struct redis_url *u,
+	    const char **why);
 
 /* Index of the key named name in cfg, or -1. */
 int	config_find_key(const struct config *cfg, const char *name);

@@ -19,6 +19,7 @@
 #include "clients.h"
 #include "clock.h"
 #include "ctl.h"
+#include "fed.h"
 #include "log.h"
 #include "loop.h"
 #include "own.h"
@@ -90,6 +91,7 @@ struct daemon {
 	struct loop	loop;
 	struct clients	*clients;
 	struct ctl	*ctl;		/* tollctl's socket; NULL: none */
+	struct fed	*fed;		/* NULL: no federation */
 	uint64_t	watchdog_ns;	/* 0: no watchdog */
 	uint64_t	last_watchdog_ns;
 };
@@ -119,6 +121,7 @@ on_signal(void *arg, int signo)
 	switch (signo) {
 	case SIGHUP:
 		reload_run(d->b);
+		fed_configure(d->fed, d->b);
 		break;
 	case SIGTERM:
 	case SIGINT:
@@ -292,6 +295,12 @@ main(int argc, char *argv[])
 		errx(1, "out of memory");
 	}
 	d.ctl = ctl_open(&b, &d.loop);
+	/* After loop_init: the thread inherits the blocked signals. */
+	d.fed = fed_start(&b, &r);
+	if (d.fed == NULL && r < 0) {
+		pidfile_remove(pfh);
+		errx(1, "federation: %s", strerror(-r));
+	}
 	d.watchdog_ns = notify_watchdog_ns();
 	setproctitle("segment %s", b.cfg.segment);
 	log_info("serving segment %s: %u keys, %u limits, pid %d",
@@ -304,6 +313,7 @@ main(int argc, char *argv[])
 	r = loop_run(&d.loop);
 	if (r < 0)
 		log_warnx("loop: %s", strerror(-r));
+	fed_stop(d.fed);
 	loop_fini(&d.loop);
 	ctl_close(d.ctl);
 	clients_free(d.clients);

@@ -106,7 +106,9 @@ struct seg_header {
 	_Atomic uint64_t	broker_start;	/* /proc/PID/stat starttime */
 	_Atomic uint64_t	broker_since_ns; /* when it attached */
 	_Atomic uint64_t	repairs;	/* state garbage it fixed */
-	uint64_t		pad4[3];
+	_Atomic uint64_t	fed_state;	/* SEG_FED_*; 0: no federation */
+	_Atomic uint64_t	fed_lapses;	/* caps its thread let end */
+	uint64_t		pad4[1];
 	/* requests of tollctl, by enum seg_ctl; relaxed counters */
 	alignas(SEG_LINE) _Atomic uint64_t ctl_count[SEG_CTL_COUNT];
 	/*
@@ -124,6 +126,27 @@ struct seg_header {
 	char			ctl_key[SEG_NAME_MAX]; /* the key it named */
 	uint64_t		pad6[6];
 };
+
+/*
+ * seg_header.fed_state, written by the broker's federation thread
+ * (broker/fed.c), read by tollstat: 0 without federation.
+ */
+#define SEG_FED_ON		0x01	/* a `redis' is configured */
+#define SEG_FED_UP		0x02	/* connected to it now */
+#define SEG_FED_OUTAGE(s)	((unsigned)((s) >> 8) & 0xff) /* fed_outage */
+
+/*
+ * seg_lstate.fed_info of a global limit: when it last leased, in units of
+ * 2^20 ns of CLOCK_MONOTONIC (40 bits, as a cap's end), the hosts Redis
+ * saw leasing it (16 bits), and flags.  0: not a global limit.
+ */
+#define FED_INFO(lease_ns, hosts, flags) \
+	((uint64_t)((lease_ns) >> 20) << 24 | \
+	(uint64_t)((hosts) & 0xffff) << 8 | (uint64_t)((flags) & 0xff))
+#define FED_INFO_LEASE_NS(v)	(((v) >> 24) << 20)
+#define FED_INFO_HOSTS(v)	((unsigned)((v) >> 8) & 0xffff)
+#define FED_INFO_GLOBAL		0x01
+#define FED_INFO_DISAGREE	0x02	/* Redis holds other limits for it */
 
 /*
  * A config copy.  The broker writes the inactive copy between two
@@ -331,7 +354,7 @@ struct seg_kstate {
  * eff at once: libclient/feedback.c, conc_cut).  Line 1: feedback posted for the broker: on
  * an adaptive concurrency limit for its AIMD, on a rate limit of a key
  * that learns for the rate learned from 429s without server figures
- * (broker/feedback.c).
+ * (broker/feedback.c); on a global limit, what the federation holds.
  */
 struct seg_lstate {
 	_Atomic uint64_t	tat_ns;		/* GCRA theoretical arrival */
@@ -350,7 +373,10 @@ struct seg_lstate {
 	_Atomic uint64_t	fb_limited;	/* fresh 429s */
 	_Atomic uint64_t	cut_ns;		/* eff or a rate last fell */
 	_Atomic uint64_t	fb_probe;	/* adaptive: 429s of a probe */
-	uint64_t		pad2[3];
+	/* a global limit (broker/fed.c), for tollstat */
+	_Atomic uint64_t	fed_held;	/* units of the slices held */
+	_Atomic uint64_t	fed_granted;	/* units Redis granted us */
+	_Atomic uint64_t	fed_info;	/* FED_INFO(); 0: host-scoped */
 };
 
 /* A lease cell: 0 free, else (client slot + 1) << 32 | generation. */

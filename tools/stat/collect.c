@@ -301,7 +301,7 @@ read_state(const struct seg_map *m, struct snap *s)
 	struct seg_kstate *ks = seg_kstates(m);
 	struct seg_lstate *ls = seg_lstates(m);
 	_Atomic uint64_t *cells = seg_cells(m);
-	uint64_t now, hb, since, start, paused, tat, sum, cap, cost1, v;
+	uint64_t now, hb, since, start, paused, tat, sum, cap, cost1, v, fed;
 	int32_t pid;
 
 	if (sigsetjmp(bus_env, 1) != 0)
@@ -329,6 +329,10 @@ read_state(const struct seg_map *m, struct snap *s)
 	}
 	hb = atomic_load_explicit(&h->heartbeat_ns, memory_order_relaxed);
 	s->repairs = atomic_load_explicit(&h->repairs, memory_order_relaxed);
+	s->fed_state = atomic_load_explicit(&h->fed_state,
+	    memory_order_relaxed);
+	s->fed_lapses = atomic_load_explicit(&h->fed_lapses,
+	    memory_order_relaxed);
 	/* After the heartbeat's load: an age is never negative. */
 	s->now_ns = now = now_ns();
 	s->broker_pid = pid;
@@ -411,6 +415,18 @@ read_state(const struct seg_map *m, struct snap *s)
 			sl->srv_reset_ns = cap_until_ns(cap) - now;
 		}
 		sl->srv_limit = atomic_load_explicit(&l->srv_limit,
+		    memory_order_relaxed);
+		fed = atomic_load_explicit(&l->fed_info, memory_order_relaxed);
+		sl->fed_global = (fed & FED_INFO_GLOBAL) != 0 &&
+		    s->fed_state != 0;
+		sl->fed_disagree = (fed & FED_INFO_DISAGREE) != 0;
+		sl->fed_hosts = FED_INFO_HOSTS(fed);
+		sl->fed_lease_age_ns = FED_INFO_LEASE_NS(fed) == 0 ?
+		    UINT64_MAX : now > FED_INFO_LEASE_NS(fed) ?
+		    now - FED_INFO_LEASE_NS(fed) : 0;
+		sl->fed_held = atomic_load_explicit(&l->fed_held,
+		    memory_order_relaxed);
+		sl->fed_granted = atomic_load_explicit(&l->fed_granted,
 		    memory_order_relaxed);
 		if (sl->srv_limit == sl->spec.count)
 			sl->srv_limit = 0;

@@ -110,3 +110,16 @@ fmt_dur(char *buf, size_t len, uint64_t ns)
 		snprintf(buf, len, "%" PRIu64 "d%02" PRIu64 "h", s / 86400,
 		    s % 86400 / 3600);
 }
+
+const char *
+fed_outage_name(uint64_t fed_state)
+{
+	switch (SEG_FED_OUTAGE(fed_state)) {
+	case 1:
+		return "closed";
+	case 2:
+		return "open";
+	default:
+		return "safe";
+	}
+}

@@ -26,6 +26,11 @@
  *     "stale":     bool, heartbeat_age_ns over 1 s: it hangs,
  *     "repairs":   u64, count of state garbage it fixed
  *   },
+ *   "federation": null without a `redis', else {
+ *     "redis_connected": bool,
+ *     "outage":    "safe" | "closed" | "open", the mode while it is not,
+ *     "lapses":    u64, caps its thread let end (it was late)
+ *   },
  *   "config": {
  *     "generation": u64, publish count of the config copy,
  *     "keys":      u64, keys in the config (whatever key_filter shows),
@@ -96,6 +101,12 @@
  *                    server's remaining caps it; else null,
  *           "server_limit": u64, a limit the server reported unlike
  *                    count; else null,
+ *           "federation": null unless `scope = global', else {
+ *                    "held": u64, units of this host's slices,
+ *                    "granted": u64, units Redis granted this host,
+ *                    "hosts": u64, hosts leasing it (last lease),
+ *                    "lease_age_ns": u64 since the last lease, or null,
+ *                    "disagree": bool, Redis holds other limits for it },
  *           "granted": u64, units (leases for concurrency),
  *           "denied":  u64, refusals }
  *       ]
@@ -253,6 +264,17 @@ json_limit(struct jw *w, const struct snap *s, const struct st_limit *l,
 		jw_str(w, "server", NULL);
 	}
 	jw_opt(w, "server_limit", l->srv_limit != 0, l->srv_limit);
+	if (l->fed_global) {
+		jw_open(w, "federation", '{');
+		jw_u64(w, "held", l->fed_held);
+		jw_u64(w, "granted", l->fed_granted);
+		jw_u64(w, "hosts", l->fed_hosts);
+		jw_opt(w, "lease_age_ns", l->fed_lease_age_ns != UINT64_MAX,
+		    l->fed_lease_age_ns);
+		jw_bool(w, "disagree", l->fed_disagree);
+		jw_close(w, '}');
+	} else
+		jw_str(w, "federation", NULL);
 	jw_u64(w, "granted", l->granted);
 	jw_u64(w, "denied", l->denied);
 	jw_close(w, '}');
@@ -307,6 +329,16 @@ print_json(FILE *f, const struct snap *s)
 	jw_bool(&w, "stale", s->heartbeat_age_ns > STALE_NS);
 	jw_u64(&w, "repairs", s->repairs);
 	jw_close(&w, '}');
+
+	if (s->fed_state != 0) {
+		jw_open(&w, "federation", '{');
+		jw_bool(&w, "redis_connected",
+		    (s->fed_state & SEG_FED_UP) != 0);
+		jw_str(&w, "outage", fed_outage_name(s->fed_state));
+		jw_u64(&w, "lapses", s->fed_lapses);
+		jw_close(&w, '}');
+	} else
+		jw_str(&w, "federation", NULL);
 
 	jw_open(&w, "config", '{');
 	jw_u64(&w, "generation", s->gen);

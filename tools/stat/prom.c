@@ -42,7 +42,7 @@ static const struct pmetric key_metrics[KM_COUNT] = {
 enum {
 	LM_AVAILABLE, LM_NEXT, LM_IN_FLIGHT, LM_EFFECTIVE, LM_LIMIT,
 	LM_GRANTED, LM_DENIED, LM_SRV_REMAINING, LM_SRV_RESET, LM_SRV_LIMIT,
-	LM_COUNT
+	LM_FED_HELD, LM_FED_GRANTED, LM_FED_HOSTS, LM_COUNT
 };
 
 static const struct pmetric limit_metrics[LM_COUNT] = {
@@ -71,6 +71,13 @@ static const struct pmetric limit_metrics[LM_COUNT] = {
 	    "Time until the server's remaining resets.", 1 },
 	[LM_SRV_LIMIT] = { "tollgate_limit_server_limit", "gauge",
 	    "A limit the server reported unlike the configured one.", 0 },
+	[LM_FED_HELD] = { "tollgate_limit_federation_held", "gauge",
+	    "Units of a global limit's slices this host holds.", 0 },
+	[LM_FED_GRANTED] = { "tollgate_limit_federation_granted_total",
+	    "counter", "Units of a global limit Redis granted this host.",
+	    0 },
+	[LM_FED_HOSTS] = { "tollgate_limit_federation_hosts", "gauge",
+	    "Hosts leasing a global limit, as its last lease said.", 0 },
 };
 
 static const char *const class_names[ST_PAUSED_NS] = {
@@ -180,6 +187,15 @@ limit_value(const struct st_limit *l, int i, uint64_t *v)
 	case LM_SRV_LIMIT:
 		*v = l->srv_limit;
 		return l->srv_limit != 0;
+	case LM_FED_HELD:
+		*v = l->fed_held;
+		return l->fed_global;
+	case LM_FED_GRANTED:
+		*v = l->fed_granted;
+		return l->fed_global;
+	case LM_FED_HOSTS:
+		*v = l->fed_hosts;
+		return l->fed_global;
 	}
 	return 0;
 }
@@ -218,6 +234,10 @@ print_prom(FILE *f, const struct snap *s)
 	    s->heartbeat_age_ns);
 	prom_one(f, "tollgate_broker_repairs_total", "counter",
 	    "State garbage the broker fixed.", 0, s->repairs);
+	if (s->fed_state != 0)
+		prom_one(f, "tollgate_federation_up", "gauge",
+		    "1 if the broker is connected to the federation's Redis.",
+		    0, (s->fed_state & SEG_FED_UP) != 0);
 	prom_one(f, "tollgate_config_generation", "gauge",
 	    "Publish count of the config copy.", 0, s->gen);
 	prom_one(f, "tollgate_clients", "gauge",
@@ -278,6 +298,9 @@ print_prom(FILE *f, const struct snap *s)
 	}
 
 	for (int m = 0; m < LM_COUNT; m++) {
+		/* A broker without federation has none of its families. */
+		if (m >= LM_FED_HELD && s->fed_state == 0)
+			break;
 		prom_head(f, &limit_metrics[m]);
 		for (unsigned i = 0; i < s->nkeys; i++) {
 			const struct st_key *k = &s->keys[i];

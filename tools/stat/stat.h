@@ -45,6 +45,13 @@ struct st_limit {
 	uint64_t	srv_left;	/* server's remaining; UINT64_MAX none */
 	uint64_t	srv_reset_ns;	/* until then */
 	uint64_t	srv_limit;	/* server's limit unlike ours; 0 none */
+	/* a global limit (federation); fed_global 0: host-scoped */
+	int		fed_global;
+	int		fed_disagree;	/* Redis holds other limits for it */
+	unsigned	fed_hosts;	/* hosts leasing it (last lease) */
+	uint64_t	fed_held;	/* units of this host's slices */
+	uint64_t	fed_granted;	/* units Redis granted this host */
+	uint64_t	fed_lease_age_ns; /* since its last lease; UINT64_MAX */
 	/* where its state lives, as the config copy says */
 	uint64_t	tau_ns;		/* rate: GCRA limit; window: sub */
 	uint32_t	cells;
@@ -114,6 +121,8 @@ struct snap {
 	uint64_t	heartbeat_age_ns;
 	uint64_t	repairs;	/* state garbage it fixed */
 	struct st_ctl	ctl;
+	uint64_t	fed_state;	/* SEG_FED_*: 0 no federation */
+	uint64_t	fed_lapses;	/* caps its thread let end */
 	/* the config copy */
 	uint64_t	gen;		/* config generation */
 	unsigned	cfg_nkeys;	/* in the config, whatever -k shows */
@@ -153,6 +162,9 @@ unsigned limit_holders(const struct snap *s, const struct st_limit *l,
 	    int32_t *pids);
 /* Leases each slot holds on the keys shown, [max_clients]; exits on ENOMEM. */
 uint32_t *slot_leases(const struct snap *s);
+
+/* "safe", "closed", "open": a fed_state's outage mode. */
+const char *fed_outage_name(uint64_t fed_state);
 
 /* fmt.c: cells a person reads. */
 int	utf8_len(const unsigned char *p);

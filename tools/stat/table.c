@@ -101,6 +101,11 @@ print_header(FILE *f, const struct snap *s)
 	fmt_count(a, sizeof(a), s->repairs);
 	fprintf(f, "%-10s %s\n", "repairs", a);
 	print_ctl(f, &s->ctl);
+	if (s->fed_state != 0)
+		fprintf(f, "%-10s Redis %s (outage mode %s)%s\n", "federation",
+		    s->fed_state & SEG_FED_UP ? "connected" : "NOT connected",
+		    fed_outage_name(s->fed_state), s->fed_lapses > 0 ?
+		    "; the thread was late: see tollgated's log" : "");
 	fmt_count(a, sizeof(a), s->acquired);
 	fmt_count(b, sizeof(b), s->denied);
 	fmt_count(c, sizeof(c), s->released);
@@ -174,7 +179,20 @@ limit_note(const struct st_limit *l, char *note, size_t len)
 	if (l->srv_left != UINT64_MAX) {
 		fmt_count(a, sizeof(a), l->srv_left);
 		fmt_dur(dur, sizeof(dur), l->srv_reset_ns);
-		note_add(note, len, "server: %s left for %s", a, dur);
+		note_add(note, len, "%s: %s left for %s", l->fed_global ?
+		    "slices" : "server", a, dur);
+	}
+	if (l->fed_global) {
+		fmt_count(a, sizeof(a), l->fed_held);
+		if (l->fed_lease_age_ns == UINT64_MAX)
+			snprintf(dur, sizeof(dur), "none yet");
+		else {
+			fmt_dur(dur, sizeof(dur), l->fed_lease_age_ns);
+			strncat(dur, " ago", sizeof(dur) - strlen(dur) - 1);
+		}
+		note_add(note, len, "global: %s held, %u host%s, lease %s%s",
+		    a, l->fed_hosts, l->fed_hosts == 1 ? "" : "s", dur,
+		    l->fed_disagree ? ", limits disagree" : "");
 	}
 	if (l->conf_count != l->spec.count)
 		note_add(note, len, "learned (config %" PRIu64 ")",
