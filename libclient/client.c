@@ -710,9 +710,9 @@ paused_since(tg_client *c, const uint16_t *keys, uint32_t nkey,
  * A ticket that goes back unsent: a pause came after its slot was
  * reckoned (tg_acquire after its sleep, tg_ready's -ECANCELED), or it
  * timed out waiting for its leases.  Give back what it charged its rate
- * limits, as a settle to nothing would, but leave a bucket that a 429
- * emptied empty at the pause's end (feedback.c, empty_at), so that the
- * tickets going back in line still leave one by one.  Without it each
+ * limits, as a settle to nothing would, but not to a bucket that a 429
+ * emptied at the pause's end (feedback.c, empty_at): its stacked charges
+ * space out the restart (gcra.h, gcra_refund_above).  Without it each
  * went through its charge twice: 4 Node.js processes behind one 429 lost
  * 8 estimates of 505 tokens to requests never sent.  Windows and the
  * server's counts keep their take, as a release before a reservation's

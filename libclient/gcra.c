@@ -121,12 +121,10 @@ gcra_refund_above(_Atomic uint64_t *tatp, uint64_t cost_ns,
 		return;
 	tat = atomic_load_explicit(tatp, memory_order_relaxed);
 	do {
-		prev = tat > refund_ns ? tat - refund_ns : 0;
-		/* A TAT at or past the floor stays there at least. */
-		if (tat >= floor_ns && prev < floor_ns)
-			prev = floor_ns;
-		if (prev == tat)
+		/* A TAT at or past the floor keeps what stacked on it. */
+		if (floor_ns != 0 && tat >= floor_ns)
 			return;
+		prev = tat > refund_ns ? tat - refund_ns : 0;
 		/* Relaxed: as gcra_reserve, the CAS alone orders the word. */
 	} while (!TG_CAS_COUNT(atomic_compare_exchange_weak_explicit(tatp, &tat,
 	    prev, memory_order_relaxed, memory_order_relaxed)));

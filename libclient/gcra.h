@@ -141,9 +141,13 @@ void	gcra_refund(_Atomic uint64_t *tatp, uint64_t cost_ns,
 	    uint64_t refund_ns, uint64_t then_ns, uint64_t now_ns);
 
 /*
- * gcra_refund, but a TAT past floor_ns comes back no further than it: a
- * bucket a 429 left empty at a pause's end (floor_ns) stays empty there,
- * while one the 429 did not empty gets the whole refund.
+ * gcra_refund, but only to a TAT short of floor_ns (0: none): a bucket a
+ * 429 left empty at a pause's end (its TAT at floor_ns or past) keeps
+ * what stacked on it, while one the 429 did not empty gets the refund.
+ * Kept, the charges of the tickets that go back in line space out the
+ * restart after the pause: against a server that takes half the rate the
+ * config says, refunding them to the floor took 19 to 23 429s per 100
+ * requests where keeping them takes 12 to 14.
  */
 void	gcra_refund_above(_Atomic uint64_t *tatp, uint64_t cost_ns,
 	    uint64_t refund_ns, uint64_t then_ns, uint64_t now_ns,

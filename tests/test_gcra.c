@@ -490,9 +490,9 @@ test_gcra_two_threads_take_exactly_burst(void **state)
 }
 
 /*
- * gcra_refund_above: a TAT past the floor (a bucket a 429 emptied at a
- * pause's end) comes back no further than the floor; one under it (a
- * bucket the 429 did not empty) gets the whole refund.
+ * gcra_refund_above: a TAT at or past the floor (a bucket a 429 emptied
+ * at a pause's end) keeps what stacked on it; one under it (a bucket the
+ * 429 did not empty) gets the whole refund.
  */
 static void
 test_gcra_refund_above_keeps_an_emptied_bucket_empty(void **state)
@@ -503,10 +503,11 @@ test_gcra_refund_above_keeps_an_emptied_bucket_empty(void **state)
 	_Atomic uint64_t tat;
 
 	(void)state;
-	/* Emptied at t0 + 5 s, a take of 3 stacked on it: 1 comes back. */
+	/* Emptied at t0 + 5 s, a take of 3 stacked on it: it stays. */
 	atomic_store(&tat, floor + c);
 	gcra_refund_above(&tat, 3 * c, 3 * c, floor - tau + c, t0, floor);
-	assert_int_equal(atomic_load(&tat), floor);
+	assert_int_equal(atomic_load(&tat), floor + c);
+
 	/* Not emptied: a take of 3 at t0 from a full bucket, all back. */
 	atomic_store(&tat, t0 + 3 * c);
 	gcra_refund_above(&tat, 3 * c, 3 * c, t0, t0, floor);
