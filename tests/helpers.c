@@ -1,5 +1,10 @@
 /* helpers.c: a real tollgated for tests: start, reload, kill, clean up. */
 #include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -416,4 +421,45 @@ tb_shared(size_t size)
 	assert_true(p != MAP_FAILED);
 	memset(p, 0, size);
 	return p;
+}
+
+#if defined(__x86_64__)
+#define TB_ARCH	AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define TB_ARCH	AUDIT_ARCH_AARCH64
+#endif
+
+int
+tb_deny_syscalls(int allow_sleep)
+{
+#ifdef TB_ARCH
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+		    offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TB_ARCH, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+		    offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_write, 3, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_exit, 2, 0),
+		/* Never matches without allow_sleep: no call is numbered ~0. */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, allow_sleep ?
+		    (uint32_t)SYS_clock_nanosleep : UINT32_MAX, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {
+		.len = sizeof(f) / sizeof(f[0]),
+		.filter = f,
+	};
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -errno;
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+		return -errno;
+	return 0;
+#else
+	(void)allow_sleep;
+	return -ENOSYS;
+#endif
 }

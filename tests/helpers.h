@@ -113,4 +113,14 @@ uint64_t tb_now_ns(void);
 uint64_t tb_rnd(uint64_t *seed);
 void	tb_sleep_ns(uint64_t ns);
 
+/*
+ * Install a seccomp BPF filter that kills the whole process on any system
+ * call but write and exit (and clock_nanosleep if allow_sleep), and on a
+ * call of another architecture (a 32-bit number means something else).
+ * A filter, not SECCOMP_MODE_STRICT: on some kernels strict mode also
+ * disables rdtsc, the vDSO clock's instruction.  0, or -errno (-ENOSYS:
+ * no filter for this architecture).
+ */
+int	tb_deny_syscalls(int allow_sleep);
+
 #endif /* TG_HELPERS_H */

@@ -7,13 +7,9 @@
  * every sliding window, utilisation, shares, pauses, outages.
  */
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
@@ -760,51 +756,6 @@ test_outage_safe(void **state)
 	assert_true(after >= RATE_PER_S * 2 * 8 / 10);
 }
 
-#if defined(__x86_64__)
-#define TEST_ARCH	AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define TEST_ARCH	AUDIT_ARCH_AARCH64
-#endif
-
-/*
- * A seccomp filter that kills the process on any system call but write,
- * exit and clock_nanosleep, as test_seccomp's but for the sleep, which
- * the worker's own loop makes between refusals (a spinning worker would
- * starve its broker of the CPU on a small machine); tg_try_acquire never
- * sleeps.  0, or -errno (-ENOSYS: no arch here).
- */
-static int
-deny_syscalls(void)
-{
-#ifdef TEST_ARCH
-	struct sock_filter flt[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-		    offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TEST_ARCH, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-		    offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_write, 3, 0),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_exit, 2, 0),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clock_nanosleep, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = {
-		.len = sizeof(flt) / sizeof(flt[0]),
-		.filter = flt,
-	};
-
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		return -errno;
-	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
-		return -errno;
-	return 0;
-#else
-	return -ENOSYS;
-#endif
-}
-
 /*
  * The hot path on a global key makes no system call, with Redis there and
  * while it is gone: a worker under a filter that kills it on any call
@@ -841,7 +792,7 @@ test_outage_no_syscall(void **state)
 			_exit(2);
 		(void)tg_try_acquire(c, k, &cost, &t, &retry);
 		tg_release(c, &t);
-		if ((r = deny_syscalls()) != 0)
+		if ((r = tb_deny_syscalls(1)) != 0)
 			_exit(r == -ENOSYS ? 77 : 3);
 		while (tb_now_ns() < t0 + dur) {
 			if (tg_try_acquire(c, k, &cost, &t, &retry) != 0) {

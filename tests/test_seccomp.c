@@ -12,11 +12,7 @@
  * SIGSEGV.  A filter refuses exactly the same system calls and leaves the
  * TSC alone.
  */
-#include <sys/prctl.h>
 #include <sys/syscall.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <errno.h>
 #include <setjmp.h>	/* cmocka 1.1 needs setjmp, stdarg, stddef, stdint */
 #include <signal.h>
@@ -82,48 +78,6 @@ static const char limited_headers[] =
     "retry-after-ms: 1\r\n"
     "retry-after: Mon, 23 Nov 2020 10:00:01 GMT\r\n\r\n";
 
-#if defined(__x86_64__)
-#define TEST_ARCH	AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define TEST_ARCH	AUDIT_ARCH_AARCH64
-#endif
-
-/*
- * Allow write and exit, kill the whole process on anything else, and on
- * any other architecture (a 32-bit system call number means something
- * else).  Returns 0 or -errno.
- */
-static int
-deny_syscalls(void)
-{
-#ifdef TEST_ARCH
-	struct sock_filter f[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-		    offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TEST_ARCH, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-		    offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_write, 2, 0),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_exit, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = {
-		.len = sizeof(f) / sizeof(f[0]),
-		.filter = f,
-	};
-
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		return -errno;
-	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
-		return -errno;
-	return 0;
-#else
-	return -ENOSYS;
-#endif
-}
-
 /* Spin until valid_in_ns from now: the clock is the vDSO's, no call. */
 static void
 spin_for(uint64_t valid_in_ns)
@@ -146,7 +100,7 @@ child(const struct tbroker *tb, int fd, int mode)
 	uint64_t retry, valid;
 	int r;
 
-	if (deny_syscalls() != 0)
+	if (tb_deny_syscalls(0) != 0)
 		_exit(3);
 	if (mode == 1)
 		(void)getppid();	/* the control: this must kill us */
