@@ -835,6 +835,17 @@ group_by_name(const char *name, gid_t *gid)
 	return -e;
 }
 
+/*
+ * A character of a segment name, a host id or a Redis host name: letters,
+ * digits, `.', `_' and `-', safe in shm_open, pidfile and Redis key names.
+ */
+static int
+name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    tok_digit(c) || c == '.' || c == '_' || c == '-';
+}
+
 static void
 set_segment(struct parser *p, const char *v)
 {
@@ -853,9 +864,7 @@ set_segment(struct parser *p, const char *v)
 	}
 	/* It becomes "/NAME" for shm_open and part of the pidfile's name. */
 	for (i = 0; i < len; i++) {
-		if ((v[i] >= 'a' && v[i] <= 'z') ||
-		    (v[i] >= 'A' && v[i] <= 'Z') || tok_digit(v[i]) ||
-		    v[i] == '.' || v[i] == '_' || v[i] == '-')
+		if (name_char(v[i]))
 			continue;
 		report_at(p, p->lineno, "`%s' in segment name `%s' (use "
 		    "A-Z, a-z, 0-9, `.', `_' and `-')", quote(&qc, &v[i], 1),
@@ -1104,9 +1113,7 @@ config_parse_redis(const char *s, struct redis_url *u, const char **why)
 			return -EINVAL;
 		}
 		for (const char *c = u->host; *c; c++)
-			if (!((*c >= 'a' && *c <= 'z') ||
-			    (*c >= 'A' && *c <= 'Z') || tok_digit(*c) ||
-			    *c == '.' || *c == '-' || *c == '_')) {
+			if (!name_char(*c)) {
 				*why = "bad character in host (IPv6 addresses "
 				    "go in [brackets])";
 				return -EINVAL;
@@ -1167,9 +1174,7 @@ set_fed_name(struct parser *p, const char *what, const char *v, char *d)
 		return;
 	}
 	for (i = 0; i < len; i++) {
-		if ((v[i] >= 'a' && v[i] <= 'z') ||
-		    (v[i] >= 'A' && v[i] <= 'Z') || tok_digit(v[i]) ||
-		    v[i] == '.' || v[i] == '_' || v[i] == '-')
+		if (name_char(v[i]))
 			continue;
 		report_at(p, p->lineno, "`%s' in %s `%s' (use A-Z, a-z, 0-9, "
 		    "`.', `_' and `-')", quote(&qc, &v[i], 1), what,

@@ -221,34 +221,17 @@ pause_key(struct ctl *c, uint32_t k, uint64_t ns, uint64_t now, char *out,
     size_t len)
 {
 	struct seg_kstate *ks = &seg_kstates(&c->b->m)[k];
-	uint64_t max = max_pause(c->b, k), d, until, old, set;
+	uint64_t max = max_pause(c->b, k), d, until, old;
 	char a[32], b[32];
 
 	d = ns < max ? ns : max;
 	until = now + d;
 	/*
-	 * As a 429's pause (libclient/feedback.c): an atomic max, so a
-	 * longer pause in force stays; a new round, so that the responses
-	 * of requests sent before it do not grow the backoff, and waiters
-	 * with slots reserved take their places again after it when they
-	 * wake (tg_acquire, paused_since): no wake here, which would have
-	 * each of them charged twice.  Relaxed: the pause guards no other
-	 * data.
+	 * As a 429's pause (seg_pause_key): a longer pause in force stays;
+	 * no wake here: waiters with slots reserved take their places again
+	 * when they wake (tg_acquire, paused_since).
 	 */
-	old = atomic_load_explicit(&ks->paused_until_ns, memory_order_relaxed);
-	do {
-		if (old >= until)
-			break;
-	} while (!atomic_compare_exchange_weak_explicit(&ks->paused_until_ns,
-	    &old, until, memory_order_relaxed, memory_order_relaxed));
-	if (old < until)
-		atomic_fetch_add_explicit(&ks->status[ST_PAUSED_NS],
-		    until - (old > now ? old : now), memory_order_relaxed);
-	set = atomic_load_explicit(&ks->pause_set_ns, memory_order_relaxed);
-	while (set < now && !atomic_compare_exchange_weak_explicit(
-	    &ks->pause_set_ns, &set, now, memory_order_relaxed,
-	    memory_order_relaxed))
-		;
+	old = seg_pause_key(ks, now, until);
 	duration_format(a, sizeof(a), d);
 	if (old >= until) {
 		duration_format(b, sizeof(b), (old - now) / NS_PER_S * NS_PER_S);

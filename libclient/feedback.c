@@ -39,32 +39,11 @@ clamp_pause(const struct chain *ch, uint64_t ns)
 	return ns < max ? ns : max;
 }
 
-/*
- * Pause key id until `until' (an atomic max: a shorter pause never cuts a
- * longer one) and count the time it added.  The pause also starts a new
- * round (pause_set_ns): responses to requests sent before it belong to
- * the round and do not grow the backoff again.
- */
+/* Pause key id until `until': seg_pause_key, shared with tollctl. */
 static void
 pause_key(tg_client *c, uint16_t id, uint64_t now, uint64_t until)
 {
-	struct seg_kstate *ks = &seg_kstates(&c->m)[id];
-	uint64_t old, set;
-
-	/* Relaxed: takes read the pause alone; it guards no other data. */
-	old = atomic_load_explicit(&ks->paused_until_ns, memory_order_relaxed);
-	do {
-		if (old >= until)
-			return;
-	} while (!atomic_compare_exchange_weak_explicit(&ks->paused_until_ns,
-	    &old, until, memory_order_relaxed, memory_order_relaxed));
-	atomic_fetch_add_explicit(&ks->status[ST_PAUSED_NS],
-	    until - (old > now ? old : now), memory_order_relaxed);
-	set = atomic_load_explicit(&ks->pause_set_ns, memory_order_relaxed);
-	while (set < now && !atomic_compare_exchange_weak_explicit(
-	    &ks->pause_set_ns, &set, now, memory_order_relaxed,
-	    memory_order_relaxed))
-		;
+	(void)seg_pause_key(&seg_kstates(&c->m)[id], now, until);
 }
 
 /*

@@ -267,3 +267,24 @@ seg_slot_locked(int fd, uint32_t slot)
 		return -errno;
 	return l.l_type != F_UNLCK;
 }
+
+uint64_t
+seg_pause_key(struct seg_kstate *ks, uint64_t now, uint64_t until)
+{
+	uint64_t old, set;
+
+	old = atomic_load_explicit(&ks->paused_until_ns, memory_order_relaxed);
+	do {
+		if (old >= until)
+			return old;
+	} while (!atomic_compare_exchange_weak_explicit(&ks->paused_until_ns,
+	    &old, until, memory_order_relaxed, memory_order_relaxed));
+	atomic_fetch_add_explicit(&ks->status[ST_PAUSED_NS],
+	    until - (old > now ? old : now), memory_order_relaxed);
+	set = atomic_load_explicit(&ks->pause_set_ns, memory_order_relaxed);
+	while (set < now && !atomic_compare_exchange_weak_explicit(
+	    &ks->pause_set_ns, &set, now, memory_order_relaxed,
+	    memory_order_relaxed))
+		;
+	return old;
+}

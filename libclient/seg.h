@@ -551,6 +551,18 @@ void	seg_detach(struct seg_map *m);
  * Check a header's geometry against the sizes actually mapped: every
  * region inside its object, counts within bounds.  Returns 0 or -EBADMSG.
  */
+/*
+ * Pause key ks until `until' (an atomic max: a shorter pause never cuts a
+ * longer one), count the time it added, and start a new round
+ * (pause_set_ns = now): responses to requests sent before it do not grow
+ * the backoff again, and waiters with slots reckoned before it go back in
+ * line (tg_acquire, tg_ready).  Returns the pause in force before; a
+ * value >= until means it stays and nothing changed.  For a 429
+ * (feedback.c) and for tollctl (broker/ctl.c).  Relaxed: takes read the
+ * pause alone; it guards no other data.
+ */
+uint64_t seg_pause_key(struct seg_kstate *ks, uint64_t now, uint64_t until);
+
 int	seg_check(const struct seg_header *h, size_t hdr_size,
 	    size_t state_size);
 
